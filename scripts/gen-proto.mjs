@@ -1,0 +1,52 @@
+// Regenerates src/proto/gen from proto/etcd/*.proto with protoc + ts-proto.
+// Run with `npm run gen` after editing a .proto file; the output is committed so
+// that `npm ci` needs no protoc. `--check` regenerates into a temporary folder
+// and fails when the committed output differs.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+const check = process.argv.includes('--check');
+const committed = join(root, 'src/proto/gen');
+const out = check ? mkdtempSync(join(tmpdir(), 'metaetcd-gen-')) : committed;
+const plugin = join(root, 'node_modules/.bin/protoc-gen-ts_proto');
+const options = [
+  'outputServices=grpc-js',
+  'forceLong=bigint',
+  'esModuleInterop=true',
+  'oneof=unions-value',
+  'outputJsonMethods=false',
+  'outputPartialMethods=true',
+  'useExactTypes=false',
+  'importSuffix=.js',
+  'env=node',
+  'fileSuffix=',
+].join(',');
+
+execFileSync(
+  'protoc',
+  [
+    `--plugin=protoc-gen-ts_proto=${plugin}`,
+    `--ts_proto_out=${out}`,
+    `--ts_proto_opt=${options}`,
+    '-I',
+    join(root, 'proto/etcd'),
+    'kv.proto',
+    'rpc.proto',
+  ],
+  { stdio: 'inherit' },
+);
+
+if (check) {
+  const differing = readdirSync(out).filter(
+    (f) => readFileSync(join(out, f), 'utf8') !== readFileSync(join(committed, f), 'utf8'),
+  );
+  rmSync(out, { recursive: true, force: true });
+  if (differing.length > 0) {
+    console.error(`generated code is stale: ${differing.join(', ')}; run npm run gen`);
+    process.exit(1);
+  }
+  console.log('generated code is up to date');
+}

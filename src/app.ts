@@ -1,0 +1,174 @@
+// Wires one proxy process: clients of the coordinator and member clusters,
+// bootstrap, the clock, one watch stream and revision timeline per member, the
+// KV/Watch/Lease/Maintenance/Cluster services, the gRPC server and the metrics
+// endpoint; and stops all of it in order.
+
+import { readFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import type { Server } from '@grpc/grpc-js';
+import { Clock } from './clock/clock.js';
+import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
+import { CompactionState, type KvContext, type LeaseChecker } from './kv/context.js';
+import type { Logger } from './log.js';
+import { bootstrap } from './members/bootstrap.js';
+import { parseCluster, parseClusters } from './members/endpoints.js';
+import { EtcdClient, type ClientTls } from './members/etcd-client.js';
+import { MemberStream } from './members/member-stream.js';
+import { startMetricsServer } from './metrics-server.js';
+import { Metrics } from './metrics.js';
+import { ClusterService, KVService, MaintenanceService } from './proto/gen/rpc.js';
+import { MemberTimeline } from './revision/member-timeline.js';
+import { createClusterService } from './server/cluster-service.js';
+import { bind, createGrpcServer, serverCredentials } from './server/grpc-server.js';
+import { HeaderFactory } from './server/header.js';
+import { createKvService } from './server/kv-service.js';
+import { createMaintenanceService } from './server/maintenance-service.js';
+import { Router } from './shard/layout.js';
+
+/** The etcd version reported by Status; see docs/design.md (it gates kube-apiserver's use of RequestProgress). */
+export const REPORTED_ETCD_VERSION = '3.5.12';
+
+export interface ProxyHandle {
+  /** The port the gRPC server listens on. */
+  port: number;
+  metricsPort: number | undefined;
+  clusterId: string;
+  stop(): Promise<void>;
+}
+
+export async function startProxy(config: ProxyConfig, log: Logger, metrics = new Metrics({ processMetrics: true })): Promise<ProxyHandle> {
+  const tls = loadClientTls(config);
+  const clientOpts = {
+    tls,
+    keepaliveTimeMs: config.grpcClientKeepaliveIntervalMs,
+    keepaliveTimeoutMs: config.grpcClientKeepaliveTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+  };
+  const coordinator = new EtcdClient({ name: 'coordinator', endpoints: parseCluster(config.coordinator), ...clientOpts });
+  const candidates = parseClusters(config.members).map((endpoints, i) => new EtcdClient({ name: `member ${i}`, endpoints, ...clientOpts }));
+  const closeClients = () => [coordinator, ...candidates].forEach((c) => c.close());
+
+  const streams: MemberStream[] = [];
+  let server: Server | undefined;
+  let metricsServer: HttpServer | undefined;
+  try {
+    const boot = await bootstrap({ coordinator, candidates, log });
+    const members = boot.members.map((client, i) => {
+      // Names follow member slots, not flag order.
+      client.name = `member ${i}`;
+      return client;
+    });
+    const router = new Router(boot.layout);
+    const compaction = new CompactionState();
+    compaction.raise(boot.compacted);
+    const timelines = members.map(
+      (client, member) => new MemberTimeline({ member, client, log, metrics, fenceAfterMs: config.fenceAfterMs }),
+    );
+    const clock = new Clock({ coordinator, members, log, metrics });
+    for (const [member, client] of members.entries()) {
+      streams.push(
+        new MemberStream({
+          member,
+          client,
+          timeline: timelines[member]!,
+          log,
+          metrics,
+          onCompacted: (rev) => compaction.raise(rev),
+        }),
+      );
+    }
+    await Promise.all(streams.map((s) => s.start()));
+    await clock.now(); // rebuilds the clock now if the coordinator has none
+
+    const leases: LeaseChecker = { exists: () => Promise.resolve(false) };
+    const kv: KvContext = {
+      router,
+      members,
+      timelines,
+      clock,
+      compaction,
+      leases,
+      limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs },
+      metrics,
+      log: log.child({ component: 'kv' }),
+    };
+
+    const grpcOpts = {
+      maxRequestBytes: config.maxRequestBytes,
+      keepaliveIntervalMs: config.grpcServerKeepaliveIntervalMs,
+      keepaliveTimeoutMs: config.grpcServerKeepaliveTimeoutMs,
+      maxIdleMs: config.grpcServerKeepaliveMaxIdleMs,
+      serverCert: config.serverCert,
+      serverCertKey: config.serverCertKey,
+      caCert: config.caCert,
+    };
+    server = createGrpcServer(grpcOpts);
+    const port = await bind(server, config.listenAddr, serverCredentials(grpcOpts));
+    const urls = advertisedUrls(config, port);
+    const header = new HeaderFactory(boot.layout.clusterId, urls);
+    const deps = { metrics, log: log.child({ component: 'server' }) };
+    server.addService(KVService, createKvService({ ...deps, kv, coordinator, header }));
+    server.addService(
+      MaintenanceService,
+      createMaintenanceService({ ...deps, members, coordinator, clock, header, version: () => REPORTED_ETCD_VERSION }),
+    );
+    server.addService(ClusterService, createClusterService({ ...deps, clock, header, name: 'metaetcd', clientUrls: urls }));
+
+    if (!config.serverCert && !isLoopbackHost(listenHost(config.listenAddr))) {
+      log.warn({ listenAddr: config.listenAddr }, 'serving plaintext beyond loopback: anyone who can reach this address can read and write every key');
+    }
+    let metricsPort: number | undefined;
+    if (config.metricsPort > 0) {
+      const ms = await startMetricsServer(metrics, config.metricsAddr, config.metricsPort);
+      metricsServer = ms.server;
+      metricsPort = ms.port;
+    }
+    log.info({ listen: config.listenAddr, port, members: members.length, clusterId: boot.layout.clusterId }, 'ready to serve');
+
+    const srv = server;
+    let stopping: Promise<void> | undefined;
+    return {
+      port,
+      metricsPort,
+      clusterId: boot.layout.clusterId,
+      stop: () => {
+        stopping ??= (async () => {
+          await shutdownGrpc(srv, 5000);
+          for (const s of streams) s.stop();
+          await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
+          closeClients();
+          log.info('stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    for (const s of streams) s.stop();
+    server?.forceShutdown();
+    metricsServer?.close();
+    closeClients();
+    throw err;
+  }
+}
+
+function loadClientTls(c: ProxyConfig): ClientTls {
+  const tls: ClientTls = {};
+  if (c.caCert) tls.ca = readFileSync(c.caCert);
+  if (c.clientCert) tls.cert = readFileSync(c.clientCert);
+  if (c.clientCertKey) tls.key = readFileSync(c.clientCertKey);
+  return tls;
+}
+
+/** Stops accepting calls, lets running ones finish for up to `graceMs`, then cuts the rest. */
+function shutdownGrpc(server: Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

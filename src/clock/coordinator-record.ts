@@ -1,0 +1,35 @@
+// The clock record kept in the coordinator etcd: the meta cluster's logical
+// clock. `revision` is the highest meta revision handed out; `last[i]` is the
+// highest revision handed to a write on member i (what a reader must see member
+// i reach before it can read that member "now"); `ceiling` is the bound up to
+// which revisions may be handed out before a higher bound is first written
+// durably to the members (so a rebuilt clock never goes below a revision any
+// client may have seen).
+
+export const CLOCK_KEY = Buffer.from('metaetcd/clock');
+
+export interface CoordinatorRecord {
+  format: 1;
+  revision: number;
+  ceiling: number;
+  last: number[];
+}
+
+export function encodeCoordinatorRecord(r: CoordinatorRecord): Buffer {
+  return Buffer.from(JSON.stringify(r));
+}
+
+export function decodeCoordinatorRecord(raw: Buffer, members: number): CoordinatorRecord {
+  const v = JSON.parse(raw.toString('utf8')) as Partial<CoordinatorRecord>;
+  if (
+    v.format !== 1 ||
+    !Number.isSafeInteger(v.revision) ||
+    !Number.isSafeInteger(v.ceiling) ||
+    !Array.isArray(v.last) ||
+    v.last.length !== members ||
+    v.last.some((x) => !Number.isSafeInteger(x))
+  ) {
+    throw new Error('malformed metaetcd clock record in the coordinator');
+  }
+  return v as CoordinatorRecord;
+}

@@ -1,0 +1,55 @@
+// Everything the KV executors need, wired once by app.ts.
+
+import type { Clock } from '../clock/clock.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { EtcdClient } from '../members/etcd-client.js';
+import type { MemberTimeline } from '../revision/member-timeline.js';
+import type { Router } from '../shard/layout.js';
+
+/** The meta revision the meta cluster is compacted at, as far as this proxy knows. */
+export class CompactionState {
+  private rev = 0;
+  private readonly listeners = new Set<(rev: number) => void>();
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  raise(rev: number): void {
+    if (rev <= this.rev) return;
+    this.rev = rev;
+    for (const l of this.listeners) l(rev);
+  }
+
+  onRaise(l: (rev: number) => void): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+}
+
+/** Answers whether a meta lease exists (for Put with a lease); implemented by the lease service. */
+export interface LeaseChecker {
+  exists(id: bigint): Promise<boolean>;
+}
+
+export interface KvLimits {
+  /** etcd's --max-request-bytes: larger requests fail with "request is too large". */
+  maxRequestBytes: number;
+  /** etcd's --max-txn-ops. */
+  maxTxnOps: number;
+  /** Bound on waiting for member clusters within one request. */
+  requestTimeoutMs: number;
+}
+
+export interface KvContext {
+  router: Router;
+  members: EtcdClient[];
+  timelines: MemberTimeline[];
+  clock: Clock;
+  compaction: CompactionState;
+  leases: LeaseChecker;
+  limits: KvLimits;
+  metrics: Metrics;
+  log: Logger;
+}

@@ -1,0 +1,62 @@
+// The Put and DeleteRange RPCs, expressed as transactions so that they share one
+// write path (and its ordering, guards and retries). A DeleteRange that spans
+// members runs as one transaction on each member that holds matching keys:
+// atomic within each member, not across members (a documented caveat), each part
+// with its own revision; the response carries the highest.
+
+import type { KeyValue } from '../proto/gen/kv.js';
+import { asDeleteRange, asPut } from '../proto/build.js';
+import type { DeleteRangeRequest, PutRequest, TxnRequest } from '../proto/gen/rpc.js';
+import { fromUpstream } from '../server/errors.js';
+import { toMemberRange } from '../store/keyspace.js';
+import type { KvContext } from './context.js';
+import { executeTxn } from './txn.js';
+import { checkDelete, checkPut } from './txn-check.js';
+
+export interface PutResult {
+  revision: number;
+  prevKv: KeyValue | undefined;
+}
+
+export async function put(ctx: KvContext, req: PutRequest): Promise<PutResult> {
+  checkPut(req);
+  const out = await executeTxn(ctx, { compare: [], success: [{ request: { $case: 'requestPut', value: req } }], failure: [] });
+  return { revision: out.revision, prevKv: asPut(out.responses[0]).prevKv };
+}
+
+export interface DeleteResult {
+  revision: number;
+  deleted: number;
+  prevKvs: KeyValue[];
+}
+
+export async function deleteRange(ctx: KvContext, req: DeleteRangeRequest): Promise<DeleteResult> {
+  checkDelete(req);
+  const members = ctx.router.membersOf(req.key, req.rangeEnd);
+  const asTxn: TxnRequest = { compare: [], success: [{ request: { $case: 'requestDeleteRange', value: req } }], failure: [] };
+  if (members.length === 1) return fromOutcome(await executeTxn(ctx, asTxn));
+
+  const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
+  const counts = await Promise.all(
+    members.map(async (m) => {
+      try {
+        return Number((await ctx.members[m]!.range({ key, rangeEnd, countOnly: true })).count);
+      } catch (err) {
+        throw fromUpstream(err, `member ${m}`);
+      }
+    }),
+  );
+  const holding = members.filter((_, i) => counts[i]! > 0);
+  if (holding.length === 0) return { revision: (await ctx.clock.now()).revision, deleted: 0, prevKvs: [] };
+  const parts = await Promise.all(holding.map(async (m) => fromOutcome(await executeTxn(ctx, asTxn, m))));
+  return {
+    revision: Math.max(...parts.map((p) => p.revision)),
+    deleted: parts.reduce((n, p) => n + p.deleted, 0),
+    prevKvs: parts.flatMap((p) => p.prevKvs).sort((a, b) => Buffer.compare(a.key, b.key)),
+  };
+}
+
+function fromOutcome(out: { revision: number; responses: import('../proto/gen/rpc.js').ResponseOp[] }): DeleteResult {
+  const d = asDeleteRange(out.responses[0]);
+  return { revision: out.revision, deleted: Number(d.deleted), prevKvs: d.prevKvs };
+}

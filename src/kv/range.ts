@@ -1,0 +1,78 @@
+// The Range RPC over the meta cluster: resolve the snapshot, read every touched
+// member at the member revision that holds it (in parallel), merge by key, and
+// apply etcd's Range post-processing.
+
+import type { KeyValue } from '../proto/gen/kv.js';
+import type { RangeRequest, RangeResponse } from '../proto/gen/rpc.js';
+import { Errors, fromUpstream } from '../server/errors.js';
+import { toMemberRange } from '../store/keyspace.js';
+import type { KvContext } from './context.js';
+import { memberFetchLimit, shapeRange } from './range-shape.js';
+import { resolveReadPoint, type ReadPoint } from './read-point.js';
+import { toClientKv } from './translate.js';
+
+export interface RangeResult {
+  kvs: KeyValue[];
+  more: boolean;
+  count: number;
+  header: number;
+}
+
+export async function range(ctx: KvContext, req: RangeRequest): Promise<RangeResult> {
+  if (req.key.length === 0) throw Errors.emptyKey();
+  const members = ctx.router.membersOf(req.key, req.rangeEnd);
+  const point = await resolveReadPoint(ctx, members, Number(req.revision), req.serializable);
+  return rangeAt(ctx, req, members, point);
+}
+
+/** Serves `req` from an already resolved snapshot (also used inside read-only transactions). */
+export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number[], point: ReadPoint): Promise<RangeResult> {
+  const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
+  const limit = memberFetchLimit(req);
+  const parts = await Promise.all(
+    members.map(async (m) => {
+      try {
+        return await ctx.members[m]!.range({
+          key,
+          rangeEnd,
+          revision: BigInt(point.memberRevisions.get(m)!),
+          limit: BigInt(limit),
+          countOnly: req.countOnly,
+          serializable: true,
+        });
+      } catch (err) {
+        throw fromUpstream(err, `member ${m}`);
+      }
+    }),
+  );
+  let count = 0;
+  for (const p of parts) count += Number(p.count);
+  if (req.countOnly) return { kvs: [], more: false, count, header: point.header };
+  let merged = mergeByKey(parts.map((p) => p.kvs));
+  if (limit > 0 && merged.length > limit) merged = merged.slice(0, limit);
+  const shaped = shapeRange(req, merged.map(toClientKv));
+  return { kvs: shaped.kvs, more: shaped.more, count, header: point.header };
+}
+
+export function toRangeResponse(r: RangeResult, header: RangeResponse['header']): RangeResponse {
+  return { header, kvs: r.kvs, more: r.more, count: BigInt(r.count) };
+}
+
+/** K-way merge of key-sorted lists (members hold disjoint keys). */
+function mergeByKey(lists: KeyValue[][]): KeyValue[] {
+  const nonEmpty = lists.filter((l) => l.length > 0);
+  if (nonEmpty.length === 0) return [];
+  if (nonEmpty.length === 1) return nonEmpty[0]!;
+  const out: KeyValue[] = [];
+  const pos = nonEmpty.map(() => 0);
+  for (;;) {
+    let best = -1;
+    for (let i = 0; i < nonEmpty.length; i++) {
+      const kv = nonEmpty[i]![pos[i]!];
+      if (kv && (best < 0 || Buffer.compare(kv.key, nonEmpty[best]![pos[best]!]!.key) < 0)) best = i;
+    }
+    if (best < 0) return out;
+    out.push(nonEmpty[best]![pos[best]!]!);
+    pos[best]!++;
+  }
+}

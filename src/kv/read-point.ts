@@ -1,0 +1,59 @@
+// Choosing the snapshot a read is served from, and the member revision that holds
+// it in each member the read touches. This is where "a read never returns a
+// revision whose writes can still appear later" is enforced:
+//
+// - A linearizable read takes the clock's current revision C (a coordinator
+//   read, shared by concurrent readers) and, for every member it touches, waits
+//   until that member's stream has shown the last revision handed to a write on
+//   it (`last[m]`), fencing the member if that write stalls. After that no write
+//   at or below C can still land on those members, and the member revision that
+//   holds meta revision C is known from the revision index.
+// - A read at an explicit revision R waits the same way for members whose
+//   watermark is still below R (R above the clock is a future revision).
+// - A serializable read uses only what this proxy has already seen: the lowest
+//   watermark among the members it touches, which needs no round trip.
+
+import { Errors } from '../server/errors.js';
+import type { KvContext } from './context.js';
+
+export interface ReadPoint {
+  /** Revision reported in the response header. */
+  header: number;
+  /** The snapshot's meta revision. */
+  revision: number;
+  /** Member revision holding the snapshot, per touched member. */
+  memberRevisions: Map<number, number>;
+}
+
+export async function resolveReadPoint(
+  ctx: KvContext,
+  members: number[],
+  revision: number,
+  serializable: boolean,
+): Promise<ReadPoint> {
+  const deadline = Date.now() + ctx.limits.requestTimeoutMs;
+  if (revision > 0) {
+    if (revision < ctx.compaction.revision) throw Errors.compacted();
+    const uncovered = members.filter((m) => ctx.timelines[m]!.watermark < revision);
+    let header = Math.max(revision, ctx.clock.latest()?.revision ?? 0);
+    if (uncovered.length > 0 || !serializable) {
+      const snap = await ctx.clock.now();
+      if (revision > snap.revision) throw Errors.futureRev();
+      header = snap.revision;
+      await Promise.all(uncovered.map((m) => ctx.timelines[m]!.waitFor(snap.last[m]!, deadline)));
+    }
+    return { header, revision, memberRevisions: await memberRevisions(ctx, members, revision) };
+  }
+  if (serializable) {
+    const snapshot = Math.min(...members.map((m) => ctx.timelines[m]!.watermark));
+    return { header: snapshot, revision: snapshot, memberRevisions: await memberRevisions(ctx, members, snapshot) };
+  }
+  const snap = await ctx.clock.now();
+  await Promise.all(members.map((m) => ctx.timelines[m]!.waitFor(snap.last[m]!, deadline)));
+  return { header: snap.revision, revision: snap.revision, memberRevisions: await memberRevisions(ctx, members, snap.revision) };
+}
+
+async function memberRevisions(ctx: KvContext, members: number[], revision: number): Promise<Map<number, number>> {
+  const revs = await Promise.all(members.map((m) => ctx.timelines[m]!.memberRevisionAt(revision)));
+  return new Map(members.map((m, i) => [m, revs[i]!]));
+}

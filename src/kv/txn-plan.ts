@@ -1,0 +1,83 @@
+// Static analysis of a transaction before it runs: which member its writes go
+// to, which members its compares and reads touch, and which keys' current state
+// the proxy must read to evaluate compares and build its puts. A transaction
+// whose writes (in either branch) or whose compares/reads reach more than one
+// member is refused up front — metaetcd's one transactional caveat — so nothing
+// is ever half-applied. Read-only transactions may span members.
+
+import type { Compare, RequestOp, TxnRequest } from '../proto/gen/rpc.js';
+import { Errors } from '../server/errors.js';
+import type { Router } from '../shard/layout.js';
+
+export interface ClientRange {
+  key: Buffer;
+  rangeEnd: Buffer;
+}
+
+export interface TxnPlan {
+  /** The member every write goes to; undefined when no branch writes anything. */
+  writeMember: number | undefined;
+  /** Members touched by compares and range reads. */
+  readMembers: Set<number>;
+  /** Single keys whose current state is needed (compare keys and put keys), client form, unique. */
+  stateKeys: Buffer[];
+  /** Compare ranges (compares with a range_end), client form, unique. */
+  stateRanges: ClientRange[];
+}
+
+/**
+ * Plans `req`. With `onMember`, every key is taken to live in that member (used
+ * for the per-member parts of a spanning DeleteRange, which the caller has
+ * already restricted to one member's keys).
+ */
+export function planTxn(router: Router, req: TxnRequest, onMember?: number): TxnPlan {
+  const membersOf = (key: Buffer, rangeEnd: Buffer) => (onMember === undefined ? router.membersOf(key, rangeEnd) : [onMember]);
+  const memberOf = (key: Buffer) => (onMember === undefined ? router.memberOf(key) : onMember);
+  const writeMembers = new Set<number>();
+  const readMembers = new Set<number>();
+  const keys = new Map<string, Buffer>();
+  const ranges = new Map<string, ClientRange>();
+
+  const visitCompare = (c: Compare) => {
+    for (const m of membersOf(c.key, c.rangeEnd)) readMembers.add(m);
+    if (c.rangeEnd.length === 0) keys.set(c.key.toString('latin1'), c.key);
+    else ranges.set(rangeId(c.key, c.rangeEnd), { key: c.key, rangeEnd: c.rangeEnd });
+  };
+  const visitOps = (ops: RequestOp[]) => {
+    for (const o of ops) {
+      const r = o.request;
+      switch (r?.$case) {
+        case 'requestRange':
+          for (const m of membersOf(r.value.key, r.value.rangeEnd)) readMembers.add(m);
+          break;
+        case 'requestPut':
+          writeMembers.add(memberOf(r.value.key));
+          keys.set(r.value.key.toString('latin1'), r.value.key);
+          break;
+        case 'requestDeleteRange':
+          for (const m of membersOf(r.value.key, r.value.rangeEnd)) writeMembers.add(m);
+          break;
+        case 'requestTxn':
+          visitTxn(r.value);
+          break;
+        default:
+          break;
+      }
+    }
+  };
+  const visitTxn = (t: TxnRequest) => {
+    t.compare.forEach(visitCompare);
+    visitOps(t.success);
+    visitOps(t.failure);
+  };
+  visitTxn(req);
+
+  if (writeMembers.size > 1) throw Errors.crossMemberTxn();
+  const writeMember = writeMembers.size === 1 ? [...writeMembers][0]! : undefined;
+  if (writeMember !== undefined && [...readMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
+  return { writeMember, readMembers, stateKeys: [...keys.values()], stateRanges: [...ranges.values()] };
+}
+
+export function rangeId(key: Buffer, rangeEnd: Buffer): string {
+  return `${key.toString('hex')}:${rangeEnd.toString('hex')}`;
+}

@@ -1,0 +1,182 @@
+// Joining the member clusters into one meta cluster, and recognising them on
+// every later start. Each member stores its identity (meta cluster id + member
+// index) and the layout; the proxy orders its member clients by identity, not by
+// the order of --members, and refuses to start when a member is foreign, empty
+// where data is expected, or duplicated.
+//
+// First start (no member has a layout): the proxies agree on one layout through a
+// create-if-absent key in the coordinator, then each member is initialised with
+// a create-if-absent transaction. Later starts need only the members.
+
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log.js';
+import { asRange, cmp, op, txn } from '../proto/build.js';
+import { fromUpstream } from '../server/errors.js';
+import { decodeLayout, encodeLayout, newLayout, type Layout } from '../shard/layout.js';
+import { ClockKind, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { InternalKey } from '../store/keyspace.js';
+import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
+import type { EtcdClient } from './etcd-client.js';
+
+const BOOTSTRAP_KEY = Buffer.from('metaetcd/bootstrap');
+const ALL = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
+
+interface Identity {
+  clusterId: string;
+  index: number;
+}
+
+interface MemberState {
+  client: EtcdClient;
+  identity: Identity | undefined;
+  layout: Layout | undefined;
+  clockRevision: number | undefined;
+  compacted: number;
+  keyCount: number;
+}
+
+export interface BootstrapResult {
+  layout: Layout;
+  /** Member clients ordered by member index. */
+  members: EtcdClient[];
+  /** The meta revision the meta cluster was last compacted at (0 if never). */
+  compacted: number;
+}
+
+export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdClient[]; log: Logger }): Promise<BootstrapResult> {
+  const log = o.log.child({ component: 'bootstrap' });
+  let states = await Promise.all(o.candidates.map(readState));
+  let layout = newestLayout(states);
+
+  if (!layout) {
+    layout = await agreeOnLayout(o.coordinator, o.candidates.length);
+    log.info({ clusterId: layout.clusterId, members: layout.members }, 'initialising a new meta cluster');
+  }
+  if (layout.members !== o.candidates.length) {
+    throw new Error(
+      `the meta cluster ${layout.clusterId} has ${layout.members} members but --members lists ${o.candidates.length}; ` +
+        'adding or removing members is not supported yet',
+    );
+  }
+
+  const missing = states.filter((s) => !s.identity);
+  if (missing.length > 0) {
+    const pristine = states.every((s) => !s.identity || (s.clockRevision ?? 0) === 0);
+    for (const s of missing) {
+      if (s.keyCount > 0) {
+        throw new Error(`${s.client.name} (${urls(s.client)}) holds keys but no metaetcd identity; refusing to use a cluster with foreign data`);
+      }
+      if (!pristine) {
+        throw new Error(
+          `${s.client.name} (${urls(s.client)}) is empty but the meta cluster ${layout.clusterId} already holds data; ` +
+            'refusing to start (was this member cluster wiped or replaced?)',
+        );
+      }
+    }
+    const taken = new Set(states.flatMap((s) => (s.identity ? [s.identity.index] : [])));
+    const free = Array.from({ length: layout.members }, (_, i) => i).filter((i) => !taken.has(i));
+    // Prefer the member's position in --members when that slot is free.
+    for (const s of missing) {
+      const position = o.candidates.indexOf(s.client);
+      const index = free.includes(position) ? position : free[0]!;
+      free.splice(free.indexOf(index), 1);
+      await initialiseMember(s.client, { clusterId: layout.clusterId, index }, layout);
+    }
+    states = await Promise.all(o.candidates.map(readState));
+  }
+
+  const members: EtcdClient[] = new Array<EtcdClient>(layout.members);
+  for (const s of states) {
+    const id = s.identity;
+    if (!id) throw new Error(`${s.client.name} (${urls(s.client)}) has no identity after initialisation`);
+    if (id.clusterId !== layout.clusterId) {
+      throw new Error(`${s.client.name} (${urls(s.client)}) belongs to meta cluster ${id.clusterId}, not ${layout.clusterId}`);
+    }
+    if (members[id.index]) {
+      throw new Error(`${s.client.name} (${urls(s.client)}) and ${members[id.index]!.name} both claim member slot ${id.index}`);
+    }
+    members[id.index] = s.client;
+  }
+  const compacted = Math.max(...states.map((s) => s.compacted));
+  log.info({ clusterId: layout.clusterId, order: members.map((m) => m.name) }, 'member clusters recognised');
+  return { layout, members, compacted };
+}
+
+async function readState(client: EtcdClient): Promise<MemberState> {
+  try {
+    const resp = await client.txn(
+      txn(
+        [],
+        [
+          op.range(InternalKey.identity),
+          op.range(InternalKey.layout),
+          op.range(InternalKey.clock),
+          op.range(InternalKey.compacted),
+          op.range(ALL.key, { rangeEnd: ALL.rangeEnd, countOnly: true }),
+        ],
+      ),
+      { readOnly: true },
+    );
+    const identityKv = asRange(resp.responses[0]).kvs[0];
+    const layoutKv = asRange(resp.responses[1]).kvs[0];
+    const clockKv = asRange(resp.responses[2]).kvs[0];
+    const compactedKv = asRange(resp.responses[3]).kvs[0];
+    return {
+      client,
+      identity: identityKv ? (JSON.parse(identityKv.value.toString('utf8')) as Identity) : undefined,
+      layout: layoutKv ? decodeLayout(layoutKv.value) : undefined,
+      clockRevision: clockKv ? decodeClockRecord(clockKv.value).revision : undefined,
+      compacted: compactedKv ? decodeU64BE(compactedKv.value) : 0,
+      keyCount: Number(asRange(resp.responses[4]).count),
+    };
+  } catch (err) {
+    throw fromUpstream(err, `${client.name} (${urls(client)})`);
+  }
+}
+
+function newestLayout(states: MemberState[]): Layout | undefined {
+  let best: Layout | undefined;
+  for (const s of states) {
+    if (s.layout && (!best || s.layout.generation > best.generation)) best = s.layout;
+  }
+  return best;
+}
+
+async function agreeOnLayout(coordinator: EtcdClient, members: number): Promise<Layout> {
+  const proposal = newLayout(randomBytes(8).toString('hex'), members);
+  let resp;
+  try {
+    resp = await coordinator.txn(
+      txn([cmp.createEqual(BOOTSTRAP_KEY, 0)], [op.put(BOOTSTRAP_KEY, encodeLayout(proposal))], [op.range(BOOTSTRAP_KEY)]),
+    );
+  } catch (err) {
+    throw fromUpstream(err, 'coordinator');
+  }
+  if (resp.succeeded) return proposal;
+  const kv = asRange(resp.responses[0]).kvs[0];
+  if (!kv) throw new Error('the coordinator lost the bootstrap proposal');
+  return decodeLayout(kv.value);
+}
+
+async function initialiseMember(client: EtcdClient, identity: Identity, layout: Layout): Promise<void> {
+  try {
+    await client.txn(
+      txn(
+        [cmp.createEqual(InternalKey.identity, 0), cmp.createEqual(InternalKey.clock, 0)],
+        [
+          op.put(InternalKey.identity, Buffer.from(JSON.stringify(identity))),
+          op.put(InternalKey.layout, encodeLayout(layout)),
+          op.put(InternalKey.clock, encodeClockRecord({ revision: 0, kind: ClockKind.Bootstrap, allocation: [] })),
+          op.put(InternalKey.ceiling, encodeU64BE(0)),
+          op.put(InternalKey.compacted, encodeU64BE(0)),
+        ],
+      ),
+    );
+  } catch (err) {
+    throw fromUpstream(err, `${client.name} (${urls(client)})`);
+  }
+}
+
+function urls(client: EtcdClient): string {
+  return client.endpoints.map((e) => e.url).join(';');
+}

@@ -1,0 +1,208 @@
+// What this proxy knows about one member's history in meta-revision terms:
+//
+// - the watermark: the highest meta revision the member's stream has shown.
+//   Because writes land on a member in strictly increasing meta revision (the
+//   clock-record guard), no write at or below the watermark can land later;
+// - the revision index: which member revision holds the member's state at a
+//   meta revision (in memory for recent history, by binary search over the
+//   member's own clock-record history beyond that);
+// - waiting until the watermark reaches a revision, and fencing the member when
+//   a write holding that revision stalls (its proxy died, say): the fence takes
+//   the revision, so the stalled write can only retry with a newer one.
+
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { EtcdClient } from '../members/etcd-client.js';
+import { cmp, op, txn } from '../proto/build.js';
+import { Errors, fromUpstream, isServiceError, unavailable } from '../server/errors.js';
+import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { InternalKey } from '../store/keyspace.js';
+import { RevisionIndex } from './revision-index.js';
+
+export interface MemberTimelineOptions {
+  member: number;
+  client: EtcdClient;
+  log: Logger;
+  metrics: Metrics;
+  maxIndexEntries?: number;
+  /** How long a revision may stay unresolved before the member is fenced at it. */
+  fenceAfterMs?: number;
+}
+
+interface Waiter {
+  target: number;
+  resolve: () => void;
+}
+
+export class MemberTimeline {
+  readonly member: number;
+  private readonly client: EtcdClient;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private readonly index: RevisionIndex;
+  private readonly fenceAfterMs: number;
+  private mark = -1;
+  private processedRev = 0;
+  private waiters: Waiter[] = [];
+
+  constructor(o: MemberTimelineOptions) {
+    this.member = o.member;
+    this.client = o.client;
+    this.log = o.log.child({ component: 'timeline', member: o.member });
+    this.metrics = o.metrics;
+    this.index = new RevisionIndex(o.maxIndexEntries ?? 500_000);
+    this.fenceAfterMs = o.fenceAfterMs ?? 1000;
+  }
+
+  /** Highest meta revision this member's stream has shown (-1 before the first). */
+  get watermark(): number {
+    return this.mark;
+  }
+
+  /** Newest member revision the stream has shown. */
+  get processed(): number {
+    return this.processedRev;
+  }
+
+  /**
+   * Starts (or restarts, after the stream lost continuity) from the member's
+   * current clock record. Entries learned before are dropped: revisions in the
+   * gap are answered from the member's history instead.
+   */
+  seed(metaRev: number, recordMemberRev: number, processed: number): void {
+    this.index.clear();
+    this.index.append(metaRev, recordMemberRev);
+    this.processedRev = Math.max(this.processedRev, processed);
+    this.advance(metaRev);
+  }
+
+  /** Records member revision `memberRev`, which carried a clock record for `metaRev` if given. */
+  observe(memberRev: number, metaRev: number | undefined): void {
+    if (metaRev !== undefined) {
+      this.index.append(metaRev, memberRev);
+      this.processedRev = memberRev;
+      this.advance(metaRev);
+    } else if (memberRev > this.processedRev) {
+      this.processedRev = memberRev;
+    }
+  }
+
+  /** Resolves once the watermark is at least `target`; fences stalled revisions; Unavailable at the deadline. */
+  async waitFor(target: number, deadline: number): Promise<void> {
+    if (this.mark >= target) return;
+    let fenceAt = Date.now() + this.fenceAfterMs;
+    for (;;) {
+      const until = Math.min(fenceAt, deadline);
+      await this.waitUntil(target, until);
+      if (this.mark >= target) return;
+      if (Date.now() >= deadline) {
+        throw unavailable(`member ${this.member} has not reached meta revision ${target} (at ${this.mark}); is it down?`);
+      }
+      await this.fence(target).catch((err: unknown) => {
+        this.log.warn({ target, err: String(err) }, 'fence failed');
+      });
+      fenceAt = Date.now() + this.fenceAfterMs;
+    }
+  }
+
+  /**
+   * The member revision that holds this member's state at meta revision
+   * `metaRev`. The caller must first have waited until the watermark covers
+   * every write on this member at or below `metaRev`.
+   */
+  async memberRevisionAt(metaRev: number): Promise<number> {
+    const hit = this.index.lookup(metaRev, this.processedRev);
+    if (hit !== undefined) return hit;
+    return this.historyLookup(metaRev);
+  }
+
+  /** Meta revision in effect at member revision `memberRev`, if still in the index. */
+  metaAt(memberRev: number): number | undefined {
+    return this.index.metaAt(memberRev);
+  }
+
+  /** Closes meta revision `target` on this member unless a write already took it or a later one. */
+  async fence(target: number): Promise<boolean> {
+    const resp = await this.client.txn(
+      txn(
+        [cmp.valueLess(InternalKey.clock, clockGuardValue(target))],
+        [op.put(InternalKey.clock, encodeClockRecord({ revision: target, kind: ClockKind.Fence, allocation: [] }))],
+      ),
+    );
+    if (resp.succeeded) {
+      this.metrics.fences.inc({ member: String(this.member) });
+      this.log.warn({ target }, 'fenced a stalled meta revision');
+    }
+    return resp.succeeded;
+  }
+
+  private advance(metaRev: number): void {
+    if (metaRev <= this.mark) return;
+    this.mark = metaRev;
+    this.metrics.memberRevision.set({ member: String(this.member) }, metaRev);
+    if (this.waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (w.target <= metaRev) w.resolve();
+      else still.push(w);
+    }
+    this.waiters = still;
+  }
+
+  private waitUntil(target: number, until: number): Promise<void> {
+    if (this.mark >= target) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter: Waiter = {
+        target,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        resolve();
+      }, Math.max(0, until - Date.now()));
+      this.waiters.push(waiter);
+    });
+  }
+
+  /**
+   * Binary search over the member's own history of its clock record for the
+   * newest member revision whose clock is <= metaRev (for revisions older than
+   * the in-memory index, e.g. after a proxy restart).
+   */
+  private async historyLookup(metaRev: number): Promise<number> {
+    const firstMember = this.index.firstMember;
+    if (firstMember === undefined) throw unavailable(`member ${this.member} is not being watched yet`);
+    let probes = 0;
+    const clockAt = async (memberRev: number): Promise<number | 'compacted'> => {
+      probes++;
+      try {
+        const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(memberRev) });
+        const kv = resp.kvs[0];
+        return kv ? decodeClockRecord(kv.value).revision : -1;
+      } catch (err) {
+        if (isServiceError(err) && err.details === Errors.compacted().message) return 'compacted';
+        throw fromUpstream(err, `member ${this.member}`);
+      }
+    };
+    try {
+      // Smallest x in [1, firstMember] whose clock exceeds metaRev; the answer is x - 1.
+      let lo = 1;
+      let hi = firstMember;
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi) / 2);
+        const r = await clockAt(mid);
+        if (r === 'compacted' || r <= metaRev) lo = mid + 1;
+        else hi = mid;
+      }
+      const answer = lo - 1;
+      const r = answer >= 1 ? await clockAt(answer) : 'compacted';
+      if (r === 'compacted' || r > metaRev || r < 0) throw Errors.compacted();
+      return answer;
+    } finally {
+      this.metrics.getMemberRevDepth.observe(probes);
+    }
+  }
+}

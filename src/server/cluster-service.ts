@@ -1,0 +1,34 @@
+// The Cluster service. MemberList answers with this proxy alone, advertising its
+// own client URLs — never the member clusters' — so that clients which sync
+// their endpoint list from it keep talking to the proxy. Membership changes are
+// refused: member clusters are managed by their own operators.
+
+import type { Clock } from '../clock/clock.js';
+import type { ClusterServer } from '../proto/gen/rpc.js';
+import { unimplemented } from './errors.js';
+import type { HeaderFactory } from './header.js';
+import { unary, type HandlerDeps } from './unary.js';
+
+export interface ClusterServiceDeps extends HandlerDeps {
+  clock: Clock;
+  header: HeaderFactory;
+  name: string;
+  clientUrls: string[];
+}
+
+export function createClusterService(d: ClusterServiceDeps): ClusterServer {
+  const refuse = (what: string) => () => Promise.reject(unimplemented(`${what} (metaetcd proxies are not raft members)`));
+  return {
+    memberList: unary('MemberList', d, async () => {
+      const now = d.clock.latest() ?? (await d.clock.now());
+      return {
+        header: d.header.make(now.revision),
+        members: [{ ID: d.header.memberId, name: d.name, peerURLs: [], clientURLs: d.clientUrls, isLearner: false }],
+      };
+    }),
+    memberAdd: unary('MemberAdd', d, refuse('MemberAdd')),
+    memberRemove: unary('MemberRemove', d, refuse('MemberRemove')),
+    memberUpdate: unary('MemberUpdate', d, refuse('MemberUpdate')),
+    memberPromote: unary('MemberPromote', d, refuse('MemberPromote')),
+  };
+}

@@ -1,0 +1,52 @@
+// Construction of the client-facing gRPC server: credentials (plaintext, TLS,
+// or TLS with required client certificates), etcd-compatible message limits,
+// keepalive, and binding.
+
+import { readFileSync } from 'node:fs';
+import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+
+/** gRPC framing allowance on top of --max-request-bytes, as etcd (grpcOverheadBytes). */
+export const GRPC_OVERHEAD_BYTES = 512 * 1024;
+
+export interface GrpcServerOptions {
+  maxRequestBytes: number;
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  maxIdleMs: number;
+  serverCert?: string | undefined;
+  serverCertKey?: string | undefined;
+  caCert?: string | undefined;
+}
+
+export function createGrpcServer(o: GrpcServerOptions): Server {
+  const options: Record<string, number> = {
+    'grpc.max_receive_message_length': o.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+    'grpc.max_send_message_length': -1,
+    'grpc.keepalive_time_ms': o.keepaliveIntervalMs,
+    'grpc.keepalive_timeout_ms': o.keepaliveTimeoutMs,
+    // etcd allows 2^32-1 concurrent streams per connection; Node's http2 caps lower, so ask for the most it takes.
+    'grpc.max_concurrent_streams': 2 ** 31 - 1,
+  };
+  if (o.maxIdleMs > 0) options['grpc.max_connection_idle_ms'] = o.maxIdleMs;
+  return new Server(options);
+}
+
+export function serverCredentials(o: GrpcServerOptions): ServerCredentials {
+  if (!o.serverCert || !o.serverCertKey) return ServerCredentials.createInsecure();
+  const ca = o.caCert ? readFileSync(o.caCert) : null;
+  return ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: readFileSync(o.serverCert), private_key: readFileSync(o.serverCertKey) }],
+    ca !== null,
+  );
+}
+
+export function bind(server: Server, address: string, creds: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port)));
+  });
+}
+
+export function addService<S extends UntypedServiceImplementation>(server: Server, def: ServiceDefinition, impl: S): void {
+  server.addService(def, impl);
+}

@@ -1,0 +1,57 @@
+// The KV service: thin handlers that validate, delegate to kv/*, and build
+// responses with full headers.
+
+import type { EtcdClient } from '../members/etcd-client.js';
+import { DeleteRangeRequest, PutRequest, TxnRequest, type KVServer } from '../proto/gen/rpc.js';
+import { compact } from '../kv/compact.js';
+import type { KvContext } from '../kv/context.js';
+import { deleteRange, put } from '../kv/put-delete.js';
+import { range, toRangeResponse } from '../kv/range.js';
+import { executeTxn } from '../kv/txn.js';
+import { checkTxn } from '../kv/txn-check.js';
+import type { HeaderFactory } from './header.js';
+import { checkRequestSize } from './request-size.js';
+import { unary, type HandlerDeps } from './unary.js';
+
+export interface KvServiceDeps extends HandlerDeps {
+  kv: KvContext;
+  coordinator: EtcdClient;
+  header: HeaderFactory;
+}
+
+export function createKvService(d: KvServiceDeps): KVServer {
+  const max = d.kv.limits.maxRequestBytes;
+  return {
+    range: unary('Range', d, async (req) => {
+      const r = await range(d.kv, req);
+      return toRangeResponse(r, d.header.make(r.header));
+    }),
+    put: unary('Put', d, async (req) => {
+      checkRequestSize(PutRequest.encode(req).finish().length, max);
+      const r = await put(d.kv, req);
+      return { header: d.header.make(r.revision), prevKv: r.prevKv };
+    }),
+    deleteRange: unary('DeleteRange', d, async (req) => {
+      checkRequestSize(DeleteRangeRequest.encode(req).finish().length, max);
+      const r = await deleteRange(d.kv, req);
+      return { header: d.header.make(r.revision), deleted: BigInt(r.deleted), prevKvs: r.prevKvs };
+    }),
+    txn: unary('Txn', d, async (req) => {
+      checkTxn(req, d.kv.limits.maxTxnOps);
+      if (hasWrites(req)) checkRequestSize(TxnRequest.encode(req).finish().length, max);
+      const r = await executeTxn(d.kv, req);
+      return { header: d.header.make(r.revision), succeeded: r.succeeded, responses: r.responses };
+    }),
+    compact: unary('Compact', d, async (req) => {
+      const revision = await compact(d.kv, d.coordinator, req);
+      return { header: d.header.make(revision) };
+    }),
+  };
+}
+
+function hasWrites(t: TxnRequest): boolean {
+  return [...t.success, ...t.failure].some((o) => {
+    const r = o.request;
+    return r?.$case === 'requestPut' || r?.$case === 'requestDeleteRange' || (r?.$case === 'requestTxn' && hasWrites(r.value));
+  });
+}

@@ -1,0 +1,82 @@
+// The Maintenance service. Status aggregates the member clusters (db sizes
+// summed, highest raft term, member errors) and reports the etcd version this
+// proxy honours; Alarm and Defragment fan out to every member cluster. Hash,
+// HashKV, Snapshot and MoveLeader have no meaning for a keyspace spread over
+// several clusters and are refused with Unimplemented.
+
+import type { Clock } from '../clock/clock.js';
+import type { EtcdClient } from '../members/etcd-client.js';
+import { type MaintenanceServer, type StatusResponse } from '../proto/gen/rpc.js';
+import { fromUpstream, toServiceStatus, unimplemented } from './errors.js';
+import type { HeaderFactory } from './header.js';
+import { unary, type HandlerDeps } from './unary.js';
+
+export interface MaintenanceServiceDeps extends HandlerDeps {
+  members: EtcdClient[];
+  coordinator: EtcdClient;
+  clock: Clock;
+  header: HeaderFactory;
+  /** The etcd version Status reports (see the README: it gates kube-apiserver features). */
+  version: () => string;
+}
+
+export function createMaintenanceService(d: MaintenanceServiceDeps): MaintenanceServer {
+  const all = async <T>(fn: (c: EtcdClient, i: number) => Promise<T>): Promise<T[]> =>
+    Promise.all(
+      d.members.map(async (c, i) => {
+        try {
+          return await fn(c, i);
+        } catch (err) {
+          throw fromUpstream(err, `member ${i}`);
+        }
+      }),
+    );
+  return {
+    status: unary('Status', d, async () => {
+      const [statuses, now] = await Promise.all([all((c) => c.status()), d.clock.now()]);
+      let dbSize = 0n;
+      let dbSizeInUse = 0n;
+      let raftIndex = 0n;
+      let raftAppliedIndex = 0n;
+      const errors: string[] = [];
+      statuses.forEach((s, i) => {
+        dbSize += s.dbSize;
+        dbSizeInUse += s.dbSizeInUse;
+        raftIndex += s.raftIndex;
+        raftAppliedIndex += s.raftAppliedIndex;
+        d.header.observeTerm(s.raftTerm);
+        for (const e of s.errors) errors.push(`member ${i}: ${e}`);
+      });
+      const resp: StatusResponse = {
+        header: d.header.make(now.revision),
+        version: d.version(),
+        dbSize,
+        leader: d.header.memberId,
+        raftIndex,
+        raftTerm: d.header.raftTerm,
+        raftAppliedIndex,
+        errors,
+        dbSizeInUse,
+        isLearner: false,
+      };
+      return resp;
+    }),
+    alarm: unary('Alarm', d, async (req) => {
+      const [resps, now] = await Promise.all([all((c) => c.alarm(req)), d.clock.now()]);
+      const alarms = resps.flatMap((r) => r.alarms);
+      return { header: d.header.make(now.revision), alarms };
+    }),
+    defragment: unary('Defragment', d, async () => {
+      await all((c) => c.defragment({ timeoutMs: 120_000 }));
+      const now = await d.clock.now();
+      return { header: d.header.make(now.revision) };
+    }),
+    hash: unary('Hash', d, () => Promise.reject(unimplemented('Hash (a sharded keyspace has no single backend hash)'))),
+    hashKv: unary('HashKV', d, () => Promise.reject(unimplemented('HashKV (a sharded keyspace has no single backend hash)'))),
+    moveLeader: unary('MoveLeader', d, () => Promise.reject(unimplemented('MoveLeader'))),
+    snapshot: (call) => {
+      d.metrics.requestCount.inc({ method: 'Snapshot' });
+      call.destroy(Object.assign(new Error('unimplemented'), toServiceStatus(unimplemented('Snapshot (back up each member cluster instead)'))));
+    },
+  };
+}

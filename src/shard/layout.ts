@@ -1,0 +1,75 @@
+// The meta cluster's layout: how many partitions keys hash to and which member
+// holds each partition. It is stored durably in every member (see
+// members/bootstrap.ts) so that every proxy routes identically, whatever order
+// its --members flag lists the clusters in, and so that partitions can later be
+// moved between members without changing the data format.
+
+import { partitionOf } from './hash.js';
+
+/** Partitions per meta cluster; fixed for its lifetime (the original had 16). */
+export const DEFAULT_PARTITIONS = 1024;
+
+export interface Layout {
+  /** Format version of this record. */
+  format: 1;
+  /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
+  clusterId: string;
+  /** Generation of the assignment; bumped by any future repartitioning. */
+  generation: number;
+  /** Number of member clusters. */
+  members: number;
+  /** Number of hash partitions. */
+  partitions: number;
+  /** assignment[p] = index of the member holding partition p. */
+  assignment: number[];
+}
+
+export function newLayout(clusterId: string, members: number, partitions = DEFAULT_PARTITIONS): Layout {
+  if (members < 1) throw new Error('a meta cluster needs at least one member');
+  if (members > partitions) throw new Error(`at most ${partitions} members are supported`);
+  const assignment = Array.from({ length: partitions }, (_, p) => p % members);
+  return { format: 1, clusterId, generation: 1, members, partitions, assignment };
+}
+
+export function encodeLayout(layout: Layout): Buffer {
+  return Buffer.from(JSON.stringify(layout));
+}
+
+export function decodeLayout(raw: Buffer): Layout {
+  const v = JSON.parse(raw.toString('utf8')) as Partial<Layout>;
+  if (
+    v.format !== 1 ||
+    typeof v.clusterId !== 'string' ||
+    typeof v.members !== 'number' ||
+    typeof v.partitions !== 'number' ||
+    !Array.isArray(v.assignment) ||
+    v.assignment.length !== v.partitions ||
+    v.assignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number))
+  ) {
+    throw new Error('malformed metaetcd layout record');
+  }
+  return v as Layout;
+}
+
+/** Routes client keys to member indexes according to a layout. */
+export class Router {
+  constructor(readonly layout: Layout) {}
+
+  get memberCount(): number {
+    return this.layout.members;
+  }
+
+  memberOf(key: Uint8Array): number {
+    return this.layout.assignment[partitionOf(key, this.layout.partitions)]!;
+  }
+
+  /** Members that may hold keys of a client range: one for a single key, otherwise all. */
+  membersOf(key: Buffer, rangeEnd: Buffer): number[] {
+    if (rangeEnd.length === 0) return [this.memberOf(key)];
+    return this.allMembers();
+  }
+
+  allMembers(): number[] {
+    return Array.from({ length: this.layout.members }, (_, i) => i);
+  }
+}

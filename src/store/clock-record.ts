@@ -1,0 +1,64 @@
+// A member's clock record (InternalKey.clock): written in the same member
+// transaction as every client write, it names the meta revision of that member
+// revision. Because every write also requires the stored revision to be lower
+// than its own (a VALUE compare on the 8-byte big-endian prefix), a member's
+// history is strictly increasing in meta revision ("per-member order").
+//
+// Layout: u64 BE metaRevision | kind | uvarint n | n × uvarint allocation[i]
+//
+// `allocation` (writes only) is the clock's allocation vector at this revision:
+// allocation[i] = the highest meta revision <= this one that was handed to a
+// write on member i. A watcher of all members can release revision R once every
+// member i has shown revision allocation[i] (or later) in its own stream.
+
+import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
+import { readVarint, varintLength, writeVarint } from '../util/varint.js';
+
+export enum ClockKind {
+  /** A client write (or a transaction that only read) took this revision. */
+  Write = 0,
+  /** A fence: the revision was closed so that a stalled write can never land at or below it. */
+  Fence = 1,
+  /** Written once when the member joined the meta cluster. */
+  Bootstrap = 2,
+}
+
+export interface ClockRecord {
+  revision: number;
+  kind: ClockKind;
+  allocation: number[];
+}
+
+export function encodeClockRecord(r: ClockRecord): Buffer {
+  let size = 8 + 1 + varintLength(r.allocation.length);
+  for (const a of r.allocation) size += varintLength(a);
+  const out = Buffer.allocUnsafe(size);
+  out.writeBigUInt64BE(BigInt(r.revision), 0);
+  out[8] = r.kind;
+  let o = writeVarint(out, 9, r.allocation.length);
+  for (const a of r.allocation) o = writeVarint(out, o, a);
+  return out;
+}
+
+export function decodeClockRecord(raw: Buffer): ClockRecord {
+  if (raw.length < 9) throw new Error('malformed metaetcd clock record');
+  const revision = decodeU64BE(raw, 0);
+  const kind = raw[8] as ClockKind;
+  const allocation: number[] = [];
+  let o = 9;
+  if (o < raw.length) {
+    let n: number;
+    [n, o] = readVarint(raw, o);
+    for (let i = 0; i < n; i++) {
+      let a: number;
+      [a, o] = readVarint(raw, o);
+      allocation.push(a);
+    }
+  }
+  return { revision, kind, allocation };
+}
+
+/** The bytes a member write compares the clock record against: "stored < mine". */
+export function clockGuardValue(revision: number): Buffer {
+  return encodeU64BE(revision);
+}

@@ -1,0 +1,73 @@
+// How metaetcd lays out a member cluster's keyspace. Every client key K is
+// stored as "d" + K, so client keys keep their byte order and can never collide
+// with metaetcd's own bookkeeping keys, which all live under "m/". Client ranges
+// translate to member ranges by prefixing both ends.
+
+import { isFromKey } from '../util/bytes.js';
+
+const DATA = 0x64; // 'd'
+const DATA_END = Buffer.from([DATA + 1]); // 'e': end of the data keyspace
+
+/** Bookkeeping keys in every member (never visible to clients). */
+export const InternalKey = {
+  /** The member's clock record: the meta revision of its latest write (see store/clock-record.ts). */
+  clock: Buffer.from('m/clock'),
+  /** Highest meta revision any proxy may hand out before raising it again (8-byte big-endian). */
+  ceiling: Buffer.from('m/ceiling'),
+  /** Meta revision the meta cluster was last compacted at (8-byte big-endian). */
+  compacted: Buffer.from('m/compacted'),
+  /** JSON {clusterId, index}: which meta cluster and which member slot this cluster is. */
+  identity: Buffer.from('m/identity'),
+  /** The meta cluster's layout (shard/layout.ts). */
+  layout: Buffer.from('m/layout'),
+} as const;
+
+/** Prefix of lease bookkeeping keys (lease/*). */
+export const LEASE_PREFIX = Buffer.from('m/lease/');
+
+export function toMemberKey(clientKey: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(clientKey.length + 1);
+  out[0] = DATA;
+  clientKey.copy(out, 1);
+  return out;
+}
+
+export function isDataKey(memberKey: Buffer): boolean {
+  return memberKey.length > 0 && memberKey[0] === DATA;
+}
+
+/** The client key of a data key (a view on the same bytes). */
+export function toClientKey(memberKey: Buffer): Buffer {
+  return memberKey.subarray(1);
+}
+
+export interface MemberRange {
+  key: Buffer;
+  rangeEnd: Buffer;
+}
+
+/**
+ * Translates a client range (etcd conventions: empty end = single key, "\0" =
+ * to the end) into the member's data keyspace. The result never has an empty
+ * keyspace-wide end, so it can never reach bookkeeping keys.
+ */
+export function toMemberRange(key: Buffer, rangeEnd: Buffer): MemberRange {
+  const mkey = toMemberKey(key);
+  if (rangeEnd.length === 0) return { key: mkey, rangeEnd: Buffer.alloc(0) };
+  if (isFromKey(rangeEnd)) return { key: mkey, rangeEnd: DATA_END };
+  return { key: mkey, rangeEnd: toMemberKey(rangeEnd) };
+}
+
+/**
+ * Lease attachment index: "m/lease/<lease as 16 hex digits>/<client key>" exists
+ * in the member holding the key while the key may be attached to the lease. It is
+ * written with every put that carries a lease and cleaned up lazily (an entry
+ * whose key was deleted or re-put without the lease is skipped at expiry).
+ */
+export function leaseIndexPrefix(lease: bigint): Buffer {
+  return Buffer.from(`m/lease/${BigInt.asUintN(64, lease).toString(16).padStart(16, '0')}/`);
+}
+
+export function leaseIndexKey(lease: bigint, clientKey: Buffer): Buffer {
+  return Buffer.concat([leaseIndexPrefix(lease), clientKey]);
+}
