@@ -16,13 +16,15 @@ import { EtcdClient, type ClientTls } from './members/etcd-client.js';
 import { MemberStream } from './members/member-stream.js';
 import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
-import { ClusterService, KVService, MaintenanceService } from './proto/gen/rpc.js';
+import { ClusterService, KVService, MaintenanceService, WatchService as WatchServiceDef } from './proto/gen/rpc.js';
 import { MemberTimeline } from './revision/member-timeline.js';
 import { createClusterService } from './server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials } from './server/grpc-server.js';
 import { HeaderFactory } from './server/header.js';
 import { createKvService } from './server/kv-service.js';
 import { createMaintenanceService } from './server/maintenance-service.js';
+import { WatchService } from './server/watch-service.js';
+import { WatchHub } from './watch/hub.js';
 import { Router } from './shard/layout.js';
 
 /** The etcd version reported by Status; see docs/design.md (it gates kube-apiserver's use of RequestProgress). */
@@ -49,6 +51,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
   const closeClients = () => [coordinator, ...candidates].forEach((c) => c.close());
 
   const streams: MemberStream[] = [];
+  const stoppers: (() => void)[] = [];
   let server: Server | undefined;
   let metricsServer: HttpServer | undefined;
   try {
@@ -65,6 +68,17 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       (client, member) => new MemberTimeline({ member, client, log, metrics, fenceAfterMs: config.fenceAfterMs }),
     );
     const clock = new Clock({ coordinator, members, log, metrics });
+    const hub = new WatchHub({
+      timelines,
+      clock,
+      log,
+      metrics,
+      watchTimeoutMs: config.watchTimeoutMs,
+      fenceAfterMs: config.fenceAfterMs,
+      bufferEvents: config.watchBufferLen,
+      bufferBytes: config.watchBufferBytes,
+    });
+    stoppers.push(() => hub.stop());
     for (const [member, client] of members.entries()) {
       streams.push(
         new MemberStream({
@@ -74,11 +88,14 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
           log,
           metrics,
           onCompacted: (rev) => compaction.raise(rev),
+          onBatch: (b) => hub.push(b),
+          onReset: () => hub.reset(),
         }),
       );
     }
     await Promise.all(streams.map((s) => s.start()));
     await clock.now(); // rebuilds the clock now if the coordinator has none
+    await hub.start(config.watchTimeoutMs);
 
     const leases: LeaseChecker = { exists: () => Promise.resolve(false) };
     const kv: KvContext = {
@@ -113,6 +130,21 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       createMaintenanceService({ ...deps, members, coordinator, clock, header, version: () => REPORTED_ETCD_VERSION }),
     );
     server.addService(ClusterService, createClusterService({ ...deps, clock, header, name: 'metaetcd', clientUrls: urls }));
+    const watchService = new WatchService({
+      hub,
+      clock,
+      compaction,
+      header,
+      history: { members, timelines },
+      metrics,
+      log: log.child({ component: 'watch' }),
+      maxRequestBytes: config.maxRequestBytes,
+      progressIntervalMs: config.progressNotifyIntervalMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      maxStreamBytes: Math.max(16 * 1024 * 1024, 4 * config.maxRequestBytes),
+    });
+    stoppers.push(() => watchService.stop());
+    server.addService(WatchServiceDef, watchService.server());
 
     if (!config.serverCert && !isLoopbackHost(listenHost(config.listenAddr))) {
       log.warn({ listenAddr: config.listenAddr }, 'serving plaintext beyond loopback: anyone who can reach this address can read and write every key');
@@ -133,6 +165,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       clusterId: boot.layout.clusterId,
       stop: () => {
         stopping ??= (async () => {
+          for (const stop of stoppers) stop();
           await shutdownGrpc(srv, 5000);
           for (const s of streams) s.stop();
           await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
@@ -144,6 +177,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     };
   } catch (err) {
     for (const s of streams) s.stop();
+    for (const stop of stoppers) stop();
     server?.forceShutdown();
     metricsServer?.close();
     closeClients();

@@ -1,0 +1,154 @@
+// Changes older than the hub's in-memory window, read back from the members'
+// own histories: for each member, a temporary watch over its whole keyspace
+// from the member revision after the start, grouped by member revision into
+// meta revisions (each group carries its clock record), filtered to the client's
+// range and merged across members in meta-revision order. Reading proceeds in
+// bounded chunks so memory stays bounded however long the history is.
+
+import type { ClientDuplexStream } from '@grpc/grpc-js';
+import { Event_EventType, type Event } from '../proto/gen/kv.js';
+import { WatchRequest, type WatchResponse } from '../proto/gen/rpc.js';
+import { op, txn } from '../proto/build.js';
+import type { EtcdClient } from '../members/etcd-client.js';
+import type { MemberTimeline } from '../revision/member-timeline.js';
+import { Errors, fromUpstream } from '../server/errors.js';
+import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
+import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
+import { inRange } from '../util/bytes.js';
+import { toClientEvents, type RevisionBatch } from './events.js';
+
+const ALL = Buffer.from([0]);
+const NUDGE_KEY = Buffer.from('m/nudge');
+
+export interface HistoryDeps {
+  members: EtcdClient[];
+  timelines: MemberTimeline[];
+}
+
+interface Cursor {
+  member: number;
+  /** Next member revision to read. */
+  next: number;
+  /** Last member revision that belongs to the requested history. */
+  end: number;
+  batches: RevisionBatch[];
+}
+
+/** Reads the changes with meta revisions in [from, to] on keys in [key, rangeEnd), in order. */
+export class HistoryReader {
+  private cursors: Cursor[] | undefined;
+
+  constructor(
+    private readonly deps: HistoryDeps,
+    private readonly key: Buffer,
+    private readonly rangeEnd: Buffer,
+    private readonly from: number,
+    private readonly to: number,
+    private readonly chunkEvents = 4096,
+  ) {}
+
+  /** The next run of batches in revision order, or undefined when the history is exhausted. */
+  async next(): Promise<RevisionBatch[] | undefined> {
+    this.cursors ??= await this.open();
+    for (;;) {
+      const live = this.cursors.filter((c) => c.batches.length > 0 || c.next <= c.end);
+      if (live.length === 0) return undefined;
+      await Promise.all(live.filter((c) => c.batches.length === 0 && c.next <= c.end).map((c) => this.fill(c)));
+      // Everything up to the smallest "last read" revision of unfinished members is final.
+      let bound = Infinity;
+      for (const c of this.cursors) {
+        if (c.next <= c.end) bound = Math.min(bound, c.batches.length > 0 ? c.batches[c.batches.length - 1]!.revision : -Infinity);
+      }
+      const out: RevisionBatch[] = [];
+      for (const c of this.cursors) {
+        while (c.batches.length > 0 && c.batches[0]!.revision <= bound) out.push(c.batches.shift()!);
+      }
+      if (out.length > 0) return out.sort((a, b) => a.revision - b.revision);
+    }
+  }
+
+  private async open(): Promise<Cursor[]> {
+    return Promise.all(
+      this.deps.timelines.map(async (t, member) => {
+        const start = this.from <= 1 ? 1 : (await t.memberRevisionAt(this.from - 1)) + 1;
+        const end = await t.memberRevisionAt(this.to);
+        return { member, next: start, end, batches: [] };
+      }),
+    );
+  }
+
+  /** Reads member revisions from c.next on, up to c.end or about chunkEvents events. */
+  private async fill(c: Cursor): Promise<void> {
+    const client = this.deps.members[c.member]!;
+    // The watch below stops at the first revision past `end`; make sure one exists.
+    if (this.deps.timelines[c.member]!.processed <= c.end) await nudge(client, c.member);
+    const groups = await readMemberRevisions(client, c.member, c.next, c.end, this.chunkEvents);
+    for (const g of groups) {
+      c.next = g.memberRevision + 1;
+      if (!g.record || g.record.kind !== ClockKind.Write) continue;
+      const matching = g.events.filter((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
+      if (matching.length === 0 || g.record.revision < this.from || g.record.revision > this.to) continue;
+      const { events, bytes } = toClientEvents(matching, g.record.revision);
+      c.batches.push({ revision: g.record.revision, events, bytes });
+    }
+    if (groups.length === 0) c.next = c.end + 1;
+  }
+}
+
+interface Group {
+  memberRevision: number;
+  record: ReturnType<typeof decodeClockRecord> | undefined;
+  events: Event[];
+}
+
+/** Member revisions [from, end] (stopping early after ~maxEvents events), grouped by revision. */
+function readMemberRevisions(client: EtcdClient, member: number, from: number, end: number, maxEvents: number): Promise<Group[]> {
+  return new Promise<Group[]>((resolve, reject) => {
+    const groups: Group[] = [];
+    let events = 0;
+    let done = false;
+    const stream: ClientDuplexStream<WatchRequest, WatchResponse> = client.watch();
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      stream.cancel();
+      if (err) reject(err);
+      else resolve(groups);
+    };
+    stream.on('data', (resp: WatchResponse) => {
+      if (resp.compactRevision > 0n) return finish(Errors.compacted());
+      for (const ev of resp.events) {
+        const rev = Number(ev.kv!.modRevision);
+        if (rev > end || (events >= maxEvents && rev !== groups[groups.length - 1]?.memberRevision)) return finish();
+        let g = groups[groups.length - 1];
+        if (!g || g.memberRevision !== rev) {
+          g = { memberRevision: rev, record: undefined, events: [] };
+          groups.push(g);
+        }
+        const key = ev.kv!.key;
+        if (isDataKey(key)) {
+          g.events.push(ev);
+          events++;
+        } else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) {
+          g.record = decodeClockRecord(ev.kv!.value);
+        }
+      }
+    });
+    stream.on('error', (err: Error) => finish(fromUpstream(err, `member ${member}`)));
+    stream.on('end', () => finish(new Error(`member ${member} ended a history watch early`)));
+    stream.write(
+      WatchRequest.fromPartial({
+        requestUnion: { $case: 'createRequest', value: { key: ALL, rangeEnd: ALL, startRevision: BigInt(from), prevKv: true } },
+      }),
+    );
+  });
+}
+
+/** Writes a bookkeeping key so that the member has a revision past the history being read. */
+async function nudge(client: EtcdClient, member: number): Promise<void> {
+  try {
+    await client.txn(txn([], [op.put(NUDGE_KEY, Buffer.alloc(0))]));
+  } catch (err) {
+    throw fromUpstream(err, `member ${member}`);
+  }
+}
