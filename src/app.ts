@@ -8,7 +8,8 @@ import type { Server as HttpServer } from 'node:http';
 import type { Server } from '@grpc/grpc-js';
 import { Clock } from './clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
-import { CompactionState, type KvContext, type LeaseChecker } from './kv/context.js';
+import { CompactionState, type KvContext } from './kv/context.js';
+import { LeaseManager } from './lease/lease-manager.js';
 import type { Logger } from './log.js';
 import { bootstrap } from './members/bootstrap.js';
 import { parseCluster, parseClusters } from './members/endpoints.js';
@@ -16,12 +17,13 @@ import { EtcdClient, type ClientTls } from './members/etcd-client.js';
 import { MemberStream } from './members/member-stream.js';
 import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
-import { ClusterService, KVService, MaintenanceService, WatchService as WatchServiceDef } from './proto/gen/rpc.js';
+import { ClusterService, KVService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from './proto/gen/rpc.js';
 import { MemberTimeline } from './revision/member-timeline.js';
 import { createClusterService } from './server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials } from './server/grpc-server.js';
 import { HeaderFactory } from './server/header.js';
 import { createKvService } from './server/kv-service.js';
+import { createLeaseService } from './server/lease-service.js';
 import { createMaintenanceService } from './server/maintenance-service.js';
 import { WatchService } from './server/watch-service.js';
 import { WatchHub } from './watch/hub.js';
@@ -68,6 +70,8 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       (client, member) => new MemberTimeline({ member, client, log, metrics, fenceAfterMs: config.fenceAfterMs }),
     );
     const clock = new Clock({ coordinator, members, log, metrics });
+    const leases = new LeaseManager({ router, members, clock, log, metrics });
+    stoppers.push(() => leases.stop());
     const hub = new WatchHub({
       timelines,
       clock,
@@ -89,6 +93,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
           metrics,
           onCompacted: (rev) => compaction.raise(rev),
           onBatch: (b) => hub.push(b),
+          onLeaseGone: (id) => leases.onLeaseGone(id),
           onReset: () => hub.reset(),
         }),
       );
@@ -97,7 +102,6 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     await clock.now(); // rebuilds the clock now if the coordinator has none
     await hub.start(config.watchTimeoutMs);
 
-    const leases: LeaseChecker = { exists: () => Promise.resolve(false) };
     const kv: KvContext = {
       router,
       members,
@@ -109,6 +113,8 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       metrics,
       log: log.child({ component: 'kv' }),
     };
+    leases.attach(kv);
+    leases.start();
 
     const grpcOpts = {
       maxRequestBytes: config.maxRequestBytes,
@@ -129,6 +135,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       MaintenanceService,
       createMaintenanceService({ ...deps, members, coordinator, clock, header, version: () => REPORTED_ETCD_VERSION }),
     );
+    server.addService(LeaseService, createLeaseService({ ...deps, leases, members, clock, header }));
     server.addService(ClusterService, createClusterService({ ...deps, clock, header, name: 'metaetcd', clientUrls: urls }));
     const watchService = new WatchService({
       hub,

@@ -112,6 +112,33 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // Leases.
+  readonly leasesLive = new Gauge({
+    name: 'metaetcd_leases_live',
+    help: 'Live leases in the meta cluster, as of the last lease sweep.',
+    registers: [this.registry],
+  });
+  readonly leaseGrants = new Counter({
+    name: 'metaetcd_lease_grants_total',
+    help: 'Leases granted through this proxy.',
+    registers: [this.registry],
+  });
+  readonly leaseExpiries = new Counter({
+    name: 'metaetcd_lease_expiries_total',
+    help: 'Expired or revoked leases whose attached keys this proxy deleted.',
+    registers: [this.registry],
+  });
+  readonly leaseKeysDeleted = new Counter({
+    name: 'metaetcd_lease_keys_deleted_total',
+    help: 'Keys deleted because their lease expired or was revoked.',
+    registers: [this.registry],
+  });
+  readonly leaseKeepAliveStreams = new Gauge({
+    name: 'metaetcd_lease_keepalive_streams',
+    help: 'Open client LeaseKeepAlive streams.',
+    registers: [this.registry],
+  });
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -28,9 +28,12 @@ export class CompactionState {
   }
 }
 
-/** Answers whether a meta lease exists (for Put with a lease); implemented by the lease service. */
+/** What the write path needs from the lease manager. */
 export interface LeaseChecker {
+  /** Whether a meta lease exists (a Put with an unknown lease fails like etcd's). */
   exists(id: bigint): Promise<boolean>;
+  /** A write attached keys to these leases; re-check them, in case one ended meanwhile. */
+  attached(ids: Iterable<bigint>): void;
 }
 
 export interface KvLimits {

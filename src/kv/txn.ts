@@ -165,10 +165,11 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
 
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     let memberTxn: TxnRequest;
+    let leases: Set<bigint>;
     let path: boolean[];
     try {
       path = compareToPath(req, lookupFrom(state));
-      memberTxn = await buildMemberTxn(ctx, req, path, state, tick, plan, stateReads, pastRevisions);
+      ({ txn: memberTxn, leases } = await buildMemberTxn(ctx, req, path, state, tick, plan, stateReads, pastRevisions));
     } catch (err) {
       release(ctx, member, tick);
       throw err;
@@ -182,6 +183,7 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     }
     if (resp.succeeded) {
       ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
+      if (leases.size > 0) ctx.leases.attached(leases);
       const m = headerRevision(resp);
       const cursor = { i: 0 };
       const responses = translateOps(req, path, cursor, resp.responses, tick.revision, m);
@@ -282,7 +284,7 @@ async function buildMemberTxn(
   plan: TxnPlan,
   reads: RequestOp[],
   pastRevisions: Map<number, number>,
-): Promise<TxnRequest> {
+): Promise<{ txn: TxnRequest; leases: Set<bigint> }> {
   const R = tick.revision;
   const leaseIndex: RequestOp[] = [];
   const leases = new Set<bigint>();
@@ -341,7 +343,10 @@ async function buildMemberTxn(
     for (const kv of state.ranges.get(rangeId(r.key, r.rangeEnd)) ?? []) guards.push(cmp.modEqual(kv.key, Number(kv.modRevision)));
   }
   const record = encodeClockRecord({ revision: R, kind: ClockKind.Write, allocation: tick.allocation });
-  return txn(guards, [...clientOps, ...leaseIndex, op.put(InternalKey.clock, record)], [op.range(InternalKey.clock), ...reads]);
+  return {
+    txn: txn(guards, [...clientOps, ...leaseIndex, op.put(InternalKey.clock, record)], [op.range(InternalKey.clock), ...reads]),
+    leases,
+  };
 }
 
 /** Maps a member revision seen inside our member transaction at revision m to meta terms. */

@@ -13,7 +13,7 @@ import { Event_EventType, type Event } from '../proto/gen/kv.js';
 import { WatchRequest, type WatchResponse } from '../proto/gen/rpc.js';
 import { asRange, op, txn, headerRevision } from '../proto/build.js';
 import { decodeClockRecord, type ClockRecord } from '../store/clock-record.js';
-import { InternalKey, isDataKey } from '../store/keyspace.js';
+import { InternalKey, isDataKey, leaseOfRecordKey } from '../store/keyspace.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import { decodeU64BE } from '../util/bytes.js';
 import type { EtcdClient } from './etcd-client.js';
@@ -38,6 +38,8 @@ export interface MemberStreamOptions {
   onReset?: (member: number) => void;
   /** A compaction of the meta cluster was recorded in this member. */
   onCompacted?: (metaRevision: number) => void;
+  /** A lease record disappeared: the lease expired or was revoked. */
+  onLeaseGone?: (lease: bigint) => void;
 }
 
 const ALL_KEYS = Buffer.from([0]);
@@ -183,6 +185,10 @@ export class MemberStream {
         if (isDataKey(key)) data.push(ev);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) record = decodeClockRecord(ev.kv!.value);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.compacted)) this.o.onCompacted?.(decodeU64BE(ev.kv!.value));
+        else if (ev.type === Event_EventType.DELETE) {
+          const lease = leaseOfRecordKey(key);
+          if (lease !== undefined) this.o.onLeaseGone?.(lease);
+        }
       }
       if (rev <= this.o.timeline.processed) continue; // already seen (seeded past it)
       this.o.timeline.observe(rev, record?.revision);

@@ -22,8 +22,29 @@ export const InternalKey = {
   layout: Buffer.from('m/layout'),
 } as const;
 
-/** Prefix of lease bookkeeping keys (lease/*). */
-export const LEASE_PREFIX = Buffer.from('m/lease/');
+/** Prefix of every lease attachment index entry (see leaseIndexKey). */
+export const LEASE_INDEX_PREFIX = Buffer.from('m/lease/');
+
+/**
+ * Lease record: "m/leases/<lease as 16 hex digits>" in the lease's home member,
+ * attached to that member's etcd lease of the same ID, so the record disappears
+ * (an event on the member's stream) when the lease expires or is revoked.
+ */
+export const LEASE_RECORD_PREFIX = Buffer.from('m/leases/');
+
+export function leaseHex(lease: bigint): string {
+  return BigInt.asUintN(64, lease).toString(16).padStart(16, '0');
+}
+
+export function leaseRecordKey(lease: bigint): Buffer {
+  return Buffer.from(`m/leases/${leaseHex(lease)}`);
+}
+
+/** The lease ID of a lease record key, or undefined for any other key. */
+export function leaseOfRecordKey(key: Buffer): bigint | undefined {
+  if (key.length !== LEASE_RECORD_PREFIX.length + 16 || !key.subarray(0, LEASE_RECORD_PREFIX.length).equals(LEASE_RECORD_PREFIX)) return undefined;
+  return BigInt.asIntN(64, BigInt(`0x${key.subarray(LEASE_RECORD_PREFIX.length).toString('latin1')}`));
+}
 
 export function toMemberKey(clientKey: Buffer): Buffer {
   const out = Buffer.allocUnsafe(clientKey.length + 1);
@@ -65,7 +86,14 @@ export function toMemberRange(key: Buffer, rangeEnd: Buffer): MemberRange {
  * whose key was deleted or re-put without the lease is skipped at expiry).
  */
 export function leaseIndexPrefix(lease: bigint): Buffer {
-  return Buffer.from(`m/lease/${BigInt.asUintN(64, lease).toString(16).padStart(16, '0')}/`);
+  return Buffer.from(`m/lease/${leaseHex(lease)}/`);
+}
+
+/** The lease ID and client key of a lease index key. */
+export function parseLeaseIndexKey(key: Buffer): { lease: bigint; clientKey: Buffer } | undefined {
+  const p = LEASE_INDEX_PREFIX.length;
+  if (key.length < p + 17 || !key.subarray(0, p).equals(LEASE_INDEX_PREFIX) || key[p + 16] !== 0x2f) return undefined;
+  return { lease: BigInt.asIntN(64, BigInt(`0x${key.subarray(p, p + 16).toString('latin1')}`)), clientKey: key.subarray(p + 17) };
 }
 
 export function leaseIndexKey(lease: bigint, clientKey: Buffer): Buffer {

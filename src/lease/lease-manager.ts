@@ -1,0 +1,342 @@
+// Leases across member clusters.
+//
+// A lease lives in one "home" member, chosen by hashing its ID: it is a real
+// etcd lease there (so TTLs, rounding, keep-alives and expiry are etcd's own),
+// with a record key ("m/leases/<id>") attached to it. Client keys are never
+// attached to member leases; instead a put with a lease writes an index entry
+// ("m/lease/<id>/<key>") next to the key, in the key's member and transaction.
+// When the lease expires or is revoked, its record disappears from the home
+// member's stream and the proxy deletes the lease's keys in every member through
+// the ordinary write path, so each deletion gets a proper meta revision and
+// DELETE events with prev_kv, in order with everything else.
+//
+// Nothing is lost if a proxy or member is down at that moment: failed
+// deletions are retried, and a periodic sweep (also run at start) deletes the
+// keys of every indexed lease that no longer exists.
+//
+// Cost: a grant is one lease grant and one put on the home member; keep-alives
+// go to the home member only; a put with a lease adds one small index entry to
+// its own transaction; an expiry reads the index range of each member (cheap)
+// and writes only where the lease has keys.
+
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../clock/clock.js';
+import type { KvContext, LeaseChecker } from '../kv/context.js';
+import { executeTxn } from '../kv/txn.js';
+import { toClientKv } from '../kv/translate.js';
+import type { Logger } from '../log.js';
+import type { EtcdClient } from '../members/etcd-client.js';
+import type { Metrics } from '../metrics.js';
+import { asRange, op, txn } from '../proto/build.js';
+import { Compare_CompareResult, Compare_CompareTarget, type RequestOp } from '../proto/gen/rpc.js';
+import { Errors, fromUpstream, messageOf } from '../server/errors.js';
+import { partitionOf } from '../shard/hash.js';
+import type { Router } from '../shard/layout.js';
+import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKey, toMemberKey } from '../store/keyspace.js';
+import { prefixEnd } from '../util/bytes.js';
+
+export interface LeaseManagerOptions {
+  router: Router;
+  members: EtcdClient[];
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  sweepIntervalMs?: number;
+}
+
+/** Keys deleted per member transaction when a lease ends (keeps member transactions small). */
+const REAP_CHUNK = 100;
+
+export class LeaseManager implements LeaseChecker {
+  private readonly o: LeaseManagerOptions;
+  private readonly log: Logger;
+  private kv: KvContext | undefined;
+  /** Lease ID → time (ms) until which it is known to exist. */
+  private readonly aliveUntil = new Map<bigint, number>();
+  private readonly reaping = new Map<bigint, Promise<void>>();
+  private readonly retry = new Map<bigint, NodeJS.Timeout>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(o: LeaseManagerOptions) {
+    this.o = o;
+    this.log = o.log.child({ component: 'leases' });
+  }
+
+  /** Completes wiring (the KV context and the lease manager need each other). */
+  attach(kv: KvContext): void {
+    this.kv = kv;
+  }
+
+  start(): void {
+    void this.sweep();
+    const interval = this.o.sweepIntervalMs ?? 30_000;
+    this.sweepTimer = setInterval(() => void this.sweep(), interval);
+    this.sweepTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const t of this.retry.values()) clearTimeout(t);
+    this.retry.clear();
+  }
+
+  /** The member holding lease `id`. */
+  homeOf(id: bigint): number {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt.asUintN(64, id));
+    return this.o.router.layout.assignment[partitionOf(b, this.o.router.layout.partitions)]!;
+  }
+
+  async grant(ttl: bigint, requestedId: bigint): Promise<{ id: bigint; ttl: bigint }> {
+    for (let attempt = 0; ; attempt++) {
+      const id = requestedId !== 0n ? requestedId : randomLeaseId();
+      const home = this.o.members[this.homeOf(id)]!;
+      let granted;
+      try {
+        granted = await home.leaseGrant({ ID: id, TTL: ttl });
+      } catch (err) {
+        // A random ID that happens to exist already: pick another.
+        if (requestedId === 0n && attempt < 5 && messageOf(err) === Errors.leaseExist().message) continue;
+        throw fromUpstream(err, home.name);
+      }
+      try {
+        await home.txn(txn([], [op.put(leaseRecordKey(id), Buffer.from(JSON.stringify({ ttl: Number(granted.TTL) })), { lease: id })]));
+      } catch (err) {
+        await home.leaseRevoke({ ID: id }).catch(() => undefined);
+        throw fromUpstream(err, home.name);
+      }
+      this.aliveUntil.set(id, Date.now() + Number(granted.TTL) * 1000 - 500);
+      this.o.metrics.leaseGrants.inc();
+      return { id, ttl: granted.TTL };
+    }
+  }
+
+  /** Revokes the lease and deletes its keys in every member before returning (as etcd does). */
+  async revoke(id: bigint): Promise<void> {
+    const home = this.o.members[this.homeOf(id)]!;
+    try {
+      await home.leaseRevoke({ ID: id });
+    } catch (err) {
+      throw fromUpstream(err, home.name);
+    }
+    this.aliveUntil.delete(id);
+    await this.reap(id);
+  }
+
+  async timeToLive(id: bigint, withKeys: boolean): Promise<{ ttl: bigint; grantedTtl: bigint; keys: Buffer[] }> {
+    const home = this.o.members[this.homeOf(id)]!;
+    let resp;
+    try {
+      resp = await home.leaseTimeToLive({ ID: id, keys: false });
+    } catch (err) {
+      throw fromUpstream(err, home.name);
+    }
+    const keys = withKeys && resp.TTL >= 0n ? await this.keysOf(id) : [];
+    return { ttl: resp.TTL, grantedTtl: resp.grantedTTL, keys };
+  }
+
+  async leases(): Promise<bigint[]> {
+    const all = await Promise.all(
+      this.o.members.map(async (m) => {
+        try {
+          return (await m.leaseLeases()).leases.map((l) => l.ID);
+        } catch (err) {
+          throw fromUpstream(err, m.name);
+        }
+      }),
+    );
+    const ids = all.flat().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.o.metrics.leasesLive.set(ids.length);
+    return ids;
+  }
+
+  /** Keep-alive responses tell how long a lease lives on; remember it for puts. */
+  observeTtl(id: bigint, ttl: bigint): void {
+    if (ttl > 0n) this.aliveUntil.set(id, Date.now() + Number(ttl) * 1000 - 500);
+    else this.aliveUntil.delete(id);
+  }
+
+  async exists(id: bigint, fresh = false): Promise<boolean> {
+    if (!fresh && (this.aliveUntil.get(id) ?? 0) > Date.now()) return true;
+    const home = this.o.members[this.homeOf(id)]!;
+    let resp;
+    try {
+      resp = await home.leaseTimeToLive({ ID: id, keys: false });
+    } catch (err) {
+      if (messageOf(err) === Errors.leaseNotFound().message) return false;
+      throw fromUpstream(err, home.name);
+    }
+    this.observeTtl(id, resp.TTL);
+    return resp.TTL > 0n;
+  }
+
+  attached(ids: Iterable<bigint>): void {
+    for (const id of ids) {
+      // The lease may have ended between the check and the write: if so, its new key must go too.
+      this.exists(id, true).then(
+        (alive) => {
+          if (!alive) void this.reap(id);
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /** The home member's stream showed the lease record disappear. */
+  onLeaseGone(id: bigint): void {
+    this.aliveUntil.delete(id);
+    void this.reap(id);
+  }
+
+  /** Deletes every key still attached to lease `id`, in every member; retried until it succeeds. */
+  reap(id: bigint): Promise<void> {
+    let p = this.reaping.get(id);
+    if (p) return p;
+    p = this.doReap(id).then(
+      () => {
+        this.reaping.delete(id);
+        const t = this.retry.get(id);
+        if (t) clearTimeout(t);
+        this.retry.delete(id);
+      },
+      (err: unknown) => {
+        this.reaping.delete(id);
+        this.log.warn({ lease: id.toString(), err: messageOf(err) }, 'could not delete the keys of an ended lease yet; will retry');
+        this.scheduleRetry(id);
+        throw err;
+      },
+    );
+    return p;
+  }
+
+  private scheduleRetry(id: bigint): void {
+    if (this.stopped || this.retry.has(id)) return;
+    this.retry.set(
+      id,
+      setTimeout(() => {
+        this.retry.delete(id);
+        this.reap(id).catch(() => undefined);
+      }, 1000).unref(),
+    );
+  }
+
+  private async doReap(id: bigint): Promise<void> {
+    const kv = this.kv;
+    if (!kv) throw new Error('lease manager is not attached');
+    let deleted = 0;
+    await Promise.all(
+      this.o.members.map(async (client, member) => {
+        const keys = await this.attachedKeys(client, member, id);
+        for (let i = 0; i < keys.length; i += REAP_CHUNK) {
+          const chunk = keys.slice(i, i + REAP_CHUNK);
+          // Each key goes only if it is still attached to this lease when the deletion commits.
+          const success: RequestOp[] = chunk.map((key) => ({
+            request: {
+              $case: 'requestTxn',
+              value: {
+                compare: [
+                  {
+                    key,
+                    rangeEnd: Buffer.alloc(0),
+                    target: Compare_CompareTarget.LEASE,
+                    result: Compare_CompareResult.EQUAL,
+                    targetUnion: { $case: 'lease', value: id },
+                  },
+                ],
+                success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
+                failure: [],
+              },
+            },
+          }));
+          await executeTxn(kv, { compare: [], success, failure: [] }, member);
+          deleted += chunk.length;
+        }
+        const prefix = leaseIndexPrefix(id);
+        try {
+          await client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]));
+        } catch (err) {
+          throw fromUpstream(err, client.name);
+        }
+      }),
+    );
+    if (deleted > 0) {
+      this.o.metrics.leaseExpiries.inc();
+      this.o.metrics.leaseKeysDeleted.inc(deleted);
+      this.log.info({ lease: id.toString(), keys: deleted }, 'deleted the keys of an ended lease');
+    }
+  }
+
+  /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
+  private async attachedKeys(client: EtcdClient, member: number, id: bigint): Promise<Buffer[]> {
+    const prefix = leaseIndexPrefix(id);
+    let index;
+    try {
+      index = await client.range({ key: prefix, rangeEnd: prefixEnd(prefix), keysOnly: true });
+    } catch (err) {
+      throw fromUpstream(err, `member ${member}`);
+    }
+    const candidates = index.kvs.map((kv) => parseLeaseIndexKey(kv.key)!.clientKey);
+    return (await this.currentLeases(client, member, candidates)).filter((c) => c.lease === id).map((c) => c.key);
+  }
+
+  /** The current lease of each of `keys` (absent keys are left out). */
+  private async currentLeases(client: EtcdClient, member: number, keys: Buffer[]): Promise<{ key: Buffer; lease: bigint }[]> {
+    const out: { key: Buffer; lease: bigint }[] = [];
+    for (let i = 0; i < keys.length; i += REAP_CHUNK) {
+      const chunk = keys.slice(i, i + REAP_CHUNK);
+      let resp;
+      try {
+        resp = await client.txn(txn([], chunk.map((k) => op.range(toMemberKey(k)))), { readOnly: true });
+      } catch (err) {
+        throw fromUpstream(err, `member ${member}`);
+      }
+      chunk.forEach((key, j) => {
+        const kv = asRange(resp.responses[j]).kvs[0];
+        if (kv) out.push({ key, lease: toClientKv(kv).lease });
+      });
+    }
+    return out;
+  }
+
+  private async keysOf(id: bigint): Promise<Buffer[]> {
+    const perMember = await Promise.all(this.o.members.map((client, member) => this.attachedKeys(client, member, id)));
+    return perMember.flat().sort(Buffer.compare);
+  }
+
+  /** Finds indexed leases that no longer exist and deletes their keys. */
+  private async sweep(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const ids = new Set<bigint>();
+      await Promise.all(
+        this.o.members.map(async (client, member) => {
+          let resp;
+          try {
+            resp = await client.range({ key: LEASE_INDEX_PREFIX, rangeEnd: prefixEnd(LEASE_INDEX_PREFIX), keysOnly: true });
+          } catch (err) {
+            throw fromUpstream(err, `member ${member}`);
+          }
+          for (const kv of resp.kvs) {
+            const parsed = parseLeaseIndexKey(kv.key);
+            if (parsed) ids.add(parsed.lease);
+          }
+        }),
+      );
+      for (const id of ids) {
+        if (!(await this.exists(id, true))) await this.reap(id).catch(() => undefined);
+      }
+      await this.leases();
+    } catch (err) {
+      this.log.warn({ err: messageOf(err) }, 'lease sweep failed; will try again');
+    }
+  }
+}
+
+function randomLeaseId(): bigint {
+  for (;;) {
+    const id = randomBytes(8).readBigUInt64BE() & 0x7fffffffffffffffn;
+    if (id !== 0n) return id;
+  }
+}
