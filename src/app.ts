@@ -37,6 +37,8 @@ export interface ProxyHandle {
   port: number;
   metricsPort: number | undefined;
   clusterId: string;
+  /** The meta cluster's layout (which member holds which key). */
+  router: Router;
   stop(): Promise<void>;
 }
 
@@ -170,6 +172,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       port,
       metricsPort,
       clusterId: boot.layout.clusterId,
+      router,
       stop: () => {
         stopping ??= (async () => {
           for (const stop of stoppers) stop();

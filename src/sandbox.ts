@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { startProxy, type ProxyHandle } from './app.js';
 import { applyFlags, defaultProxyConfig, parseFlags, PROXY_FLAGS, type ProxyConfig } from './config.js';
 import { defaultScratchRoot, EtcdProcess } from './etcd/etcd-process.js';
+import { memberEtcdSettings } from './etcd/member-settings.js';
 import { createLogger, type Logger } from './log.js';
 
 export const SANDBOX_FLAGS = {
@@ -55,11 +56,7 @@ export async function startSandbox(o: SandboxOptions, log: Logger): Promise<Sand
   if (previous && previous.members.length !== o.memberCount) {
     throw new Error(`${dataDir} holds a sandbox with ${previous.members.length} members; --member-count is ${o.memberCount}`);
   }
-  // Members accept the proxy's largest request plus its envelope and guards.
-  const etcdOpts = {
-    maxRequestBytes: o.maxRequestBytes + 1024 * 1024,
-    extraArgs: ['--max-txn-ops', String(Math.max(10_000, o.maxTxnOps * 4))],
-  };
+  const etcdOpts = memberEtcdSettings(o.maxRequestBytes, o.maxTxnOps);
   const started: EtcdProcess[] = [];
   const stopAll = () => Promise.all(started.map((p) => p.stop())).then(() => undefined);
   try {

@@ -15,8 +15,15 @@ import {
 import {
   AlarmRequest,
   type AlarmResponse,
+  ClusterClient,
   CompactionRequest,
   type CompactionResponse,
+  DeleteRangeRequest,
+  type DeleteRangeResponse,
+  MemberListRequest,
+  type MemberListResponse,
+  PutRequest,
+  type PutResponse,
   DefragmentRequest,
   type DefragmentResponse,
   KVClient,
@@ -73,6 +80,7 @@ interface Stubs {
   watch: WatchClient;
   lease: LeaseClient;
   maintenance: MaintenanceClient;
+  cluster: ClusterClient;
 }
 
 type Unary<Req, Res> = (
@@ -110,6 +118,7 @@ export class EtcdClient {
         watch: new WatchClient(endpoint.address, creds, channelOptions),
         lease: new LeaseClient(endpoint.address, creds, channelOptions),
         maintenance: new MaintenanceClient(endpoint.address, creds, channelOptions),
+        cluster: new ClusterClient(endpoint.address, creds, channelOptions),
       };
     });
   }
@@ -127,6 +136,20 @@ export class EtcdClient {
   txn(req: DeepPartial<TxnRequest>, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
     const msg = TxnRequest.fromPartial(req);
     return this.unary(o?.readOnly ?? false, o, (s) => s.kv.txn.bind(s.kv) as Unary<TxnRequest, TxnResponse>, msg);
+  }
+
+  put(req: DeepPartial<PutRequest>, o?: CallOptions): Promise<PutResponse> {
+    const msg = PutRequest.fromPartial(req);
+    return this.unary(false, o, (s) => s.kv.put.bind(s.kv) as Unary<PutRequest, PutResponse>, msg);
+  }
+
+  deleteRange(req: DeepPartial<DeleteRangeRequest>, o?: CallOptions): Promise<DeleteRangeResponse> {
+    const msg = DeleteRangeRequest.fromPartial(req);
+    return this.unary(false, o, (s) => s.kv.deleteRange.bind(s.kv) as Unary<DeleteRangeRequest, DeleteRangeResponse>, msg);
+  }
+
+  memberList(o?: CallOptions): Promise<MemberListResponse> {
+    return this.unary(true, o, (s) => s.cluster.memberList.bind(s.cluster) as Unary<MemberListRequest, MemberListResponse>, MemberListRequest.fromPartial({}));
   }
 
   compact(req: DeepPartial<CompactionRequest>, o?: CallOptions): Promise<CompactionResponse> {
@@ -186,6 +209,7 @@ export class EtcdClient {
       s.watch.close();
       s.lease.close();
       s.maintenance.close();
+      s.cluster.close();
     }
   }
 
