@@ -131,17 +131,28 @@ export function usage(synopsis: string, flags: Record<string, { help: string }>)
   return lines.join('\n') + '\n';
 }
 
-/** Resolves on the first SIGINT or SIGTERM (a second one exits at once). */
-export function waitForSignal(log: Logger): Promise<NodeJS.Signals> {
+/**
+ * Resolves on the first SIGINT or SIGTERM (a second one exits at once), or when
+ * the process that started us goes away: wrappers such as `npx` do not pass
+ * SIGTERM on to us, so a stopped wrapper would otherwise leave us (and the etcd
+ * processes of a sandbox) running as orphans.
+ */
+export function waitForSignal(log: Logger): Promise<NodeJS.Signals | 'orphaned'> {
   return new Promise((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      log.info({ signal: sig }, 'shutting down');
+    const parent = process.ppid;
+    const done = (why: NodeJS.Signals | 'orphaned') => {
+      log.info({ reason: why }, 'shutting down');
+      clearInterval(watchParent);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.once('SIGINT', () => process.exit(130));
       process.once('SIGTERM', () => process.exit(143));
-      resolve(sig);
+      resolve(why);
     };
+    const onSignal = (sig: NodeJS.Signals) => done(sig);
+    const watchParent = setInterval(() => {
+      if (process.ppid !== parent) done('orphaned');
+    }, 500);
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
