@@ -149,6 +149,9 @@ interface WriteState {
 
 async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number): Promise<TxnOutcome> {
   const client = ctx.members[member]!;
+  // A revision taken for a member that cannot be reached could not be resolved either,
+  // and would hold back every watcher until --watch-timeout: fail fast instead.
+  if (!ctx.timelines[member]!.connected) throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
   const stateReads = stateOps(plan);
   const pastRevisions = await resolvePastRanges(ctx, req, member);
 

@@ -58,10 +58,20 @@ export class MemberStream {
     this.log = o.log.child({ component: 'member-stream', member: o.member });
   }
 
-  /** Seeds the timeline from the member's current clock record and opens the watch. */
-  async start(): Promise<void> {
+  private firstCreated: (() => void) | undefined;
+
+  /** Seeds the timeline from the member's current clock record, opens the watch and waits until it is established. */
+  async start(timeoutMs = 10_000): Promise<void> {
     await this.seed();
+    const created = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`member ${this.o.member}: watch not established within ${timeoutMs} ms`)), timeoutMs);
+      this.firstCreated = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
     this.open();
+    await created;
   }
 
   stop(): void {
@@ -96,6 +106,8 @@ export class MemberStream {
         settleDialing();
         this.setConnected(true);
         this.backoffMs = 100;
+        this.firstCreated?.();
+        this.firstCreated = undefined;
       }
       if (resp.compactRevision > 0n) {
         this.log.error({ compactRevision: Number(resp.compactRevision) }, 'member compacted past our resume point; continuity lost');
@@ -134,6 +146,7 @@ export class MemberStream {
   private setConnected(on: boolean): void {
     if (on === this.connected) return;
     this.connected = on;
+    this.o.timeline.connected = on;
     if (on) this.o.metrics.watchesRunning.inc();
     else this.o.metrics.watchesRunning.dec();
   }

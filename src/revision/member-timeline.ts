@@ -44,6 +44,8 @@ export class MemberTimeline {
   private mark = -1;
   private processedRev = 0;
   private waiters: Waiter[] = [];
+  /** Whether the member's watch stream is connected (set by the member stream). */
+  connected = false;
 
   constructor(o: MemberTimelineOptions) {
     this.member = o.member;

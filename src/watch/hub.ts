@@ -62,11 +62,14 @@ export class WatchHub {
   private buffer: EventBuffer;
   private stallTimer: NodeJS.Timeout | undefined;
   private lastFence = 0;
+  /** Per member, the highest allocated revision given up on after --watch-timeout. */
+  private readonly givenUp: number[];
 
   constructor(o: WatchHubOptions) {
     this.o = o;
     this.log = o.log.child({ component: 'watch-hub' });
     this.queues = o.timelines.map(() => []);
+    this.givenUp = o.timelines.map(() => -1);
     this.buffer = new EventBuffer(o.bufferEvents, o.bufferBytes, 0);
   }
 
@@ -191,7 +194,7 @@ export class WatchHub {
     const alloc = p.batch.record!.allocation;
     const out: number[] = [];
     this.o.timelines.forEach((t, m) => {
-      if (m !== member && t.watermark < (alloc[m] ?? 0)) out.push(m);
+      if (m !== member && Math.max(t.watermark, this.givenUp[m]!) < (alloc[m] ?? 0)) out.push(m);
     });
     return out;
   }
@@ -211,6 +214,8 @@ export class WatchHub {
         }
         this.o.metrics.timeBufferTimeouts.inc();
         this.log.error({ revision: h.p.revision, members: lag, waitedMs: waited }, 'giving up on revisions held by unreachable members');
+        const alloc = h.p.batch.record!.allocation;
+        for (const m of lag) this.givenUp[m] = Math.max(this.givenUp[m]!, alloc[m]!);
       }
       this.queues[h.member]!.shift();
       this.emit(h.p);
