@@ -22,6 +22,7 @@ import { MemberTimeline } from './revision/member-timeline.js';
 import { createClusterService } from './server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials } from './server/grpc-server.js';
 import { HeaderFactory } from './server/header.js';
+import { withRequestSizes } from './server/request-size.js';
 import { createKvService } from './server/kv-service.js';
 import { createLeaseService } from './server/lease-service.js';
 import { createMaintenanceService } from './server/maintenance-service.js';
@@ -132,13 +133,13 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     const urls = advertisedUrls(config, port);
     const header = new HeaderFactory(boot.layout.clusterId, urls);
     const deps = { metrics, log: log.child({ component: 'server' }) };
-    server.addService(KVService, createKvService({ ...deps, kv, coordinator, header }));
+    server.addService(withRequestSizes(KVService), createKvService({ ...deps, kv, coordinator, header }));
     server.addService(
       MaintenanceService,
       createMaintenanceService({ ...deps, members, coordinator, clock, header, version: () => REPORTED_ETCD_VERSION }),
     );
     server.addService(LeaseService, createLeaseService({ ...deps, leases, members, clock, header }));
-    server.addService(ClusterService, createClusterService({ ...deps, clock, header, name: 'metaetcd', clientUrls: urls }));
+    server.addService(ClusterService, createClusterService({ ...deps, header, name: 'metaetcd', clientUrls: urls }));
     const watchService = new WatchService({
       hub,
       clock,

@@ -3,14 +3,12 @@
 // their endpoint list from it keep talking to the proxy. Membership changes are
 // refused: member clusters are managed by their own operators.
 
-import type { Clock } from '../clock/clock.js';
 import type { ClusterServer } from '../proto/gen/rpc.js';
 import { unimplemented } from './errors.js';
 import type { HeaderFactory } from './header.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface ClusterServiceDeps extends HandlerDeps {
-  clock: Clock;
   header: HeaderFactory;
   name: string;
   clientUrls: string[];
@@ -20,9 +18,9 @@ export function createClusterService(d: ClusterServiceDeps): ClusterServer {
   const refuse = (what: string) => () => Promise.reject(unimplemented(`${what} (metaetcd proxies are not raft members)`));
   return {
     memberList: unary('MemberList', d, async () => {
-      const now = d.clock.latest() ?? (await d.clock.now());
+      // etcd's MemberList header carries no revision.
       return {
-        header: d.header.make(now.revision),
+        header: d.header.make(0),
         members: [{ ID: d.header.memberId, name: d.name, peerURLs: [], clientURLs: d.clientUrls, isLearner: false }],
       };
     }),

@@ -3,6 +3,13 @@
 
 import type { EtcdClient } from '../members/etcd-client.js';
 import { DeleteRangeRequest, PutRequest, TxnRequest, type KVServer } from '../proto/gen/rpc.js';
+
+type Encoder<T> = { encode(m: T): { finish(): Uint8Array } };
+
+/** The request's size as received (or as encoded, for requests built in-process). */
+function sizeOf<T extends object>(req: T, codec: Encoder<T>): number {
+  return receivedSize(req) ?? codec.encode(req).finish().length;
+}
 import { compact } from '../kv/compact.js';
 import type { KvContext } from '../kv/context.js';
 import { deleteRange, put } from '../kv/put-delete.js';
@@ -10,7 +17,7 @@ import { range, toRangeResponse } from '../kv/range.js';
 import { executeTxn } from '../kv/txn.js';
 import { checkTxn } from '../kv/txn-check.js';
 import type { HeaderFactory } from './header.js';
-import { checkRequestSize } from './request-size.js';
+import { checkRequestSize, receivedSize } from './request-size.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface KvServiceDeps extends HandlerDeps {
@@ -27,18 +34,18 @@ export function createKvService(d: KvServiceDeps): KVServer {
       return toRangeResponse(r, d.header.make(r.header));
     }),
     put: unary('Put', d, async (req) => {
-      checkRequestSize(PutRequest.encode(req).finish().length, max);
+      checkRequestSize(sizeOf(req, PutRequest), max);
       const r = await put(d.kv, req);
       return { header: d.header.make(r.revision), prevKv: r.prevKv };
     }),
     deleteRange: unary('DeleteRange', d, async (req) => {
-      checkRequestSize(DeleteRangeRequest.encode(req).finish().length, max);
+      checkRequestSize(sizeOf(req, DeleteRangeRequest), max);
       const r = await deleteRange(d.kv, req);
       return { header: d.header.make(r.revision), deleted: BigInt(r.deleted), prevKvs: r.prevKvs };
     }),
     txn: unary('Txn', d, async (req) => {
       checkTxn(req, d.kv.limits.maxTxnOps);
-      if (hasWrites(req)) checkRequestSize(TxnRequest.encode(req).finish().length, max);
+      if (hasWrites(req)) checkRequestSize(sizeOf(req, TxnRequest), max);
       const r = await executeTxn(d.kv, req);
       return { header: d.header.make(r.revision), succeeded: r.succeeded, responses: r.responses };
     }),

@@ -14,8 +14,9 @@ import type { CompactionState } from '../kv/context.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { Event, type Event as EventT } from '../proto/gen/kv.js';
-import type { WatchCreateRequest, WatchRequest, WatchResponse } from '../proto/gen/rpc.js';
+import { WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.js';
 import { Errors, messageOf, statusOf, toServiceStatus } from '../server/errors.js';
+import { GRPC_OVERHEAD_BYTES } from '../server/grpc-server.js';
 import type { HeaderFactory } from '../server/header.js';
 import { isFromKey } from '../util/bytes.js';
 import { varintLength } from '../util/varint.js';
@@ -41,7 +42,9 @@ export interface SessionDeps {
 }
 
 const WATCH_RANGE_EMPTY = 'mvcc: watcher range is empty';
-const WATCH_DUPLICATE_ID = 'mvcc: duplicate watch ID provided';
+const WATCH_DUPLICATE_ID = 'mvcc: duplicate watch ID provided on the WatchStream';
+/** etcd groups the events of up to this many revisions in one reply while a watch catches up. */
+const CATCH_UP_REVISIONS_PER_REPLY = 1000;
 
 export class WatchSession implements WatchSink {
   private readonly watchers = new Map<bigint, Watcher>();
@@ -66,7 +69,7 @@ export class WatchSession implements WatchSink {
     call.on('data', (req: WatchRequest) => {
       this.chain = this.chain.then(() => this.handle(req)).catch((err: unknown) => this.fail(err));
     });
-    call.on('end', () => this.end());
+    // A client that half-closes still receives events until it cancels (as etcd does).
     call.on('error', () => this.end());
     call.on('cancelled', () => this.end());
     this.progressTimer = setInterval(() => this.progressTick(), d.progressIntervalMs);
@@ -95,7 +98,9 @@ export class WatchSession implements WatchSink {
     }
   }
 
-  private async create(creq: WatchCreateRequest): Promise<void> {
+  private async create(request: WatchCreateRequest): Promise<void> {
+    // etcd watches the key "\0" when the key is empty.
+    const creq = request.key.length === 0 ? { ...request, key: Buffer.from([0]) } : request;
     let id = creq.watchId;
     if (id !== 0n && this.watchers.has(id)) return this.refuseCreate(WATCH_DUPLICATE_ID);
     const rangeEnd = creq.rangeEnd;
@@ -109,7 +114,7 @@ export class WatchSession implements WatchSink {
 
     let start = Number(creq.startRevision);
     let headerRev: number;
-    if (start <= 0) {
+    if (start === 0) {
       // "Now": the clock's current revision, once every change up to it has been released.
       const snap = await this.d.clock.now();
       await this.d.hub.catchUp(snap, Date.now() + this.d.requestTimeoutMs);
@@ -125,12 +130,27 @@ export class WatchSession implements WatchSink {
     this.send({ ...blank(), header: this.header(headerRev), watchId: id, created: true });
 
     const compacted = this.d.compaction.revision;
-    if (start < compacted) {
-      this.send({ ...blank(), header: this.header(headerRev), watchId: id, canceled: true, compactRevision: BigInt(compacted) });
-      this.drop(w);
+    if (compacted > 0 && start < compacted) {
+      this.compactedCancel(w);
       return;
     }
     this.position(w);
+  }
+
+  /**
+   * etcd's reply to a watch that needs compacted history: canceled with
+   * compact_revision, header revision 0, no reason. Like etcd, the ID stays
+   * registered on the stream until the client cancels it.
+   */
+  private compactedCancel(w: Watcher): void {
+    this.send({
+      ...blank(),
+      header: this.d.header.make(0),
+      watchId: w.id,
+      canceled: true,
+      compactRevision: BigInt(Math.max(1, this.d.compaction.revision)),
+    });
+    this.detach(w);
   }
 
   private refuseCreate(reason: string): void {
@@ -141,6 +161,7 @@ export class WatchSession implements WatchSink {
     const w = this.watchers.get(id);
     if (!w) return; // etcd sends nothing for an unknown id
     this.drop(w);
+    this.watchers.delete(id);
     this.send({ ...blank(), header: this.header(this.d.hub.frontier), watchId: id, canceled: true });
   }
 
@@ -148,7 +169,7 @@ export class WatchSession implements WatchSink {
     const snap = await this.d.clock.now();
     await this.d.hub.catchUp(snap, Date.now() + this.d.requestTimeoutMs);
     // Only when every watch on the stream is live: its events up to the frontier are already queued.
-    for (const w of this.watchers.values()) if (!w.synced) return;
+    for (const w of this.watchers.values()) if (!w.synced && !w.canceled) return;
     this.send({ ...blank(), header: this.header(this.d.hub.frontier), watchId: -1n });
   }
 
@@ -185,27 +206,31 @@ export class WatchSession implements WatchSink {
     } catch (err) {
       if (w.canceled || this.closed) return;
       if (messageOf(err) === Errors.compacted().message) {
-        this.send({
-          ...blank(),
-          header: this.header(this.d.hub.frontier),
-          watchId: w.id,
-          canceled: true,
-          compactRevision: BigInt(Math.max(1, this.d.compaction.revision)),
-        });
-        this.drop(w);
+        this.compactedCancel(w);
         return;
       }
       this.fail(err);
     }
   }
 
+  /** Sends past revisions to a catching-up watcher, up to 1000 revisions per reply, headed with the current revision. */
   private replay(w: Watcher, batches: { revision: number; events: EventT[] }[]): void {
+    let events: EventT[] = [];
+    let revisions = 0;
+    const flush = () => {
+      if (events.length > 0) this.sendEvents(w, this.d.hub.frontier, events);
+      events = [];
+      revisions = 0;
+    };
     for (const b of batches) {
       if (b.revision < w.nextRev) continue;
-      const events = w.select(b.events);
+      const mine = w.select(b.events);
       w.nextRev = b.revision + 1;
-      if (events.length > 0) this.sendEvents(w, b.revision, events);
+      if (mine.length === 0) continue;
+      events.push(...mine);
+      if (++revisions >= CATCH_UP_REVISIONS_PER_REPLY) flush();
     }
+    flush();
   }
 
   // --- live delivery (called by the service for every released revision) ----
@@ -247,7 +272,7 @@ export class WatchSession implements WatchSink {
       this.send(resp, estimate(events));
       return;
     }
-    for (const part of fragments(resp, this.d.maxRequestBytes)) this.send(part, estimate(part.events));
+    for (const part of fragments(resp, this.d.maxRequestBytes + GRPC_OVERHEAD_BYTES)) this.send(part, estimate(part.events));
   }
 
   // --- progress ---------------------------------------------------------------
@@ -256,7 +281,7 @@ export class WatchSession implements WatchSink {
     if (this.closed) return;
     const rev = this.d.hub.frontier;
     for (const w of this.watchers.values()) {
-      if (w.progressNotify && w.synced && !w.sentSinceTick) {
+      if (w.progressNotify && w.synced && !w.canceled && !w.sentSinceTick) {
         this.send({ ...blank(), header: this.header(rev), watchId: w.id });
       }
       w.sentSinceTick = false;
@@ -276,12 +301,18 @@ export class WatchSession implements WatchSink {
     this.outbox.send(resp, bytes);
   }
 
-  private drop(w: Watcher): void {
+  /** Stops delivering to `w`, leaving its ID registered on the stream. */
+  private detach(w: Watcher): void {
     if (w.canceled) return;
     w.canceled = true;
-    this.watchers.delete(w.id);
     this.d.registry.remove(w);
     this.d.metrics.activeWatchCount.dec();
+  }
+
+  /** Stops delivering to `w` and frees its ID. */
+  private drop(w: Watcher): void {
+    this.detach(w);
+    this.watchers.delete(w.id);
   }
 
   private fail(err: unknown): void {
@@ -334,7 +365,7 @@ function fragments(resp: WatchResponse, limit: number): WatchResponse[] {
     const n = Event.encode(ev).finish().length;
     return 1 + varintLength(n) + n;
   });
-  const base = 64;
+  const base = WatchResponse.encode({ ...resp, events: [] }).finish().length;
   const total = base + sizes.reduce((a, b) => a + b, 0);
   if (total < limit || resp.events.length < 2) return [resp];
   const parts: WatchResponse[] = [];
