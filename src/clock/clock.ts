@@ -264,7 +264,8 @@ export class Clock {
         }
       }),
     );
-    const revision = Math.max(...states.map((s) => Math.max(s.revision, s.ceiling)));
+    // A fresh etcd is at revision 1 (clients treat 0 as an error); so is a fresh meta cluster.
+    const revision = Math.max(1, ...states.map((s) => Math.max(s.revision, s.ceiling)));
     // 2. Fence every member at that revision: any write still in flight from
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.

@@ -5,7 +5,9 @@
 import type { KeyValue } from '../proto/gen/kv.js';
 import type { RangeRequest, RangeResponse } from '../proto/gen/rpc.js';
 import { Errors, fromUpstream } from '../server/errors.js';
-import { toMemberRange } from '../store/keyspace.js';
+import { asRange, op, txn } from '../proto/build.js';
+import { decodeClockRecord } from '../store/clock-record.js';
+import { InternalKey, toMemberRange } from '../store/keyspace.js';
 import type { KvContext } from './context.js';
 import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { resolveReadPoint, type ReadPoint } from './read-point.js';
@@ -21,8 +23,42 @@ export interface RangeResult {
 export async function range(ctx: KvContext, req: RangeRequest): Promise<RangeResult> {
   if (req.key.length === 0) throw Errors.emptyKey();
   const members = ctx.router.membersOf(req.key, req.rangeEnd);
+  if (members.length === 1 && req.revision <= 0n && !req.serializable) {
+    const fast = await rangeOneMemberNow(ctx, req, members[0]!);
+    if (fast) return fast;
+  }
   const point = await resolveReadPoint(ctx, members, Number(req.revision), req.serializable);
   return rangeAt(ctx, req, members, point);
+}
+
+/**
+ * A linearizable read of one member in a single round trip: the clock and the
+ * member (its data and its clock record) are read in parallel. If the member
+ * has already resolved the last revision handed to it at the clock's revision C,
+ * its data is exact at max(C, its own clock R): every write acknowledged before
+ * the read is included (C covers it) and no write at or below that revision can
+ * still land on it (per-member order). Otherwise (a write on it is still in
+ * flight) the caller falls back to the general path, which waits for it.
+ */
+async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: number): Promise<RangeResult | undefined> {
+  const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
+  const limit = memberFetchLimit(req);
+  let snap, resp;
+  try {
+    [snap, resp] = await Promise.all([
+      ctx.clock.now(),
+      ctx.members[member]!.txn(
+        txn([], [op.range(InternalKey.clock, { serializable: true }), op.range(key, { rangeEnd, limit: BigInt(limit), countOnly: req.countOnly, serializable: true })]),
+        { readOnly: true },
+      ),
+    ]);
+  } catch (err) {
+    throw fromUpstream(err, `member ${member}`);
+  }
+  const clockKv = asRange(resp.responses[0]).kvs[0];
+  const memberClock = clockKv ? decodeClockRecord(clockKv.value).revision : -1;
+  if (memberClock < snap.last[member]!) return undefined;
+  return assemble(req, [asRange(resp.responses[1])], limit, Math.max(snap.revision, memberClock));
 }
 
 /** Serves `req` from an already resolved snapshot (also used inside read-only transactions). */
@@ -45,13 +81,18 @@ export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number
       }
     }),
   );
+  return assemble(req, parts, limit, point.header);
+}
+
+/** Merges member responses (each in key order) into the client's response. */
+function assemble(req: RangeRequest, parts: RangeResponse[], limit: number, header: number): RangeResult {
   let count = 0;
   for (const p of parts) count += Number(p.count);
-  if (req.countOnly) return { kvs: [], more: false, count, header: point.header };
+  if (req.countOnly) return { kvs: [], more: false, count, header };
   let merged = mergeByKey(parts.map((p) => p.kvs));
   if (limit > 0 && merged.length > limit) merged = merged.slice(0, limit);
   const shaped = shapeRange(req, merged.map(toClientKv));
-  return { kvs: shaped.kvs, more: shaped.more, count, header: point.header };
+  return { kvs: shaped.kvs, more: shaped.more, count, header };
 }
 
 export function toRangeResponse(r: RangeResult, header: RangeResponse['header']): RangeResponse {
