@@ -10,6 +10,7 @@ import { Clock } from './clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { LeaseManager } from './lease/lease-manager.js';
+import { MemberSequencer } from './kv/member-sequencer.js';
 import type { Logger } from './log.js';
 import { bootstrap } from './members/bootstrap.js';
 import { parseCluster, parseClusters } from './members/endpoints.js';
@@ -109,6 +110,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       router,
       members,
       timelines,
+      sequencers: members.map(() => new MemberSequencer(Infinity)),
       clock,
       compaction,
       leases,

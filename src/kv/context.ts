@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { Router } from '../shard/layout.js';
+import type { MemberSequencer } from './member-sequencer.js';
 
 /** The meta revision the meta cluster is compacted at, as far as this proxy knows. */
 export class CompactionState {
@@ -49,6 +50,8 @@ export interface KvContext {
   router: Router;
   members: EtcdClient[];
   timelines: MemberTimeline[];
+  /** Per member: sends this proxy's writes to it in revision order. */
+  sequencers: MemberSequencer[];
   clock: Clock;
   compaction: CompactionState;
   leases: LeaseChecker;

@@ -155,7 +155,13 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
   const stateReads = stateOps(plan);
   const pastRevisions = await resolvePastRanges(ctx, req, member);
 
-  const tickP = ctx.clock.tick(member);
+  const seq = ctx.sequencers[member]!;
+  const takeTick = () =>
+    ctx.clock.tick(member).then((t) => {
+      seq.register(t.revision);
+      return t;
+    });
+  const tickP = takeTick();
   const stateP = readState(ctx, member, plan, stateReads);
   let tick: Tick;
   let state: WriteState;
@@ -179,7 +185,10 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     }
     let resp: TxnResponse;
     try {
-      resp = await client.txn(memberTxn);
+      await seq.turn(tick.revision);
+      const sent = client.txn(memberTxn);
+      seq.sent(tick.revision);
+      resp = await sent.finally(() => seq.finished());
     } catch (err) {
       release(ctx, member, tick);
       throw fromUpstream(err, `member ${member}`);
@@ -195,7 +204,7 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     state = parseRefresh(resp, plan, stateReads);
     if (state.clock !== undefined && state.clock >= tick.revision) {
       ctx.metrics.writeAttempts.inc({ outcome: 'order' });
-      tick = await ctx.clock.tick(member);
+      tick = await takeTick();
     } else {
       ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
     }
@@ -413,6 +422,7 @@ function translateOps(t: TxnRequest, path: boolean[], cursor: { i: number }, res
 
 /** Gives back a revision that was taken but not used, so readers do not wait for it (best effort). */
 function release(ctx: KvContext, member: number, tick: Tick): void {
+  ctx.sequencers[member]!.sent(tick.revision);
   const record = encodeClockRecord({ revision: tick.revision, kind: ClockKind.Fence, allocation: [] });
   ctx.members[member]!
     .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(tick.revision))], [op.put(InternalKey.clock, record)]))
