@@ -69,7 +69,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     });
     const router = new Router(boot.layout);
     const compaction = new CompactionState();
-    compaction.raise(boot.compacted);
+    compaction.raiseStored(boot.compacted);
     const timelines = members.map(
       (client, member) => new MemberTimeline({ member, client, log, metrics, fenceAfterMs: config.fenceAfterMs }),
     );
@@ -95,7 +95,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
           timeline: timelines[member]!,
           log,
           metrics,
-          onCompacted: (rev) => compaction.raise(rev),
+          onCompacted: (stored) => compaction.raiseStored(stored),
           onBatch: (b) => hub.push(b),
           onLeaseGone: (id) => leases.onLeaseGone(id),
           onReset: () => hub.reset(),

@@ -10,6 +10,7 @@ import { Errors, EtcdError, fromUpstream, messageOf } from '../server/errors.js'
 import { InternalKey } from '../store/keyspace.js';
 import { encodeU64BE } from '../util/bytes.js';
 import type { EtcdClient } from '../members/etcd-client.js';
+import { CLOCK_KEY } from '../clock/coordinator-record.js';
 import type { KvContext } from './context.js';
 import { resolveReadPoint } from './read-point.js';
 
@@ -20,7 +21,7 @@ export async function compact(ctx: KvContext, coordinator: EtcdClient, req: Comp
   // Waits until every member is complete up to `revision` (future revisions are refused).
   const point = await resolveReadPoint(ctx, members, revision, false);
 
-  const value = encodeU64BE(revision);
+  const value = encodeU64BE(revision + 1);
   await Promise.all(
     members.map(async (m) => {
       try {
@@ -32,19 +33,30 @@ export async function compact(ctx: KvContext, coordinator: EtcdClient, req: Comp
   );
   ctx.compaction.raise(revision);
 
+  // Each member is compacted at the revision of its last write at or below R, so
+  // that everything after it (what a watch from R+1, or from R, reads) stays.
+  const at = await Promise.all(members.map((m) => ctx.timelines[m]!.recordRevisionAt(revision)));
   await Promise.all(
-    members.map(async (m) => {
-      try {
-        await ctx.members[m]!.compact({ revision: BigInt(point.memberRevisions.get(m)!), physical: req.physical });
-      } catch (err) {
-        // A member compacted further by itself (e.g. its own auto-compaction) is fine.
-        if (messageOf(err) === Errors.compacted().message) return;
-        throw fromUpstream(err, `member ${m}`);
+    members.map(async (m, i) => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await ctx.members[m]!.compact({ revision: BigInt(at[i]!), physical: req.physical });
+          return;
+        } catch (err) {
+          // A member compacted further by itself (e.g. its own auto-compaction) is fine.
+          if (messageOf(err) === Errors.compacted().message) return;
+          // The member's stream can show a revision a moment before the member serves it.
+          if (messageOf(err) === Errors.futureRev().message && attempt < 50) {
+            await new Promise((r) => setTimeout(r, 2));
+            continue;
+          }
+          throw fromUpstream(err, `member ${m}`);
+        }
       }
     }),
   );
   try {
-    const head = await coordinator.range({ key: Buffer.from('metaetcd/clock'), countOnly: true });
+    const head = await coordinator.range({ key: CLOCK_KEY, countOnly: true });
     await coordinator.compact({ revision: head.header!.revision, physical: false });
   } catch (err) {
     if (!(err instanceof EtcdError) && messageOf(err) !== Errors.compacted().message) {

@@ -8,13 +8,22 @@ import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { Router } from '../shard/layout.js';
 import type { MemberSequencer } from './member-sequencer.js';
 
-/** The meta revision the meta cluster is compacted at, as far as this proxy knows. */
+/**
+ * The meta revision the meta cluster is compacted at, as far as this proxy knows;
+ * -1 when it never was (as etcd's compactMainRev). Members store it plus one in
+ * m/compacted, so that 0 there means "never".
+ */
 export class CompactionState {
-  private rev = 0;
+  private rev = -1;
   private readonly listeners = new Set<(rev: number) => void>();
 
   get revision(): number {
     return this.rev;
+  }
+
+  /** Learns the value stored in a member's m/compacted. */
+  raiseStored(stored: number): void {
+    this.raise(stored - 1);
   }
 
   raise(rev: number): void {

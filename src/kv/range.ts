@@ -4,7 +4,7 @@
 
 import type { KeyValue } from '../proto/gen/kv.js';
 import type { RangeRequest, RangeResponse } from '../proto/gen/rpc.js';
-import { Errors, fromUpstream } from '../server/errors.js';
+import { Errors, fromUpstream, messageOf } from '../server/errors.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
@@ -66,22 +66,31 @@ export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
   const parts = await Promise.all(
-    members.map(async (m) => {
-      try {
-        return await ctx.members[m]!.range({
-          key,
-          rangeEnd,
-          revision: BigInt(point.memberRevisions.get(m)!),
-          limit: BigInt(limit),
-          countOnly: req.countOnly,
-          serializable: true,
-        });
-      } catch (err) {
-        throw fromUpstream(err, `member ${m}`);
-      }
-    }),
+    members.map((m) =>
+      readMemberAt(ctx, m, { key, rangeEnd, revision: BigInt(point.memberRevisions.get(m)!), limit: BigInt(limit), countOnly: req.countOnly }),
+    ),
   );
   return assemble(req, parts, limit, point.header);
+}
+
+/**
+ * Reads a member at a member revision its stream has shown. etcd tells watchers
+ * about a revision a moment before its readers can see it, so a local
+ * (serializable) read can briefly answer "future revision"; a linearizable read
+ * waits for the apply to finish and cannot.
+ */
+export async function readMemberAt(ctx: KvContext, member: number, req: Partial<RangeRequest>): Promise<RangeResponse> {
+  const client = ctx.members[member]!;
+  try {
+    return await client.range({ ...req, serializable: true });
+  } catch (err) {
+    if (messageOf(err) !== Errors.futureRev().message) throw fromUpstream(err, `member ${member}`);
+  }
+  try {
+    return await client.range({ ...req, serializable: false });
+  } catch (err) {
+    throw fromUpstream(err, `member ${member}`);
+  }
 }
 
 /** Merges member responses (each in key order) into the client's response. */

@@ -45,7 +45,8 @@ export async function resolveReadPoint(
     return { header, revision, memberRevisions: await memberRevisions(ctx, members, revision) };
   }
   if (serializable) {
-    const snapshot = Math.min(...members.map((m) => ctx.timelines[m]!.watermark));
+    // Every member was complete up to the compacted revision when it was compacted.
+    const snapshot = Math.max(ctx.compaction.revision, Math.min(...members.map((m) => ctx.timelines[m]!.watermark)));
     return { header: snapshot, revision: snapshot, memberRevisions: await memberRevisions(ctx, members, snapshot) };
   }
   const snap = await ctx.clock.now();

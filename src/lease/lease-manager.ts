@@ -53,7 +53,9 @@ export class LeaseManager implements LeaseChecker {
   private kv: KvContext | undefined;
   /** Lease ID → time (ms) until which it is known to exist. */
   private readonly aliveUntil = new Map<bigint, number>();
-  private readonly reaping = new Map<bigint, Promise<void>>();
+  private readonly reaping = new Map<bigint, Promise<number | undefined>>();
+  /** Leases reaped lately, with the revision of their deletions (so a revoke racing the expiry event reports it). */
+  private readonly reaped = new Map<bigint, { revision: number | undefined; at: number }>();
   private readonly retry = new Map<bigint, NodeJS.Timeout>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -113,8 +115,11 @@ export class LeaseManager implements LeaseChecker {
     }
   }
 
-  /** Revokes the lease and deletes its keys in every member before returning (as etcd does). */
-  async revoke(id: bigint): Promise<void> {
+  /**
+   * Revokes the lease and deletes its keys in every member before returning (as
+   * etcd does). Returns the highest revision of those deletions, if any.
+   */
+  async revoke(id: bigint): Promise<number | undefined> {
     const home = this.o.members[this.homeOf(id)]!;
     try {
       await home.leaseRevoke({ ID: id });
@@ -122,7 +127,10 @@ export class LeaseManager implements LeaseChecker {
       throw fromUpstream(err, home.name);
     }
     this.aliveUntil.delete(id);
-    await this.reap(id);
+    // The home member's stream may already have started (or finished) deleting the keys.
+    const recent = this.reaped.get(id);
+    if (!this.reaping.has(id) && recent && Date.now() - recent.at < 60_000) return recent.revision;
+    return this.reap(id);
   }
 
   async timeToLive(id: bigint, withKeys: boolean): Promise<{ ttl: bigint; grantedTtl: bigint; keys: Buffer[] }> {
@@ -190,16 +198,21 @@ export class LeaseManager implements LeaseChecker {
     void this.reap(id);
   }
 
-  /** Deletes every key still attached to lease `id`, in every member; retried until it succeeds. */
-  reap(id: bigint): Promise<void> {
+  /**
+   * Deletes every key still attached to lease `id`, in every member; retried
+   * until it succeeds. Resolves with the highest revision of the deletions.
+   */
+  reap(id: bigint): Promise<number | undefined> {
     let p = this.reaping.get(id);
     if (p) return p;
     p = this.doReap(id).then(
-      () => {
+      (revision) => {
         this.reaping.delete(id);
+        this.remember(id, revision);
         const t = this.retry.get(id);
         if (t) clearTimeout(t);
         this.retry.delete(id);
+        return revision;
       },
       (err: unknown) => {
         this.reaping.delete(id);
@@ -208,7 +221,16 @@ export class LeaseManager implements LeaseChecker {
         throw err;
       },
     );
+    this.reaping.set(id, p);
     return p;
+  }
+
+  private remember(id: bigint, revision: number | undefined): void {
+    this.reaped.set(id, { revision, at: Date.now() });
+    if (this.reaped.size > 10_000) {
+      const cutoff = Date.now() - 60_000;
+      for (const [k, v] of this.reaped) if (v.at < cutoff) this.reaped.delete(k);
+    }
   }
 
   private scheduleRetry(id: bigint): void {
@@ -222,10 +244,11 @@ export class LeaseManager implements LeaseChecker {
     );
   }
 
-  private async doReap(id: bigint): Promise<void> {
+  private async doReap(id: bigint): Promise<number | undefined> {
     const kv = this.kv;
     if (!kv) throw new Error('lease manager is not attached');
     let deleted = 0;
+    let revision: number | undefined;
     await Promise.all(
       this.o.members.map(async (client, member) => {
         const keys = await this.attachedKeys(client, member, id);
@@ -250,7 +273,8 @@ export class LeaseManager implements LeaseChecker {
               },
             },
           }));
-          await executeTxn(kv, { compare: [], success, failure: [] }, member);
+          const out = await executeTxn(kv, { compare: [], success, failure: [] }, member);
+          revision = Math.max(revision ?? 0, out.revision);
           deleted += chunk.length;
         }
         const prefix = leaseIndexPrefix(id);
@@ -266,6 +290,7 @@ export class LeaseManager implements LeaseChecker {
       this.o.metrics.leaseKeysDeleted.inc(deleted);
       this.log.info({ lease: id.toString(), keys: deleted }, 'deleted the keys of an ended lease');
     }
+    return revision;
   }
 
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */

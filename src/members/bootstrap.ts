@@ -39,7 +39,7 @@ export interface BootstrapResult {
   layout: Layout;
   /** Member clients ordered by member index. */
   members: EtcdClient[];
-  /** The meta revision the meta cluster was last compacted at (0 if never). */
+  /** The largest value stored in the members' m/compacted (the compacted revision plus one; 0 = never). */
   compacted: number;
 }
 

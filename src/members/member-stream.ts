@@ -36,8 +36,8 @@ export interface MemberStreamOptions {
   onBatch?: (b: MemberBatch) => void;
   /** Continuity was lost (the member compacted past our resume point); state was reseeded. */
   onReset?: (member: number) => void;
-  /** A compaction of the meta cluster was recorded in this member. */
-  onCompacted?: (metaRevision: number) => void;
+  /** A compaction of the meta cluster was recorded in this member (the stored value: revision + 1). */
+  onCompacted?: (stored: number) => void;
   /** A lease record disappeared: the lease expired or was revoked. */
   onLeaseGone?: (lease: bigint) => void;
 }

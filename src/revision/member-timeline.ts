@@ -118,6 +118,15 @@ export class MemberTimeline {
     return this.historyLookup(metaRev);
   }
 
+  /** The member revision at which the member's last write at or below meta revision `metaRev` committed. */
+  async recordRevisionAt(metaRev: number): Promise<number> {
+    const hit = this.index.recordRevision(metaRev);
+    if (hit !== undefined) return hit;
+    const end = await this.historyLookup(metaRev);
+    const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(end) });
+    return Number(resp.kvs[0]?.modRevision ?? BigInt(end));
+  }
+
   /** Meta revision in effect at member revision `memberRev`, if still in the index. */
   metaAt(memberRev: number): number | undefined {
     return this.index.metaAt(memberRev);

@@ -72,6 +72,19 @@ export class RevisionIndex {
     return lo === this.end - 1 ? processed : this.member[lo + 1]! - 1;
   }
 
+  /** The member revision of the clock record for the newest entry at or below `metaRev` (undefined: older than the index). */
+  recordRevision(metaRev: number): number | undefined {
+    if (this.end === this.start || metaRev < this.meta[this.start]!) return undefined;
+    let lo = this.start;
+    let hi = this.end - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.meta[mid]! <= metaRev) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.member[lo];
+  }
+
   /** Meta revision of the newest entry at or before member revision `memberRev`. */
   metaAt(memberRev: number): number | undefined {
     if (this.end === this.start || memberRev < this.member[this.start]!) return undefined;

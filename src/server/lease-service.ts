@@ -70,8 +70,11 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
       return { header: d.header.make(await revision()), ID: g.id, TTL: g.ttl, error: '' };
     }),
     leaseRevoke: unary('LeaseRevoke', d, async (req) => {
-      await d.leases.revoke(req.ID);
-      return { header: d.header.make((await d.clock.now()).revision) };
+      // Like etcd, the header names the revision of the deletions, unless revisions
+      // have moved on since (headers never go backwards), or there were none.
+      const deletedAt = await d.leases.revoke(req.ID);
+      const current = d.clock.latest()?.revision ?? (await d.clock.now()).revision;
+      return { header: d.header.make(Math.max(deletedAt ?? 0, current)) };
     }),
     leaseTimeToLive: unary('LeaseTimeToLive', d, async (req) => {
       const t = await d.leases.timeToLive(req.ID, req.keys);

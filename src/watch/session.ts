@@ -13,7 +13,7 @@ import type { Clock } from '../clock/clock.js';
 import type { CompactionState } from '../kv/context.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { Event, type Event as EventT } from '../proto/gen/kv.js';
+import { Event, Event_EventType, type Event as EventT } from '../proto/gen/kv.js';
 import { WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.js';
 import { Errors, messageOf, statusOf, toServiceStatus } from '../server/errors.js';
 import { GRPC_OVERHEAD_BYTES } from '../server/grpc-server.js';
@@ -129,8 +129,7 @@ export class WatchSession implements WatchSink {
     this.d.metrics.activeWatchCount.inc();
     this.send({ ...blank(), header: this.header(headerRev), watchId: id, created: true });
 
-    const compacted = this.d.compaction.revision;
-    if (compacted > 0 && start < compacted) {
+    if (start < this.d.compaction.revision) {
       this.compactedCancel(w);
       return;
     }
@@ -148,7 +147,7 @@ export class WatchSession implements WatchSink {
       header: this.d.header.make(0),
       watchId: w.id,
       canceled: true,
-      compactRevision: BigInt(Math.max(1, this.d.compaction.revision)),
+      compactRevision: BigInt(this.d.compaction.revision),
     });
     this.detach(w);
   }
@@ -222,9 +221,11 @@ export class WatchSession implements WatchSink {
       events = [];
       revisions = 0;
     };
+    const compacted = this.d.compaction.revision;
     for (const b of batches) {
       if (b.revision < w.nextRev) continue;
-      const mine = w.select(b.events);
+      // At the compacted revision itself etcd has lost what came before: no prev_kv, no deletes.
+      const mine = w.select(b.revision === compacted ? atCompactedRevision(b.events) : b.events);
       w.nextRev = b.revision + 1;
       if (mine.length === 0) continue;
       events.push(...mine);
@@ -334,6 +335,10 @@ export class WatchSession implements WatchSink {
     }
     this.onClose(this);
   }
+}
+
+function atCompactedRevision(events: EventT[]): EventT[] {
+  return events.filter((e) => e.type !== Event_EventType.DELETE).map((e) => ({ type: e.type, kv: e.kv, prevKv: undefined }));
 }
 
 function blank(): WatchResponse {

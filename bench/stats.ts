@@ -1,0 +1,142 @@
+// Measurement helpers: latency samples and percentiles, CPU time and RSS of a
+// process read from /proc, and number formatting for the report.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+// ---------------------------------------------------------------------------
+// Latency samples
+
+/** Growing array of samples in milliseconds. */
+export class Samples {
+  #data = new Float64Array(1024);
+  #n = 0;
+  #sorted: Float64Array | undefined;
+
+  add(ms: number): void {
+    if (this.#n === this.#data.length) {
+      const next = new Float64Array(this.#data.length * 2);
+      next.set(this.#data);
+      this.#data = next;
+    }
+    this.#data[this.#n++] = ms;
+    this.#sorted = undefined;
+  }
+
+  get count(): number {
+    return this.#n;
+  }
+
+  /** Nearest-rank percentile, q in [0, 1]; NaN when empty. */
+  quantile(q: number): number {
+    if (this.#n === 0) return NaN;
+    this.#sorted ??= this.#data.slice(0, this.#n).sort();
+    const rank = Math.min(this.#n - 1, Math.max(0, Math.ceil(q * this.#n) - 1));
+    return this.#sorted[rank]!;
+  }
+
+  mean(): number {
+    if (this.#n === 0) return NaN;
+    let sum = 0;
+    for (let i = 0; i < this.#n; i++) sum += this.#data[i]!;
+    return sum / this.#n;
+  }
+}
+
+/** Milliseconds since an arbitrary origin, from the monotonic clock. */
+export function nowMs(): number {
+  return performance.now();
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+
+let clockTicks: number | undefined;
+
+/** sysconf(_SC_CLK_TCK), 100 on every Linux we run on. */
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** utime + stime of a process (all its threads), in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state); utime is field 14, stime field 15.
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`cannot parse /proc/${pid}/stat`);
+  return (utime + stime) / ticksPerSecond();
+}
+
+/** VmRSS of a process, in bytes. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+export interface ProcessRef {
+  label: string;
+  pid: number;
+}
+
+/** CPU seconds of each process at one moment; `cpuDelta` subtracts two of them. */
+export type CpuSnapshot = Map<string, number>;
+
+export function cpuSnapshot(procs: ProcessRef[]): CpuSnapshot {
+  const snap: CpuSnapshot = new Map();
+  for (const p of procs) snap.set(p.label, cpuSeconds(p.pid));
+  const self = process.cpuUsage();
+  snap.set('load generator', (self.user + self.system) / 1e6);
+  return snap;
+}
+
+export function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [label, v] of after) out.set(label, v - (before.get(label) ?? 0));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+export function fmt(n: number, digits = 2): string {
+  if (!Number.isFinite(n)) return '–';
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US');
+  if (Math.abs(n) >= 100) return n.toFixed(Math.min(digits, 1));
+  return n.toFixed(digits);
+}
+
+export function ratio(a: number, b: number): string {
+  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
+  return `${(a / b).toFixed(2)}×`;
+}
+
+export function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+export function kib(bytes: number): string {
+  return `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+/** A markdown table. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
