@@ -5,6 +5,7 @@
 import type { KeyValue } from '../proto/gen/kv.js';
 import type { RangeRequest, RangeResponse } from '../proto/gen/rpc.js';
 import { Errors, fromUpstream, messageOf } from '../server/errors.js';
+import { nextKey } from '../util/bytes.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
@@ -65,12 +66,59 @@ async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: numb
 export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number[], point: ReadPoint): Promise<RangeResult> {
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
-  const parts = await Promise.all(
-    members.map((m) =>
-      readMemberAt(ctx, m, { key, rangeEnd, revision: BigInt(point.memberRevisions.get(m)!), limit: BigInt(limit), countOnly: req.countOnly }),
-    ),
-  );
-  return assemble(req, parts, limit, point.header);
+  const at = (m: number) => BigInt(point.memberRevisions.get(m)!);
+  if (limit === 0 || members.length === 1 || req.countOnly) {
+    const parts = await Promise.all(
+      members.map((m) => readMemberAt(ctx, m, { key, rangeEnd, revision: at(m), limit: BigInt(limit), countOnly: req.countOnly })),
+    );
+    return assemble(req, parts, limit, point.header);
+  }
+  return assemble(req, await fetchFirst(ctx, members, key, rangeEnd, at, limit), limit, point.header);
+}
+
+/**
+ * The first `want` keys (in key order) of a range spread over several members,
+ * without asking every member for `want` keys: keys hash evenly, so each member
+ * is first asked for a little more than its share, and only a member whose last
+ * key returned still falls before the cut-off is asked for more (from where it
+ * stopped, at the same revision). The returned parts carry each member's total
+ * `count` from its first answer.
+ */
+async function fetchFirst(
+  ctx: KvContext,
+  members: number[],
+  key: Buffer,
+  rangeEnd: Buffer,
+  at: (m: number) => bigint,
+  want: number,
+): Promise<RangeResponse[]> {
+  const share = Math.min(want, Math.ceil((want / members.length) * 1.25) + 8);
+  const parts = await Promise.all(members.map((m) => readMemberAt(ctx, m, { key, rangeEnd, revision: at(m), limit: BigInt(share) })));
+  const kvs = parts.map((p) => [...p.kvs]);
+  const more = parts.map((p) => p.more);
+  for (;;) {
+    const total = kvs.reduce((n, l) => n + l.length, 0);
+    const cutoff = total >= want ? mergeByKey(kvs)[want - 1]!.key : undefined;
+    const short = members.flatMap((m, i) => {
+      const last = kvs[i]![kvs[i]!.length - 1];
+      return more[i] && last && (cutoff === undefined || Buffer.compare(last.key, cutoff) < 0) ? [i] : [];
+    });
+    if (short.length === 0) break;
+    await Promise.all(
+      short.map(async (i) => {
+        const last = kvs[i]![kvs[i]!.length - 1]!;
+        const next = await readMemberAt(ctx, members[i]!, {
+          key: nextKey(last.key),
+          rangeEnd,
+          revision: at(members[i]!),
+          limit: BigInt(Math.max(share, want - total)),
+        });
+        kvs[i]!.push(...next.kvs);
+        more[i] = next.more;
+      }),
+    );
+  }
+  return parts.map((p, i) => ({ ...p, kvs: kvs[i]! }));
 }
 
 /**

@@ -35,8 +35,10 @@ export async function resolveReadPoint(
   if (revision > 0) {
     if (revision < ctx.compaction.revision) throw Errors.compacted();
     const uncovered = members.filter((m) => ctx.timelines[m]!.watermark < revision);
+    // When every member already shows `revision`, no write at or below it can still land:
+    // the snapshot is final and needs no coordinator read (paged lists pinned to a revision).
     let header = Math.max(revision, ctx.clock.latest()?.revision ?? 0);
-    if (uncovered.length > 0 || !serializable) {
+    if (uncovered.length > 0) {
       const snap = await ctx.clock.now();
       if (revision > snap.revision) throw Errors.futureRev();
       header = snap.revision;

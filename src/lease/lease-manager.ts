@@ -54,8 +54,6 @@ export class LeaseManager implements LeaseChecker {
   /** Lease ID → time (ms) until which it is known to exist. */
   private readonly aliveUntil = new Map<bigint, number>();
   private readonly reaping = new Map<bigint, Promise<number | undefined>>();
-  /** Leases reaped lately, with the revision of their deletions (so a revoke racing the expiry event reports it). */
-  private readonly reaped = new Map<bigint, { revision: number | undefined; at: number }>();
   private readonly retry = new Map<bigint, NodeJS.Timeout>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -127,9 +125,6 @@ export class LeaseManager implements LeaseChecker {
       throw fromUpstream(err, home.name);
     }
     this.aliveUntil.delete(id);
-    // The home member's stream may already have started (or finished) deleting the keys.
-    const recent = this.reaped.get(id);
-    if (!this.reaping.has(id) && recent && Date.now() - recent.at < 60_000) return recent.revision;
     return this.reap(id);
   }
 
@@ -208,7 +203,6 @@ export class LeaseManager implements LeaseChecker {
     p = this.doReap(id).then(
       (revision) => {
         this.reaping.delete(id);
-        this.remember(id, revision);
         const t = this.retry.get(id);
         if (t) clearTimeout(t);
         this.retry.delete(id);
@@ -223,14 +217,6 @@ export class LeaseManager implements LeaseChecker {
     );
     this.reaping.set(id, p);
     return p;
-  }
-
-  private remember(id: bigint, revision: number | undefined): void {
-    this.reaped.set(id, { revision, at: Date.now() });
-    if (this.reaped.size > 10_000) {
-      const cutoff = Date.now() - 60_000;
-      for (const [k, v] of this.reaped) if (v.at < cutoff) this.reaped.delete(k);
-    }
   }
 
   private scheduleRetry(id: bigint): void {
