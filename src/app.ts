@@ -10,6 +10,7 @@ import { Clock } from './clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { LeaseManager } from './lease/lease-manager.js';
+import { KeyCache } from './kv/key-cache.js';
 import { MemberSequencer } from './kv/member-sequencer.js';
 import type { Logger } from './log.js';
 import { bootstrap } from './members/bootstrap.js';
@@ -75,6 +76,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     );
     const clock = new Clock({ coordinator, members, log, metrics });
     const leases = new LeaseManager({ router, members, clock, log, metrics });
+    const keyCache = new KeyCache(200_000);
     stoppers.push(() => leases.stop());
     const hub = new WatchHub({
       timelines,
@@ -96,7 +98,10 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
           log,
           metrics,
           onCompacted: (stored) => compaction.raiseStored(stored),
-          onBatch: (b) => hub.push(b),
+          onBatch: (b) => {
+            keyCache.observe(b.memberRevision, b.events);
+            hub.push(b);
+          },
           onLeaseGone: (id) => leases.onLeaseGone(id),
           onReset: () => hub.reset(),
         }),
@@ -111,6 +116,7 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
       members,
       timelines,
       sequencers: members.map(() => new MemberSequencer(Infinity)),
+      keyCache,
       clock,
       compaction,
       leases,

@@ -25,11 +25,24 @@ import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';
 
-export interface Tick {
+export interface Slot {
   revision: number;
   /** Allocation vector at this revision (see store/clock-record.ts). */
   allocation: number[];
 }
+
+/**
+ * A revision for a write on one member. `slots` are the revisions handed, in
+ * the same coordinator round trip, to writes on the same member (this one
+ * included, ascending, at most SLOT_GROUP of them): those writes may take any of
+ * them, whichever reaches the member first taking the lowest.
+ */
+export interface Tick extends Slot {
+  slots: Slot[];
+}
+
+/** Most revisions that concurrent writes on one member may share as slots. */
+export const SLOT_GROUP = 8;
 
 export interface ClockSnapshot {
   revision: number;
@@ -179,10 +192,15 @@ export class Clock {
       const last = [...base.last];
       let revision = base.revision;
       const ticks: Tick[] = [];
+      const groups = new Map<number, Slot[]>();
       for (const m of members) {
         revision++;
         last[m] = revision;
-        ticks.push({ revision, allocation: [...last] });
+        let group = groups.get(m);
+        if (!group || group.length >= SLOT_GROUP) groups.set(m, (group = []));
+        const slot: Slot = { revision, allocation: [...last] };
+        group.push(slot);
+        ticks.push({ ...slot, slots: group });
       }
       let ceiling = base.ceiling;
       if (revision > ceiling) {

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { Router } from '../shard/layout.js';
+import type { KeyCache } from './key-cache.js';
 import type { MemberSequencer } from './member-sequencer.js';
 
 /**
@@ -61,6 +62,8 @@ export interface KvContext {
   timelines: MemberTimeline[];
   /** Per member: sends this proxy's writes to it in revision order. */
   sequencers: MemberSequencer[];
+  /** Recently seen key metadata, to write without reading first. */
+  keyCache: KeyCache;
   clock: Clock;
   compaction: CompactionState;
   leases: LeaseChecker;

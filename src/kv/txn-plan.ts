@@ -5,7 +5,7 @@
 // member is refused up front — metaetcd's one transactional caveat — so nothing
 // is ever half-applied. Read-only transactions may span members.
 
-import type { Compare, RequestOp, TxnRequest } from '../proto/gen/rpc.js';
+import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
 import { Errors } from '../server/errors.js';
 import type { Router } from '../shard/layout.js';
 
@@ -23,6 +23,10 @@ export interface TxnPlan {
   stateKeys: Buffer[];
   /** Compare ranges (compares with a range_end), client form, unique. */
   stateRanges: ClientRange[];
+  /** Whether the write needs current values (VALUE compares, ignore_value puts), not just metadata. */
+  needsValues: boolean;
+  /** latin1 client keys compared as absent (MOD, CREATE or VERSION equal to 0): the create pattern. */
+  comparedAbsent: Set<string>;
 }
 
 /**
@@ -37,9 +41,20 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   const readMembers = new Set<number>();
   const keys = new Map<string, Buffer>();
   const ranges = new Map<string, ClientRange>();
+  let needsValues = false;
+  const comparedAbsent = new Set<string>();
 
   const visitCompare = (c: Compare) => {
     for (const m of membersOf(c.key, c.rangeEnd)) readMembers.add(m);
+    if (c.target === Compare_CompareTarget.VALUE) needsValues = true;
+    const u = c.targetUnion;
+    if (
+      c.rangeEnd.length === 0 &&
+      c.result === Compare_CompareResult.EQUAL &&
+      ((u?.$case === 'modRevision' || u?.$case === 'createRevision' || u?.$case === 'version') && u.value === 0n)
+    ) {
+      comparedAbsent.add(c.key.toString('latin1'));
+    }
     if (c.rangeEnd.length === 0) keys.set(c.key.toString('latin1'), c.key);
     else ranges.set(rangeId(c.key, c.rangeEnd), { key: c.key, rangeEnd: c.rangeEnd });
   };
@@ -52,6 +67,7 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
           break;
         case 'requestPut':
           writeMembers.add(memberOf(r.value.key));
+          if (r.value.ignoreValue) needsValues = true;
           keys.set(r.value.key.toString('latin1'), r.value.key);
           break;
         case 'requestDeleteRange':
@@ -75,7 +91,14 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   if (writeMembers.size > 1) throw Errors.crossMemberTxn();
   const writeMember = writeMembers.size === 1 ? [...writeMembers][0]! : undefined;
   if (writeMember !== undefined && [...readMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
-  return { writeMember, readMembers, stateKeys: [...keys.values()], stateRanges: [...ranges.values()] };
+  return {
+    writeMember,
+    readMembers,
+    stateKeys: [...keys.values()],
+    stateRanges: [...ranges.values()],
+    needsValues,
+    comparedAbsent,
+  };
 }
 
 export function rangeId(key: Buffer, rangeEnd: Buffer): string {

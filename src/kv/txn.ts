@@ -20,7 +20,7 @@
 // snapshot like a Range and may span members.
 
 import type { KeyValue } from '../proto/gen/kv.js';
-import { asRange, cmp, op, txn, headerRevision } from '../proto/build.js';
+import { asRange, asTxn, cmp, op, txn, headerRevision } from '../proto/build.js';
 import {
   type Compare,
   type DeleteRangeResponse,
@@ -37,7 +37,7 @@ import { Errors, fromUpstream, unavailable } from '../server/errors.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { encodeEnvelope } from '../store/envelope.js';
 import { InternalKey, leaseIndexKey, toMemberKey, toMemberRange } from '../store/keyspace.js';
-import type { Tick } from '../clock/clock.js';
+import type { Slot, Tick } from '../clock/clock.js';
 import type { KvContext } from './context.js';
 import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { rangeAt } from './range.js';
@@ -168,48 +168,61 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
   try {
     [tick, state] = await Promise.all([tickP, stateP]);
   } catch (err) {
-    tickP.then((t) => release(ctx, member, t), () => undefined);
+    tickP.then((t) => finishSlot(ctx, member, t, undefined), () => undefined);
     throw err;
   }
 
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    let memberTxn: TxnRequest;
-    let leases: Set<bigint>;
+    let built: BuiltWrite;
     let path: boolean[];
     try {
       path = compareToPath(req, lookupFrom(state));
-      ({ txn: memberTxn, leases } = await buildMemberTxn(ctx, req, path, state, tick, plan, stateReads, pastRevisions));
+      built = await buildMemberTxn(ctx, req, path, state, tick, plan, stateReads, pastRevisions);
     } catch (err) {
-      release(ctx, member, tick);
+      finishSlot(ctx, member, tick, undefined);
       throw err;
     }
     let resp: TxnResponse;
     try {
       await seq.turn(tick.revision);
-      const sent = client.txn(memberTxn);
+      const sent = client.txn(built.txn);
       seq.sent(tick.revision);
       resp = await sent.finally(() => seq.finished());
     } catch (err) {
-      release(ctx, member, tick);
+      finishSlot(ctx, member, tick, undefined);
       throw fromUpstream(err, `member ${member}`);
     }
-    if (resp.succeeded) {
-      ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
-      if (leases.size > 0) ctx.leases.attached(leases);
-      const m = headerRevision(resp);
-      const cursor = { i: 0 };
-      const responses = translateOps(req, path, cursor, resp.responses, tick.revision, m);
-      return { revision: tick.revision, succeeded: path[0]!, responses };
+    if (!resp.succeeded) {
+      // A key changed since it was read: retry with the fresh state, in the same slots if any is still free.
+      state = parseRefresh(resp, plan, stateReads);
+      if (state.clock !== undefined && state.clock >= lastSlot(tick).revision) {
+        ctx.metrics.writeAttempts.inc({ outcome: 'order' });
+        finishSlot(ctx, member, tick, undefined);
+        tick = await takeTick();
+      } else {
+        ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+      }
+      continue;
     }
-    state = parseRefresh(resp, plan, stateReads);
-    if (state.clock !== undefined && state.clock >= tick.revision) {
+    const landed = landedSlot(resp, built.slots.length);
+    if (landed === undefined) {
+      // Every slot was taken by a later write that reached the member first.
       ctx.metrics.writeAttempts.inc({ outcome: 'order' });
+      finishSlot(ctx, member, tick, undefined);
       tick = await takeTick();
-    } else {
-      ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+      continue;
     }
+    ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
+    const slot = built.slots[landed.index]!;
+    finishSlot(ctx, member, tick, slot.revision);
+    if (built.leases.size > 0) ctx.leases.attached(built.leases);
+    const m = headerRevision(resp);
+    for (const w of built.written(slot.revision)) ctx.keyCache.set(w.key, { rev: m, ...(w.present ? { present: w.present } : {}) });
+    const cursor = { i: 0 };
+    const responses = translateOps(req, path, cursor, landed.responses, slot.revision, m);
+    return { revision: slot.revision, succeeded: path[0]!, responses };
   }
-  release(ctx, member, tick);
+  finishSlot(ctx, member, tick, undefined);
   throw unavailable(`member ${member}: too many conflicting concurrent writes, gave up after ${MAX_ATTEMPTS} attempts`);
 }
 
@@ -225,6 +238,8 @@ function stateOps(plan: TxnPlan): RequestOp[] {
 }
 
 async function readState(ctx: KvContext, member: number, plan: TxnPlan, reads: RequestOp[]): Promise<WriteState> {
+  const known = fromCache(ctx, plan);
+  if (known) return known;
   const client = ctx.members[member]!;
   try {
     if (reads.length === 1 && plan.stateKeys.length === 1) {
@@ -243,6 +258,40 @@ async function readState(ctx: KvContext, member: number, plan: TxnPlan, reads: R
   } catch (err) {
     throw fromUpstream(err, `member ${member}`);
   }
+}
+
+/**
+ * The write's state from what this proxy has seen of its keys, when that is
+ * enough: no compare ranges, no values needed, and every key either known or
+ * compared as absent (a create). The write's guards check it at the member.
+ */
+function fromCache(ctx: KvContext, plan: TxnPlan): WriteState | undefined {
+  if (plan.stateRanges.length > 0 || plan.needsValues) return undefined;
+  const keys = new Map<string, KeyValue | undefined>();
+  for (const k of plan.stateKeys) {
+    const mkey = toMemberKey(k);
+    const meta = ctx.keyCache.get(mkey.toString('latin1'));
+    if (!meta) {
+      if (!plan.comparedAbsent.has(k.toString('latin1'))) return undefined;
+      keys.set(mkey.toString('latin1'), undefined);
+      continue;
+    }
+    const p = meta.present;
+    keys.set(
+      mkey.toString('latin1'),
+      p
+        ? {
+            key: mkey,
+            createRevision: 0n,
+            modRevision: BigInt(meta.rev),
+            version: p.version,
+            value: encodeEnvelope({ modRevision: p.modRevision, createRevision: p.createRevision, lease: p.lease, value: Buffer.alloc(0) }),
+            lease: 0n,
+          }
+        : undefined,
+    );
+  }
+  return { memberRevision: 0, clock: undefined, keys, ranges: new Map() };
 }
 
 function stateFrom(memberRevision: number, clock: number | undefined, plan: TxnPlan, responses: ResponseOp[]): WriteState {
@@ -287,6 +336,33 @@ async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member: number
   return out;
 }
 
+interface BuiltWrite {
+  txn: TxnRequest;
+  /** The slots (revisions) the write may land at, in the order they are tried. */
+  slots: Slot[];
+  leases: Set<bigint>;
+  /** The single keys it puts or deletes, with their metadata once it landed at `revision`. */
+  written: (revision: number) => Written[];
+}
+
+/** Bytes of client data a write may repeat across its slots (each slot carries its own copy of the operations). */
+const MAX_SLOTTED_BYTES = 256 * 1024;
+
+/**
+ * Builds the member transaction of a write:
+ *
+ *   if   every key/range read is unchanged since it was read
+ *   then if   clock < slot1  then ops@slot1, clock := slot1
+ *        elif clock < slot2  then ops@slot2, clock := slot2
+ *        ...
+ *        else read clock
+ *   else read clock and the state again
+ *
+ * Writes that got their revisions for this member in one coordinator round
+ * trip share those revisions as slots, so whichever reaches the member first
+ * takes the lowest: etcd applies concurrent requests in no particular order, and
+ * without slots every write overtaken by a later one would have to retry.
+ */
 async function buildMemberTxn(
   ctx: KvContext,
   req: TxnRequest,
@@ -296,69 +372,123 @@ async function buildMemberTxn(
   plan: TxnPlan,
   reads: RequestOp[],
   pastRevisions: Map<number, number>,
-): Promise<{ txn: TxnRequest; leases: Set<bigint> }> {
-  const R = tick.revision;
-  const leaseIndex: RequestOp[] = [];
+): Promise<BuiltWrite> {
   const leases = new Set<bigint>();
-  const cursor = { i: 0 };
+  const writtenKeys: { key: string; put?: { version: bigint; createRevision: number | undefined; lease: bigint } }[] = [];
+  let clientBytes = 0;
 
-  const build = (t: TxnRequest): RequestOp[] => {
-    const ok = path[cursor.i++]!;
-    const out: RequestOp[] = [];
-    for (const o of ok ? t.success : t.failure) {
-      const r = o.request!;
-      switch (r.$case) {
-        case 'requestRange': {
-          const mr = toMemberRange(r.value.key, r.value.rangeEnd);
-          const revision = r.value.revision > 0n ? BigInt(pastRevisions.get(Number(r.value.revision))!) : 0n;
-          out.push(op.range(mr.key, { rangeEnd: mr.rangeEnd, revision, limit: BigInt(memberFetchLimit(r.value)), countOnly: r.value.countOnly }));
-          break;
-        }
-        case 'requestPut': {
-          const p = r.value;
-          const mkey = toMemberKey(p.key);
-          const current = state.keys.get(mkey.toString('latin1'));
-          if ((p.ignoreValue || p.ignoreLease) && !current) throw Errors.keyNotFound();
-          const meta = current ? toClientKv(current) : undefined;
-          const value = p.ignoreValue ? meta!.value : p.value;
-          const lease = p.ignoreLease ? meta!.lease : p.lease;
-          if (lease !== 0n) {
-            leases.add(lease);
-            leaseIndex.push(op.put(leaseIndexKey(lease, p.key), Buffer.alloc(0)));
+  /** The client's ops on the taken path, for a write landing at revision R. */
+  const opsAt = (R: number, record: boolean): RequestOp[] => {
+    const cursor = { i: 0 };
+    const build = (t: TxnRequest): RequestOp[] => {
+      const ok = path[cursor.i++]!;
+      const out: RequestOp[] = [];
+      for (const o of ok ? t.success : t.failure) {
+        const r = o.request!;
+        switch (r.$case) {
+          case 'requestRange': {
+            const mr = toMemberRange(r.value.key, r.value.rangeEnd);
+            const revision = r.value.revision > 0n ? BigInt(pastRevisions.get(Number(r.value.revision))!) : 0n;
+            out.push(op.range(mr.key, { rangeEnd: mr.rangeEnd, revision, limit: BigInt(memberFetchLimit(r.value)), countOnly: r.value.countOnly }));
+            break;
           }
-          const envelope = encodeEnvelope({ modRevision: R, createRevision: meta ? Number(meta.createRevision) : R, lease, value });
-          out.push(op.put(mkey, envelope, { prevKv: p.prevKv }));
-          break;
+          case 'requestPut': {
+            const p = r.value;
+            const mkey = toMemberKey(p.key);
+            const current = state.keys.get(mkey.toString('latin1'));
+            if ((p.ignoreValue || p.ignoreLease) && !current) throw Errors.keyNotFound();
+            const meta = current ? toClientKv(current) : undefined;
+            const value = p.ignoreValue ? meta!.value : p.value;
+            const lease = p.ignoreLease ? meta!.lease : p.lease;
+            const createRevision = meta ? Number(meta.createRevision) : R;
+            out.push(op.put(mkey, encodeEnvelope({ modRevision: R, createRevision, lease, value }), { prevKv: p.prevKv }));
+            if (record) {
+              clientBytes += mkey.length + value.length;
+              if (lease !== 0n) leases.add(lease);
+              writtenKeys.push({
+                key: mkey.toString('latin1'),
+                put: { version: (current?.version ?? 0n) + 1n, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
+              });
+            }
+            break;
+          }
+          case 'requestDeleteRange': {
+            const mr = toMemberRange(r.value.key, r.value.rangeEnd);
+            out.push(op.deleteRange(mr.key, mr.rangeEnd, r.value.prevKv));
+            if (record && r.value.rangeEnd.length === 0) writtenKeys.push({ key: mr.key.toString('latin1') });
+            break;
+          }
+          case 'requestTxn':
+            out.push(op.txn(txn([], build(r.value))));
+            break;
         }
-        case 'requestDeleteRange': {
-          const mr = toMemberRange(r.value.key, r.value.rangeEnd);
-          out.push(op.deleteRange(mr.key, mr.rangeEnd, r.value.prevKv));
-          break;
-        }
-        case 'requestTxn':
-          out.push(op.txn(txn([], build(r.value))));
-          break;
       }
-    }
-    return out;
+      return out;
+    };
+    return build(req);
   };
-  const clientOps = build(req);
+
+  const first = opsAt(tick.revision, true);
   for (const lease of leases) {
     if (!(await ctx.leases.exists(lease))) throw Errors.leaseNotFound();
   }
+  const leaseIndex: RequestOp[] = [];
+  for (const w of writtenKeys) {
+    if (w.put && w.put.lease !== 0n) leaseIndex.push(op.put(leaseIndexKey(w.put.lease, Buffer.from(w.key, 'latin1').subarray(1)), Buffer.alloc(0)));
+  }
 
-  const guards: Compare[] = [cmp.valueLess(InternalKey.clock, clockGuardValue(R))];
+  // Free slots of the group (those above the member's known clock), or just this write's own.
+  const known = state.clock ?? -1;
+  const shared = tick.slots.filter((s) => s.revision > known);
+  const slots = clientBytes * shared.length <= MAX_SLOTTED_BYTES && shared.length > 0 ? shared : [tick];
+
+  let chain: RequestOp[] = [op.range(InternalKey.clock)];
+  for (let j = slots.length - 1; j >= 0; j--) {
+    const slot = slots[j]!;
+    const ops = slot.revision === tick.revision ? first : opsAt(slot.revision, false);
+    const record = encodeClockRecord({ revision: slot.revision, kind: ClockKind.Write, allocation: slot.allocation });
+    chain = [op.txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(slot.revision))], [...ops, ...leaseIndex, op.put(InternalKey.clock, record)], chain))];
+  }
+
+  const guards: Compare[] = [];
   for (const [k, kv] of state.keys) guards.push(cmp.modEqual(Buffer.from(k, 'latin1'), kv ? Number(kv.modRevision) : 0));
   for (const r of plan.stateRanges) {
     const mr = toMemberRange(r.key, r.rangeEnd);
     guards.push(cmp.modLess(mr.key, mr.rangeEnd, state.memberRevision + 1));
     for (const kv of state.ranges.get(rangeId(r.key, r.rangeEnd)) ?? []) guards.push(cmp.modEqual(kv.key, Number(kv.modRevision)));
   }
-  const record = encodeClockRecord({ revision: R, kind: ClockKind.Write, allocation: tick.allocation });
   return {
-    txn: txn(guards, [...clientOps, ...leaseIndex, op.put(InternalKey.clock, record)], [op.range(InternalKey.clock), ...reads]),
+    txn: txn(guards, chain, [op.range(InternalKey.clock), ...reads]),
+    slots,
     leases,
+    written: (revision) =>
+      writtenKeys.map((w) =>
+        w.put
+          ? { key: w.key, present: { version: w.put.version, createRevision: w.put.createRevision ?? revision, modRevision: revision, lease: w.put.lease } }
+          : { key: w.key },
+      ),
   };
+}
+
+/** Which slot of the chain the write landed at, and the responses of its operations there. */
+function landedSlot(resp: TxnResponse, slots: number): { index: number; responses: ResponseOp[] } | undefined {
+  let level = resp.responses[0];
+  for (let j = 0; j < slots; j++) {
+    const t = asTxn(level);
+    if (t.succeeded) return { index: j, responses: t.responses };
+    level = t.responses[0];
+  }
+  return undefined;
+}
+
+function lastSlot(tick: Tick): Slot {
+  return tick.slots[tick.slots.length - 1] ?? tick;
+}
+
+/** A single key this write puts (with its new metadata) or deletes, for the key cache. */
+interface Written {
+  key: string;
+  present?: { version: bigint; createRevision: number; modRevision: number; lease: bigint };
 }
 
 /** Maps a member revision seen inside our member transaction at revision m to meta terms. */
@@ -420,11 +550,32 @@ function translateOps(t: TxnRequest, path: boolean[], cursor: { i: number }, res
   });
 }
 
-/** Gives back a revision that was taken but not used, so readers do not wait for it (best effort). */
-function release(ctx: KvContext, member: number, tick: Tick): void {
+/** Bookkeeping of a slot group: writes still going, and the slots taken. */
+interface GroupState {
+  pending: number;
+  taken: Set<number>;
+}
+
+const groups = new WeakMap<Slot[], GroupState>();
+
+/**
+ * A write is done with its slot group (it landed at `landed`, or it gave up or
+ * moved to a new group). When every write of the group is done, the group's top
+ * slot is released if none took it — clock := top if still lower — so readers
+ * do not wait for revisions nobody will write. Releasing only then can never
+ * push a sibling still in flight out of its slots.
+ */
+function finishSlot(ctx: KvContext, member: number, tick: Tick, landed: number | undefined): void {
   ctx.sequencers[member]!.sent(tick.revision);
-  const record = encodeClockRecord({ revision: tick.revision, kind: ClockKind.Fence, allocation: [] });
+  let g = groups.get(tick.slots);
+  if (!g) groups.set(tick.slots, (g = { pending: tick.slots.length, taken: new Set() }));
+  g.pending--;
+  if (landed !== undefined) g.taken.add(landed);
+  if (g.pending > 0) return;
+  const top = lastSlot(tick).revision;
+  if (g.taken.has(top)) return;
+  const record = encodeClockRecord({ revision: top, kind: ClockKind.Fence, allocation: [] });
   ctx.members[member]!
-    .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(tick.revision))], [op.put(InternalKey.clock, record)]))
-    .catch((err: unknown) => ctx.log.debug({ member, revision: tick.revision, err: String(err) }, 'could not release an unused revision; readers will fence it'));
+    .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(top))], [op.put(InternalKey.clock, record)]))
+    .catch((err: unknown) => ctx.log.debug({ member, revision: top, err: String(err) }, 'could not release unused revisions; readers will fence them'));
 }
