@@ -82,7 +82,11 @@ export const PROXY_FLAGS: Record<string, FlagSpec> = {
   'grpc-server-keepalive-max-idle': { key: 'grpcServerKeepaliveMaxIdleMs', kind: 'duration', help: 'close client connections idle this long (default 5s; 0 = never)' },
   'grpc-server-keepalive-interval': { key: 'grpcServerKeepaliveIntervalMs', kind: 'duration', help: 'ping clients after this much inactivity (default 10s)' },
   'grpc-server-keepalive-timeout': { key: 'grpcServerKeepaliveTimeoutMs', kind: 'duration', help: 'drop a client that does not answer a ping within (default 20s)' },
-  'grpc-client-keepalive-interval': { key: 'grpcClientKeepaliveIntervalMs', kind: 'duration', help: 'ping member clusters this often (default 5s)' },
+  'grpc-client-keepalive-interval': {
+    key: 'grpcClientKeepaliveIntervalMs',
+    kind: 'duration',
+    help: 'ping member clusters this often while calls are open (default 10s; at least 6s, as etcd refuses pings more often than every 5s)',
+  },
   'grpc-client-keepalive-timeout': { key: 'grpcClientKeepaliveTimeoutMs', kind: 'duration', help: 'drop a member connection that does not answer a ping within (default 20s)' },
   'pprof-port': { key: 'pprofPort', kind: 'int', help: 'accepted for compatibility with the original; profiling is not served' },
 };
@@ -112,7 +116,7 @@ export function defaultProxyConfig(): ProxyConfig {
     grpcServerKeepaliveMaxIdleMs: 5000,
     grpcServerKeepaliveIntervalMs: 10_000,
     grpcServerKeepaliveTimeoutMs: 20_000,
-    grpcClientKeepaliveIntervalMs: 5000,
+    grpcClientKeepaliveIntervalMs: 10_000,
     grpcClientKeepaliveTimeoutMs: 20_000,
   };
 }

@@ -101,9 +101,11 @@ export class EtcdClient {
     this.name = opts.name;
     this.timeoutMs = opts.requestTimeoutMs ?? 5000;
     const channelOptions = {
-      'grpc.keepalive_time_ms': opts.keepaliveTimeMs ?? 5000,
+      // etcd refuses pings more often than every 5 s, and any ping on a connection
+      // without calls (GOAWAY too_many_pings), so never ping an idle connection.
+      'grpc.keepalive_time_ms': Math.max(opts.keepaliveTimeMs ?? 10_000, 6000),
       'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 20000,
-      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.keepalive_permit_without_calls': 0,
       'grpc.max_receive_message_length': -1,
       'grpc.max_send_message_length': -1,
       // Reconnect quickly after a member or coordinator restart (grpc's default backoff grows to 120 s).
