@@ -32,8 +32,13 @@ import { WatchService } from './server/watch-service.js';
 import { WatchHub } from './watch/hub.js';
 import { Router } from './shard/layout.js';
 
-/** The etcd version reported by Status; see docs/design.md (it gates kube-apiserver's use of RequestProgress). */
-export const REPORTED_ETCD_VERSION = '3.5.12';
+/**
+ * The etcd version Status reports. kube-apiserver 1.31+ uses RequestProgress (and
+ * serves consistent lists from its watch cache) only for etcd >= 3.5.13, whose
+ * progress responses promise that every event up to their revision has been
+ * delivered on the stream — which src/watch/session.ts guarantees.
+ */
+export const REPORTED_ETCD_VERSION = '3.5.13';
 
 export interface ProxyHandle {
   /** The port the gRPC server listens on. */

@@ -4,7 +4,8 @@
 import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
-import { runSandbox, usage, waitForSignal } from './sandbox.js';
+import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
+import { runSandbox } from './sandbox.js';
 
 export const VERSION = '0.1.0';
 
@@ -38,6 +39,7 @@ async function runProxy(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(config.logLevel);
+  keepServingOnStrayRejections(log);
   if (pprofPort) log.warn({ pprofPort }, '--pprof-port is accepted for compatibility but profiling is not served');
   const proxy = await startProxy(config, log);
   await waitForSignal(log);

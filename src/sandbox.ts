@@ -9,6 +9,7 @@ import { startProxy, type ProxyHandle } from './app.js';
 import { applyFlags, defaultProxyConfig, parseFlags, PROXY_FLAGS, type ProxyConfig } from './config.js';
 import { defaultScratchRoot, EtcdProcess } from './etcd/etcd-process.js';
 import { memberEtcdSettings } from './etcd/member-settings.js';
+import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
 import { createLogger, type Logger } from './log.js';
 
 export const SANDBOX_FLAGS = {
@@ -106,6 +107,7 @@ export async function runSandbox(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(options.logLevel);
+  keepServingOnStrayRejections(log);
   const sandbox = await startSandbox(options, log);
   const endpoint = options.listenAddr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^:/, '127.0.0.1:');
   process.stdout.write(
@@ -123,37 +125,4 @@ export async function runSandbox(argv: string[]): Promise<number> {
   await waitForSignal(log);
   await sandbox.stop();
   return 0;
-}
-
-export function usage(synopsis: string, flags: Record<string, { help: string }>): string {
-  const lines = [`Usage: ${synopsis}`, '', 'Flags:'];
-  for (const [name, f] of Object.entries(flags)) lines.push(`  --${name}`.padEnd(36) + f.help);
-  return lines.join('\n') + '\n';
-}
-
-/**
- * Resolves on the first SIGINT or SIGTERM (a second one exits at once), or when
- * the process that started us goes away: wrappers such as `npx` do not pass
- * SIGTERM on to us, so a stopped wrapper would otherwise leave us (and the etcd
- * processes of a sandbox) running as orphans.
- */
-export function waitForSignal(log: Logger): Promise<NodeJS.Signals | 'orphaned'> {
-  return new Promise((resolve) => {
-    const parent = process.ppid;
-    const done = (why: NodeJS.Signals | 'orphaned') => {
-      log.info({ reason: why }, 'shutting down');
-      clearInterval(watchParent);
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
-      resolve(why);
-    };
-    const onSignal = (sig: NodeJS.Signals) => done(sig);
-    const watchParent = setInterval(() => {
-      if (process.ppid !== parent) done('orphaned');
-    }, 500);
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
 }

@@ -155,7 +155,10 @@ export class LeaseManager implements LeaseChecker {
     return ids;
   }
 
-  /** Keep-alive responses tell how long a lease lives on; remember it for puts. */
+  /**
+   * Keep-alive and TimeToLive answers tell how long a lease lives on; remember it
+   * for puts. etcd rounds the remaining TTL down, so 0 means "in its last second".
+   */
   observeTtl(id: bigint, ttl: bigint): void {
     if (ttl > 0n) this.aliveUntil.set(id, Date.now() + Number(ttl) * 1000 - 500);
     else this.aliveUntil.delete(id);
@@ -172,7 +175,8 @@ export class LeaseManager implements LeaseChecker {
       throw fromUpstream(err, home.name);
     }
     this.observeTtl(id, resp.TTL);
-    return resp.TTL > 0n;
+    // -1: no such lease; 0: alive, in its last second.
+    return resp.TTL >= 0n;
   }
 
   attached(ids: Iterable<bigint>): void {
@@ -180,7 +184,7 @@ export class LeaseManager implements LeaseChecker {
       // The lease may have ended between the check and the write: if so, its new key must go too.
       this.exists(id, true).then(
         (alive) => {
-          if (!alive) void this.reap(id);
+          if (!alive) this.reapInBackground(id);
         },
         () => undefined,
       );
@@ -190,7 +194,12 @@ export class LeaseManager implements LeaseChecker {
   /** The home member's stream showed the lease record disappear. */
   onLeaseGone(id: bigint): void {
     this.aliveUntil.delete(id);
-    void this.reap(id);
+    this.reapInBackground(id);
+  }
+
+  /** Reaps without a caller waiting: failures are logged and retried by reap() itself. */
+  private reapInBackground(id: bigint): void {
+    this.reap(id).catch(() => undefined);
   }
 
   /**
@@ -225,7 +234,7 @@ export class LeaseManager implements LeaseChecker {
       id,
       setTimeout(() => {
         this.retry.delete(id);
-        this.reap(id).catch(() => undefined);
+        this.reapInBackground(id);
       }, 1000).unref(),
     );
   }
@@ -336,7 +345,7 @@ export class LeaseManager implements LeaseChecker {
         }),
       );
       for (const id of ids) {
-        if (!(await this.exists(id, true))) await this.reap(id).catch(() => undefined);
+        if (!(await this.exists(id, true))) await this.reap(id).catch(() => undefined); // retried by reap() on failure
       }
       await this.leases();
     } catch (err) {

@@ -27,6 +27,10 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
     d.metrics.requestCount.inc({ method: 'LeaseKeepAlive' });
     d.metrics.leaseKeepAliveStreams.inc();
     const upstreams = new Map<number, ClientDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>>();
+    // Replies go back in request order, as etcd answers one stream: each upstream
+    // stream answers its own requests in order, so a reply fills the oldest
+    // unanswered request sent to the same member.
+    const pending: { member: number; reply?: LeaseKeepAliveResponse }[] = [];
     let closed = false;
     const close = (err?: { code: Status; details: string }) => {
       if (closed) return;
@@ -37,6 +41,12 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
       if (err) call.emit('error', Object.assign(new Error(err.details), err));
       else call.end();
     };
+    const flush = () => {
+      while (pending.length > 0 && pending[0]!.reply) {
+        const resp = pending.shift()!.reply!;
+        if (!closed) call.write({ header: d.header.make(d.clock.latest()?.revision ?? 0), ID: resp.ID, TTL: resp.TTL });
+      }
+    };
     const upstream = (member: number) => {
       let u = upstreams.get(member);
       if (u) return u;
@@ -44,8 +54,9 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
       upstreams.set(member, u);
       u.on('data', (resp: LeaseKeepAliveResponse) => {
         d.leases.observeTtl(resp.ID, resp.TTL);
-        const rev = d.clock.latest()?.revision ?? 0;
-        if (!closed) call.write({ header: d.header.make(rev), ID: resp.ID, TTL: resp.TTL });
+        const slot = pending.find((p) => p.member === member && !p.reply);
+        if (slot) slot.reply = resp;
+        flush();
       });
       u.on('error', (err: Error & { code?: number }) => {
         if (closed || err.code === Status.CANCELLED) return;
@@ -57,7 +68,10 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
       return u;
     };
     call.on('data', (req: LeaseKeepAliveRequest) => {
-      if (!closed) upstream(d.leases.homeOf(req.ID)).write(req);
+      if (closed) return;
+      const member = d.leases.homeOf(req.ID);
+      pending.push({ member });
+      upstream(member).write(req);
     });
     call.on('end', () => close());
     call.on('error', () => close());

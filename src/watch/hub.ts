@@ -229,6 +229,12 @@ export class WatchHub {
 
   /** Arms a timer for the stalled head: fence lagging members after the fence delay, give up at the timeout. */
   private pursue(p: Pending, lag: number[], waited: number): void {
+    if (waited >= this.o.fenceAfterMs) {
+      this.log.debug(
+        { revision: p.revision, waitedMs: waited, lagging: lag.map((m) => ({ member: m, watermark: this.o.timelines[m]!.watermark, needs: p.batch.record!.allocation[m] })) },
+        'a released revision is waiting for lagging members',
+      );
+    }
     if (waited >= this.o.fenceAfterMs && Date.now() - this.lastFence >= this.o.fenceAfterMs) {
       this.lastFence = Date.now();
       const alloc = p.batch.record!.allocation;

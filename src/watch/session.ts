@@ -194,6 +194,7 @@ export class WatchSession implements WatchSink {
     try {
       while (!w.canceled && !this.closed && w.nextRev <= this.d.hub.bufferStart) {
         const to = this.d.hub.bufferStart;
+        this.d.log.debug({ watchId: String(w.id), from: w.nextRev, to }, 'watch catching up from member history');
         const reader = new HistoryReader(this.d.history, w.key, w.rangeEnd, w.nextRev, to);
         for (let chunk = await reader.next(); chunk && !w.canceled; chunk = await reader.next()) {
           this.replay(w, chunk);
@@ -202,6 +203,7 @@ export class WatchSession implements WatchSink {
         w.nextRev = Math.max(w.nextRev, to + 1);
       }
       if (!w.canceled && !this.closed) this.position(w);
+      this.d.log.debug({ watchId: String(w.id), nextRev: w.nextRev, synced: w.synced }, 'watch caught up from member history');
     } catch (err) {
       if (w.canceled || this.closed) return;
       if (messageOf(err) === Errors.compacted().message) {

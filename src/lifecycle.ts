@@ -1,0 +1,48 @@
+// Process lifecycle for the `metaetcd` command: waiting for a stop signal (or for
+// the launching wrapper to go away), surviving stray promise rejections, and the
+// usage text of a flag table.
+
+import type { Logger } from './log.js';
+
+export function usage(synopsis: string, flags: Record<string, { help: string }>): string {
+  const lines = [`Usage: ${synopsis}`, '', 'Flags:'];
+  for (const [name, f] of Object.entries(flags)) lines.push(`  --${name}`.padEnd(36) + f.help);
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Resolves on the first SIGINT or SIGTERM (a second one exits at once), or when
+ * the process that started us goes away: wrappers such as `npx` do not pass
+ * SIGTERM on to us, so a stopped wrapper would otherwise leave us (and the etcd
+ * processes of a sandbox) running as orphans.
+ */
+export function waitForSignal(log: Logger): Promise<NodeJS.Signals | 'orphaned'> {
+  return new Promise((resolve) => {
+    const parent = process.ppid;
+    const done = (why: NodeJS.Signals | 'orphaned') => {
+      log.info({ reason: why }, 'shutting down');
+      clearInterval(watchParent);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.once('SIGINT', () => process.exit(130));
+      process.once('SIGTERM', () => process.exit(143));
+      resolve(why);
+    };
+    const onSignal = (sig: NodeJS.Signals) => done(sig);
+    const watchParent = setInterval(() => {
+      if (process.ppid !== parent) done('orphaned');
+    }, 500);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+/**
+ * A rejected promise nobody handled is a bug, but it must not take every client's
+ * connection down with the process: log it loudly and keep serving.
+ */
+export function keepServingOnStrayRejections(log: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled promise rejection (a bug; please report it)');
+  });
+}
