@@ -16,9 +16,10 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { get as httpGet } from 'node:http';
+import { get as httpGet, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 
@@ -42,6 +43,18 @@ export interface EtcdProcessOptions {
   binary?: string;
   /** Default 30000. */
   startTimeoutMs?: number;
+  /** Serve clients over TLS (https) with these PEM files; with clientCertAuth, require client certificates signed by `ca`. */
+  tls?: EtcdTls;
+}
+
+export interface EtcdTls {
+  cert: string;
+  key: string;
+  ca: string;
+  clientCertAuth?: boolean;
+  /** Client certificate and key the health probe presents (needed with clientCertAuth). */
+  probeCert?: string;
+  probeKey?: string;
 }
 
 const DEFAULT_HOST = '127.0.0.1';
@@ -99,6 +112,7 @@ interface Config {
   binary: string;
   startTimeoutMs: number;
   clusterToken: string;
+  tls: EtcdTls | undefined;
 }
 
 /** One incarnation of the etcd binary. */
@@ -164,7 +178,7 @@ export class EtcdProcess {
   }
 
   get clientUrl(): string {
-    return `http://${this.host}:${this.clientPort}`;
+    return `${this.#config.tls ? 'https' : 'http'}://${this.host}:${this.clientPort}`;
   }
 
   get peerUrl(): string {
@@ -234,7 +248,7 @@ export class EtcdProcess {
       if (remaining <= 0) {
         throw new Error(`${this.#describe()} was not healthy within ${this.#config.startTimeoutMs} ms${this.#logTail()}`);
       }
-      if (await probeHealth(this.host, this.clientPort, Math.min(HEALTH_REQUEST_TIMEOUT_MS, remaining))) return;
+      if (await probeHealth(this.host, this.clientPort, Math.min(HEALTH_REQUEST_TIMEOUT_MS, remaining), this.#config.tls)) return;
       await Promise.race([sleep(Math.min(HEALTH_POLL_MS, Math.max(0, deadline - Date.now()))), inc.exited]);
     }
   }
@@ -301,6 +315,7 @@ async function resolveConfig(opts: EtcdProcessOptions, host: string): Promise<Co
     binary: opts.binary ?? 'etcd',
     startTimeoutMs: opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
     clusterToken: `${opts.name}-${randomBytes(6).toString('hex')}`,
+    tls: opts.tls,
   };
 }
 
@@ -310,7 +325,7 @@ function canRetryPorts(opts: EtcdProcessOptions, busyPort: number): boolean {
 }
 
 function etcdArgs(c: Config): string[] {
-  const clientUrl = `http://${c.host}:${c.clientPort}`;
+  const clientUrl = `${c.tls ? 'https' : 'http'}://${c.host}:${c.clientPort}`;
   const peerUrl = `http://${c.host}:${c.peerPort}`;
   const args = [
     `--name=${c.name}`,
@@ -328,6 +343,10 @@ function etcdArgs(c: Config): string[] {
     '--log-outputs=stderr',
   ];
   if (c.maxRequestBytes !== undefined) args.push(`--max-request-bytes=${c.maxRequestBytes}`);
+  if (c.tls) {
+    args.push(`--cert-file=${c.tls.cert}`, `--key-file=${c.tls.key}`, `--trusted-ca-file=${c.tls.ca}`);
+    if (c.tls.clientCertAuth) args.push('--client-cert-auth');
+  }
   return [...args, ...c.extraArgs];
 }
 
@@ -429,7 +448,7 @@ function sendSignal(inc: Incarnation, sig: NodeJS.Signals): void {
 }
 
 /** GET /health; true only for {"health":"true"}. Never throws. */
-function probeHealth(host: string, port: number, timeoutMs: number): Promise<boolean> {
+function probeHealth(host: string, port: number, timeoutMs: number, tls: EtcdTls | undefined): Promise<boolean> {
   return new Promise((resolve) => {
     let settled = false;
     const done = (ok: boolean) => {
@@ -438,13 +457,24 @@ function probeHealth(host: string, port: number, timeoutMs: number): Promise<boo
       clearTimeout(timer);
       resolve(ok);
     };
-    const req = httpGet({ host, port, path: '/health', agent: false, headers: { connection: 'close' } }, (res) => {
+    const options = { host, port, path: '/health', agent: false as const, headers: { connection: 'close' } };
+    const onResponse = (res: IncomingMessage) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
       res.on('end', () => done(res.statusCode === 200 && isHealthyBody(body)));
       res.on('error', () => done(false));
-    });
+    };
+    const req = tls
+      ? httpsGet(
+          {
+            ...options,
+            ca: readFileSync(tls.ca),
+            ...(tls.probeCert && tls.probeKey ? { cert: readFileSync(tls.probeCert), key: readFileSync(tls.probeKey) } : {}),
+          },
+          onResponse,
+        )
+      : httpGet(options, onResponse);
     const timer = setTimeout(() => {
       req.destroy();
       done(false);
