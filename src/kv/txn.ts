@@ -20,7 +20,7 @@
 // snapshot like a Range and may span members.
 
 import type { KeyValue } from '../proto/gen/kv.js';
-import { asRange, asTxn, cmp, op, txn, headerRevision } from '../proto/build.js';
+import { asRange, asTxn, cmp, headerRevision, op, rangeRequest, txn } from '../proto/build.js';
 import {
   type Compare,
   type DeleteRangeResponse,
@@ -115,21 +115,7 @@ async function readOnlyOps(
 }
 
 function fullRange(r: ClientRange): RangeRequest {
-  return {
-    key: r.key,
-    rangeEnd: r.rangeEnd,
-    limit: 0n,
-    revision: 0n,
-    sortOrder: 0,
-    sortTarget: 0,
-    serializable: false,
-    keysOnly: false,
-    countOnly: false,
-    minModRevision: 0n,
-    maxModRevision: 0n,
-    minCreateRevision: 0n,
-    maxCreateRevision: 0n,
-  };
+  return rangeRequest(r.key, { rangeEnd: r.rangeEnd });
 }
 
 // ---------------------------------------------------------------------------

@@ -58,29 +58,29 @@ export const cmp = {
   },
 };
 
+/** A RangeRequest with etcd's defaults (single key, latest revision, no limit) and the given fields. */
+export function rangeRequest(key: Buffer, extra: Partial2<RangeRequest> = {}): RangeRequest {
+  return {
+    key,
+    rangeEnd: NONE,
+    limit: 0n,
+    revision: 0n,
+    sortOrder: 0,
+    sortTarget: 0,
+    serializable: false,
+    keysOnly: false,
+    countOnly: false,
+    minModRevision: 0n,
+    maxModRevision: 0n,
+    minCreateRevision: 0n,
+    maxCreateRevision: 0n,
+    ...extra,
+  };
+}
+
 export const op = {
   range(key: Buffer, extra: Partial2<RangeRequest> = {}): RequestOp {
-    return {
-      request: {
-        $case: 'requestRange',
-        value: {
-          key,
-          rangeEnd: NONE,
-          limit: 0n,
-          revision: 0n,
-          sortOrder: 0,
-          sortTarget: 0,
-          serializable: false,
-          keysOnly: false,
-          countOnly: false,
-          minModRevision: 0n,
-          maxModRevision: 0n,
-          minCreateRevision: 0n,
-          maxCreateRevision: 0n,
-          ...extra,
-        },
-      },
-    };
+    return { request: { $case: 'requestRange', value: rangeRequest(key, extra) } };
   },
   put(key: Buffer, value: Buffer, o: { lease?: bigint; prevKv?: boolean } = {}): RequestOp {
     return {

@@ -60,20 +60,19 @@ export class RevisionIndex {
    * when `metaRev` is older than the oldest entry kept.
    */
   lookup(metaRev: number, processed: number): number | undefined {
-    if (this.end === this.start || metaRev < this.meta[this.start]!) return undefined;
-    // Largest i with meta[i] <= metaRev.
-    let lo = this.start;
-    let hi = this.end - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (this.meta[mid]! <= metaRev) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo === this.end - 1 ? processed : this.member[lo + 1]! - 1;
+    const i = this.atOrBefore(metaRev);
+    if (i === undefined) return undefined;
+    return i === this.end - 1 ? processed : this.member[i + 1]! - 1;
   }
 
   /** The member revision of the clock record for the newest entry at or below `metaRev` (undefined: older than the index). */
   recordRevision(metaRev: number): number | undefined {
+    const i = this.atOrBefore(metaRev);
+    return i === undefined ? undefined : this.member[i];
+  }
+
+  /** Index of the newest entry whose meta revision is <= metaRev, if any is kept. */
+  private atOrBefore(metaRev: number): number | undefined {
     if (this.end === this.start || metaRev < this.meta[this.start]!) return undefined;
     let lo = this.start;
     let hi = this.end - 1;
@@ -82,7 +81,7 @@ export class RevisionIndex {
       if (this.meta[mid]! <= metaRev) lo = mid;
       else hi = mid - 1;
     }
-    return this.member[lo];
+    return lo;
   }
 
   /** Meta revision of the newest entry at or before member revision `memberRev`. */

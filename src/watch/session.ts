@@ -343,17 +343,9 @@ function atCompactedRevision(events: EventT[]): EventT[] {
   return events.filter((e) => e.type !== Event_EventType.DELETE).map((e) => ({ type: e.type, kv: e.kv, prevKv: undefined }));
 }
 
+/** A WatchResponse with every field at its default (the generated base, no copying). */
 function blank(): WatchResponse {
-  return {
-    header: undefined,
-    watchId: 0n,
-    created: false,
-    canceled: false,
-    compactRevision: 0n,
-    cancelReason: '',
-    fragment: false,
-    events: [],
-  };
+  return WatchResponse.create();
 }
 
 function estimate(events: EventT[]): number {

@@ -58,6 +58,16 @@ async function startTlsEtcd(name: string): Promise<EtcdProcess> {
   return p;
 }
 
+async function startPlainEtcds(names: string[]): Promise<EtcdProcess[]> {
+  return Promise.all(
+    names.map(async (name) => {
+      const p = await EtcdProcess.start({ name, dataDir: join(dir, name), ...memberEtcdSettings(1.5 * 1024 * 1024, 128) });
+      etcds.push(p);
+      return p;
+    }),
+  );
+}
+
 before(async () => {
   dir = mkdtempSync(join(defaultScratchRoot(), 'metaetcd-tls-'));
   makeCertificates();
@@ -109,13 +119,7 @@ test('TLS both ways: members and coordinator over TLS with client certificates; 
 });
 
 test('TLS towards clients without --ca-cert: no client certificate needed (members over plain http)', async () => {
-  const plainEtcds = await Promise.all(
-    ['p-coordinator', 'p-m0', 'p-m1'].map(async (name) => {
-      const p = await EtcdProcess.start({ name, dataDir: join(dir, name), ...memberEtcdSettings(1.5 * 1024 * 1024, 128) });
-      etcds.push(p);
-      return p;
-    }),
-  );
+  const plainEtcds = await startPlainEtcds(['p-coordinator', 'p-m0', 'p-m1']);
   const proxy = await startProxy(
     config({
       coordinator: plainEtcds[0]!.clientUrl,
@@ -135,13 +139,7 @@ test('TLS towards clients without --ca-cert: no client certificate needed (membe
 });
 
 test('plaintext beyond loopback is served with a warning; plaintext on loopback without one', async () => {
-  const plainEtcds = await Promise.all(
-    ['w-coordinator', 'w-m0'].map(async (name) => {
-      const p = await EtcdProcess.start({ name, dataDir: join(dir, name), ...memberEtcdSettings(1.5 * 1024 * 1024, 128) });
-      etcds.push(p);
-      return p;
-    }),
-  );
+  const plainEtcds = await startPlainEtcds(['w-coordinator', 'w-m0']);
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
