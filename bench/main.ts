@@ -19,6 +19,7 @@
 //   BENCH_WATCH_SECONDS (15), BENCH_WATCH_PUTS (200 puts/s), BENCH_DIRECT_WATCH (1; 0 skips etcd's)
 //   BENCH_TARGETS (direct,proxy), BENCH_MEMBERS (3)
 //   BENCH_NO_BUILD=1              measure dist/ as it is instead of running tsc first
+//   BENCH_KUBE=1                 also run the simulated Kubernetes control plane (bench/kube.ts; its BENCH_KUBE_* settings)
 //   BENCH_PROXY_NODE_ARGS         node flags for the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 //                                 (the profile is written when the bench stops the proxy)
 
@@ -30,6 +31,7 @@ import { roundTrips, scrapeAll, type RoundTrips } from './prom.js';
 import { finalTable, printMix, printProbes, printWatch, type Probe, type TargetResult } from './report.js';
 import { cpuDelta, cpuSnapshot, nowMs } from './stats.js';
 import { runWatchers, type WatchResult } from './watchers.js';
+import { runKubeBench } from './kube.js';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -189,6 +191,8 @@ async function main(): Promise<number> {
   }
   console.log('\n## Summary (proxy/direct: > 1 means the proxy is higher)\n');
   console.log(finalTable(results));
+  // The simulated Kubernetes control plane (bench/kube.ts), opt-in: BENCH_KUBE=1.
+  if (process.env.BENCH_KUBE === '1') await runKubeBench({ built: true, members: s.members });
   if (warnings.length) console.log(`\nWARNINGS (under 1% of operations failed):\n${warnings.map((w) => `- ${w}`).join('\n')}`);
   if (problems.length) {
     console.log(`\nPROBLEMS:\n${problems.map((p) => `- ${p}`).join('\n')}`);
