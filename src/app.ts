@@ -50,7 +50,17 @@ export interface ProxyHandle {
   stop(): Promise<void>;
 }
 
-export async function startProxy(config: ProxyConfig, log: Logger, metrics = new Metrics({ processMetrics: true })): Promise<ProxyHandle> {
+export interface StartOptions {
+  /** Keep serving (with a warning) when the metrics port cannot be bound — the sandbox's choice. */
+  metricsOptional?: boolean;
+}
+
+export async function startProxy(
+  config: ProxyConfig,
+  log: Logger,
+  metrics = new Metrics({ processMetrics: true }),
+  options: StartOptions = {},
+): Promise<ProxyHandle> {
   const tls = loadClientTls(config);
   const clientOpts = {
     tls,
@@ -174,9 +184,14 @@ export async function startProxy(config: ProxyConfig, log: Logger, metrics = new
     }
     let metricsPort: number | undefined;
     if (config.metricsPort > 0) {
-      const ms = await startMetricsServer(metrics, config.metricsAddr, config.metricsPort);
-      metricsServer = ms.server;
-      metricsPort = ms.port;
+      try {
+        const ms = await startMetricsServer(metrics, config.metricsAddr, config.metricsPort);
+        metricsServer = ms.server;
+        metricsPort = ms.port;
+      } catch (err) {
+        if (!options.metricsOptional) throw new Error(`cannot serve metrics on ${config.metricsAddr}:${config.metricsPort}: ${String(err)}`);
+        log.warn({ port: config.metricsPort, err: String(err) }, 'metrics are not served: the metrics port is taken (use --metrics-port)');
+      }
     }
     log.info({ listen: config.listenAddr, port, members: members.length, clusterId: boot.layout.clusterId }, 'ready to serve');
 

@@ -77,7 +77,12 @@ export async function startSandbox(o: SandboxOptions, log: Logger): Promise<Sand
     if (persistent) writeFileSync(stateFile, JSON.stringify(state, null, 2));
     log.info({ dataDir, coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl) }, 'sandbox etcd processes are up');
 
-    const proxy = await startProxy({ ...o, coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl).join(',') }, log);
+    const proxy = await startProxy(
+      { ...o, coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl).join(',') },
+      log,
+      undefined,
+      { metricsOptional: true },
+    );
     let stopping: Promise<void> | undefined;
     return {
       proxy,
