@@ -3,7 +3,7 @@
 // that `npm ci` needs no protoc. `--check` regenerates into a temporary folder
 // and fails when the committed output differs.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -38,6 +38,22 @@ execFileSync(
   ],
   { stdio: 'inherit' },
 );
+
+// Two adjustments to ts-proto's decoders, so that malformed requests are refused
+// the way etcd's Go decoders refuse them:
+// - a known field with the wrong wire type is an error (ts-proto skips it,
+//   which would turn a malformed value into an empty one);
+// - messages may nest 1000 deep (ts-proto stops at 100, i.e. 50 nested
+//   transactions; etcd itself refuses more than 127 with "too many operations").
+const wrongWireType = 'throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);';
+for (const f of readdirSync(out).filter((f) => f.endsWith('.ts'))) {
+  const path = join(out, f);
+  const src = readFileSync(path, 'utf8')
+    .replace(/(if \(tag !== \d+\) \{\n\s+)break;/g, `$1${wrongWireType}`)
+    .replace(/(if \(tag === \d+\) \{[\s\S]*?continue;\n\s+\}\n\n\s+)break;/g, `$1${wrongWireType}`)
+    .replace(/previousRecursionDepth >= 100\b/g, 'previousRecursionDepth >= 1000');
+  writeFileSync(path, src);
+}
 
 if (check) {
   const differing = readdirSync(out).filter(

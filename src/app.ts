@@ -89,7 +89,14 @@ export async function startProxy(
     const timelines = members.map(
       (client, member) => new MemberTimeline({ member, client, log, metrics, fenceAfterMs: config.fenceAfterMs }),
     );
-    const clock = new Clock({ coordinator, members, log, metrics });
+    const clock = new Clock({
+      coordinator,
+      members,
+      log,
+      metrics,
+      floor: () => Math.max(...timelines.map((t) => t.watermark)),
+      watermark: (m) => timelines[m]!.watermark,
+    });
     const leases = new LeaseManager({ router, members, clock, log, metrics });
     const keyCache = new KeyCache(200_000);
     stoppers.push(() => leases.stop());

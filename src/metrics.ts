@@ -57,7 +57,7 @@ export class Metrics {
   // Writes.
   readonly writeAttempts = new Counter({
     name: 'metaetcd_member_write_attempts_total',
-    help: 'Member write transactions sent, by outcome (ok, order, stale).',
+    help: 'Member write transactions sent, by outcome (ok; order: overtaken by later revisions; stale: a key changed; priority: waited for a priority write).',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

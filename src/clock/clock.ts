@@ -39,6 +39,11 @@ export interface Slot {
  */
 export interface Tick extends Slot {
   slots: Slot[];
+  /**
+   * A priority revision on this write's member that was handed out before this
+   * write's: the write must not land before the member's clock reaches it (0: none).
+   */
+  first: number;
 }
 
 /** Most revisions that concurrent writes on one member may share as slots. */
@@ -58,6 +63,14 @@ export interface ClockOptions {
   ceilingWindow?: number;
   /** Most ticks allocated by one coordinator round trip. */
   maxBatch?: number;
+  /**
+   * The highest meta revision known to have landed in a member (from the member
+   * streams). A coordinator record below it is stale (e.g. the coordinator was
+   * restored from an old copy) and is rebuilt, never trusted.
+   */
+  floor?: () => number;
+  /** The highest meta revision member m has shown in its stream (clears priorities that are done). */
+  watermark?: (member: number) => number;
 }
 
 interface Cached extends CoordinatorRecord {
@@ -67,6 +80,7 @@ interface Cached extends CoordinatorRecord {
 
 interface PendingTick {
   member: number;
+  priority: boolean;
   resolve: (t: Tick) => void;
   reject: (e: unknown) => void;
 }
@@ -86,12 +100,19 @@ export class Clock {
   private readonly ceilingWindow: number;
   private readonly maxBatch: number;
 
+  /** The record to compare-and-swap against (forgotten when an outcome is unknown). */
   private cached: Cached | undefined;
+  /** The newest record known, for readers: a true past state even when `cached` was forgotten. */
+  private known: ClockSnapshot | undefined;
   private pendingTicks: PendingTick[] = [];
   private ticking = false;
   private pendingReads: PendingRead[] = [];
   private reading = false;
   private rebuilding: Promise<void> | undefined;
+  /** The highest clock revision this proxy has read or handed out. */
+  private highest = 0;
+  private readonly floor: () => number;
+  private readonly watermark: (member: number) => number;
 
   constructor(o: ClockOptions) {
     this.coordinator = o.coordinator;
@@ -100,12 +121,19 @@ export class Clock {
     this.metrics = o.metrics;
     this.ceilingWindow = o.ceilingWindow ?? 10_000;
     this.maxBatch = o.maxBatch ?? 1024;
+    this.floor = o.floor ?? (() => 0);
+    this.watermark = o.watermark ?? (() => -1);
   }
 
-  /** Allocates a meta revision for a write on `member`. */
-  tick(member: number): Promise<Tick> {
+  /**
+   * Allocates a meta revision for a write on `member`. A priority revision is
+   * for a write that keeps losing the race to its member (other proxies' later
+   * revisions landing first): writes on the member allocated after it carry its
+   * revision as `first` and wait for it, so it cannot be overtaken again.
+   */
+  tick(member: number, priority = false): Promise<Tick> {
     return new Promise<Tick>((resolve, reject) => {
-      this.pendingTicks.push({ member, resolve, reject });
+      this.pendingTicks.push({ member, priority, resolve, reject });
       if (!this.ticking) void this.runTicks();
     });
   }
@@ -120,7 +148,12 @@ export class Clock {
 
   /** The newest clock state this proxy has seen, without a round trip (may be stale). */
   latest(): ClockSnapshot | undefined {
-    return this.cached ? { revision: this.cached.revision, last: [...this.cached.last] } : undefined;
+    return this.known ? { revision: this.known.revision, last: [...this.known.last] } : undefined;
+  }
+
+  private learn(rec: CoordinatorRecord): void {
+    if (!this.known || rec.revision > this.known.revision) this.known = { revision: rec.revision, last: [...rec.last] };
+    this.highest = Math.max(this.highest, rec.revision);
   }
 
   private async runTicks(): Promise<void> {
@@ -129,7 +162,7 @@ export class Clock {
       while (this.pendingTicks.length > 0) {
         const batch = this.pendingTicks.splice(0, this.maxBatch);
         try {
-          const ticks = await this.allocate(batch.map((p) => p.member));
+          const ticks = await this.allocate(batch.map((p) => ({ member: p.member, priority: p.priority })));
           batch.forEach((p, i) => p.resolve(ticks[i]!));
         } catch (err) {
           for (const p of batch) p.reject(err);
@@ -164,6 +197,7 @@ export class Clock {
   private async read(): Promise<Cached> {
     for (let attempt = 0; attempt < 3; attempt++) {
       this.metrics.clockRoundTrips.inc({ kind: 'read' });
+      const seen = this.seen();
       let resp;
       try {
         resp = await this.coordinator.range({ key: CLOCK_KEY });
@@ -171,44 +205,72 @@ export class Clock {
         throw fromUpstream(err, 'coordinator');
       }
       const kv = resp.kvs[0];
-      if (kv) return this.remember(kv.value, Number(kv.modRevision));
-      await this.rebuild();
+      const rec = kv ? this.adopt(kv.value, Number(kv.modRevision), seen) : undefined;
+      if (rec) return rec;
+      await this.rebuild(kv ? Number(kv.modRevision) : undefined);
     }
-    throw unavailable('the clock record disappeared from the coordinator repeatedly during rebuild');
+    throw unavailable('the clock record in the coordinator kept disappearing or going stale during rebuild');
   }
 
-  private remember(raw: Buffer, modRevision: number): Cached {
+  /** The highest revision known to exist right now: handed out by this proxy, or landed in a member. */
+  private seen(): number {
+    return Math.max(this.highest, this.floor());
+  }
+
+  /**
+   * Takes the coordinator's record as the current one — unless it is below a
+   * revision that was already known when the request was sent (`seen`), in
+   * which case the coordinator lost updates (it was restored from an old copy, or
+   * recovered from a lagging node): returns undefined, and the caller rebuilds.
+   * (Only what was known at sending counts: an answer may legitimately predate a
+   * compare-and-swap this proxy made while the request was in flight.)
+   */
+  private adopt(raw: Buffer, modRevision: number, seen: number): Cached | undefined {
     const rec = decodeCoordinatorRecord(raw, this.members.length);
-    // Keep the newest record we have seen (the coordinator revision orders them).
-    if (!this.cached || modRevision >= this.cached.modRevision || rec.revision > this.cached.revision) {
-      this.cached = { ...rec, modRevision };
+    if (rec.revision < seen) {
+      this.log.error({ coordinator: rec.revision, seen }, 'the coordinator holds an older clock than revisions already seen; rebuilding it');
+      this.cached = undefined;
+      return undefined;
     }
+    // Keep the newer of two records when answers cross (the mod revision orders them).
+    if (!this.cached || modRevision >= this.cached.modRevision) this.cached = { ...rec, modRevision };
+    this.learn(rec);
     return { ...rec, modRevision };
   }
 
-  private async allocate(members: number[]): Promise<Tick[]> {
+  private async allocate(requests: { member: number; priority: boolean }[]): Promise<Tick[]> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const base = this.cached ?? (await this.read());
       const last = [...base.last];
+      // Priorities stay until their member shows them.
+      const first = (base.first ?? base.last.map(() => 0)).map((f, m) => (f > 0 && this.watermark(m) < f ? f : 0));
       let revision = base.revision;
       const ticks: Tick[] = [];
       const groups = new Map<number, Slot[]>();
-      for (const m of members) {
+      for (const { member: m, priority } of requests) {
         revision++;
         last[m] = revision;
+        const slot: Slot = { revision, allocation: [...last] };
+        if (priority) {
+          // A slot group of its own, and everything allocated after it on m waits for it.
+          first[m] = revision;
+          groups.delete(m);
+          ticks.push({ ...slot, slots: [slot], first: 0 });
+          continue;
+        }
         let group = groups.get(m);
         if (!group || group.length >= SLOT_GROUP) groups.set(m, (group = []));
-        const slot: Slot = { revision, allocation: [...last] };
         group.push(slot);
-        ticks.push({ ...slot, slots: group });
+        ticks.push({ ...slot, slots: group, first: first[m]! });
       }
       let ceiling = base.ceiling;
       if (revision > ceiling) {
         ceiling = revision + this.ceilingWindow;
         await this.raiseCeiling(ceiling);
       }
-      const record: CoordinatorRecord = { format: 1, revision, ceiling, last };
+      const record: CoordinatorRecord = { format: 1, revision, ceiling, last, first };
       this.metrics.clockRoundTrips.inc({ kind: attempt === 0 ? 'allocate' : 'conflict' });
+      const seen = this.seen();
       let resp;
       try {
         resp = await this.coordinator.txn(
@@ -225,14 +287,18 @@ export class Clock {
       }
       if (resp.succeeded) {
         this.cached = { ...record, modRevision: Number(resp.header!.revision) };
+        this.learn(record);
         this.metrics.clockTicks.inc(ticks.length);
         return ticks;
       }
+      // The record changed (another proxy), vanished (coordinator lost) or went back (restored).
       const kv = asRange(resp.responses[0]).kvs[0];
-      if (kv) this.remember(kv.value, Number(kv.modRevision));
-      else {
+      if (kv && this.adopt(kv.value, Number(kv.modRevision), seen)) {
+        // The failed compare-and-swap read the current record: allocate from it.
+        this.cached = { ...decodeCoordinatorRecord(kv.value, this.members.length), modRevision: Number(kv.modRevision) };
+      } else {
         this.cached = undefined;
-        await this.rebuild();
+        await this.rebuild(kv ? Number(kv.modRevision) : undefined);
       }
     }
     throw unavailable('could not allocate a revision: too many concurrent clock updates');
@@ -253,16 +319,19 @@ export class Clock {
     }
   }
 
-  /** Rebuilds the clock record from the members; concurrent callers share one rebuild. */
-  private rebuild(): Promise<void> {
-    this.rebuilding ??= this.doRebuild().finally(() => {
+  /**
+   * Rebuilds the clock record from the members; concurrent callers share one
+   * rebuild. `staleModRevision`: the record to replace (otherwise there is none).
+   */
+  private rebuild(staleModRevision?: number): Promise<void> {
+    this.rebuilding ??= this.doRebuild(staleModRevision).finally(() => {
       this.rebuilding = undefined;
     });
     return this.rebuilding;
   }
 
-  private async doRebuild(): Promise<void> {
-    this.log.warn('the coordinator holds no clock; rebuilding it from the members');
+  private async doRebuild(staleModRevision: number | undefined): Promise<void> {
+    if (staleModRevision === undefined) this.log.warn('the coordinator holds no clock; rebuilding it from the members');
     // 1. The highest revision any member holds, and the highest ceiling.
     const states = await Promise.all(
       this.members.map(async (m, i) => {
@@ -283,7 +352,7 @@ export class Clock {
       }),
     );
     // A fresh etcd is at revision 1 (clients treat 0 as an error); so is a fresh meta cluster.
-    const revision = Math.max(1, ...states.map((s) => Math.max(s.revision, s.ceiling)));
+    const revision = Math.max(1, this.highest, this.floor(), ...states.map((s) => Math.max(s.revision, s.ceiling)));
     // 2. Fence every member at that revision: any write still in flight from
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.
@@ -307,7 +376,7 @@ export class Clock {
     try {
       resp = await this.coordinator.txn(
         txn(
-          [cmp.createEqual(CLOCK_KEY, 0)],
+          [staleModRevision === undefined ? cmp.createEqual(CLOCK_KEY, 0) : cmp.modEqual(CLOCK_KEY, staleModRevision)],
           [op.put(CLOCK_KEY, encodeCoordinatorRecord(record))],
           [op.range(CLOCK_KEY)],
         ),
@@ -318,10 +387,11 @@ export class Clock {
     if (resp.succeeded) {
       this.metrics.clockReconstitution.inc();
       this.cached = { ...record, modRevision: Number(resp.header!.revision) };
+      this.learn(record);
       this.log.warn({ revision }, 'clock rebuilt from the members');
     } else {
       const kv = asRange(resp.responses[0]).kvs[0];
-      if (kv) this.remember(kv.value, Number(kv.modRevision));
+      if (kv) this.adopt(kv.value, Number(kv.modRevision), 0);
       this.log.info('another proxy rebuilt the clock first');
     }
   }

@@ -13,6 +13,12 @@ export interface CoordinatorRecord {
   revision: number;
   ceiling: number;
   last: number[];
+  /**
+   * Per member, a priority revision (0: none): writes on that member allocated
+   * after it must not land before it has (see Clock.tick's priority). Absent in
+   * records written before priorities existed.
+   */
+  first?: number[];
 }
 
 export function encodeCoordinatorRecord(r: CoordinatorRecord): Buffer {
@@ -27,7 +33,8 @@ export function decodeCoordinatorRecord(raw: Buffer, members: number): Coordinat
     !Number.isSafeInteger(v.ceiling) ||
     !Array.isArray(v.last) ||
     v.last.length !== members ||
-    v.last.some((x) => !Number.isSafeInteger(x))
+    v.last.some((x) => !Number.isSafeInteger(x)) ||
+    (v.first !== undefined && (!Array.isArray(v.first) || v.first.length !== members || v.first.some((x) => !Number.isSafeInteger(x))))
   ) {
     throw new Error('malformed metaetcd clock record in the coordinator');
   }

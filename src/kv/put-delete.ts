@@ -7,7 +7,7 @@
 import type { KeyValue } from '../proto/gen/kv.js';
 import { asDeleteRange, asPut } from '../proto/build.js';
 import type { DeleteRangeRequest, PutRequest, TxnRequest } from '../proto/gen/rpc.js';
-import { fromUpstream } from '../server/errors.js';
+import { Errors, fromUpstream } from '../server/errors.js';
 import { toMemberRange } from '../store/keyspace.js';
 import type { KvContext } from './context.js';
 import { executeTxn } from './txn.js';
@@ -20,6 +20,8 @@ export interface PutResult {
 
 export async function put(ctx: KvContext, req: PutRequest): Promise<PutResult> {
   checkPut(req);
+  // A plain Put checks its lease before anything else (a Txn checks its keys first), as etcd does.
+  if (req.lease !== 0n && !(await ctx.leases.exists(req.lease))) throw Errors.leaseNotFound();
   const out = await executeTxn(ctx, { compare: [], success: [{ request: { $case: 'requestPut', value: req } }], failure: [] });
   return { revision: out.revision, prevKv: asPut(out.responses[0]).prevKv };
 }

@@ -37,8 +37,13 @@ export async function resolveReadPoint(
     const uncovered = members.filter((m) => ctx.timelines[m]!.watermark < revision);
     // When every member already shows `revision`, no write at or below it can still land:
     // the snapshot is final and needs no coordinator read (paged lists pinned to a revision).
-    let header = Math.max(revision, ctx.clock.latest()?.revision ?? 0);
-    if (uncovered.length > 0) {
+    const cached = ctx.clock.latest();
+    let header = Math.max(revision, cached?.revision ?? 0);
+    // A clock record seen earlier also settles it when it is at or above `revision`
+    // and every uncovered member has shown the last revision handed to it there:
+    // later allocations are above that record, so above `revision`.
+    const settled = cached !== undefined && revision <= cached.revision && uncovered.every((m) => ctx.timelines[m]!.watermark >= cached.last[m]!);
+    if (!settled) {
       const snap = await ctx.clock.now();
       if (revision > snap.revision) throw Errors.futureRev();
       header = snap.revision;

@@ -34,7 +34,7 @@ import {
   type TxnResponse,
 } from '../proto/gen/rpc.js';
 import { Errors, fromUpstream, unavailable } from '../server/errors.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { ClockKind, clockAtLeastValue, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { encodeEnvelope } from '../store/envelope.js';
 import { InternalKey, leaseIndexKey, toMemberKey, toMemberRange } from '../store/keyspace.js';
 import type { Slot, Tick } from '../clock/clock.js';
@@ -54,6 +54,8 @@ export interface TxnOutcome {
 }
 
 const MAX_ATTEMPTS = 32;
+/** Order losses after which a write asks the clock for a priority revision. */
+const PRIORITY_AFTER_LOSSES = 3;
 
 export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req, onMember);
@@ -79,9 +81,23 @@ async function executeReadOnly(ctx: KvContext, req: TxnRequest, plan: TxnPlan): 
     }),
   );
   const path = compareToPath(req, (c) => compareState.get(rangeId(c.key, c.rangeEnd)) ?? []);
+  checkReadOnlyRanges(ctx, req, path);
   const cursor = { i: 0 };
   const responses = await readOnlyOps(ctx, req, path, cursor, point);
   return { revision: point.header, succeeded: path[0]!, responses };
+}
+
+/** etcd's checkRange for the taken path of a read-only transaction (future revisions are found when resolved). */
+function checkReadOnlyRanges(ctx: KvContext, req: TxnRequest, path: boolean[]): void {
+  const cursor = { i: 0 };
+  const walk = (t: TxnRequest) => {
+    for (const o of path[cursor.i++]! ? t.success : t.failure) {
+      const r = o.request;
+      if (r?.$case === 'requestTxn') walk(r.value);
+      else if (r?.$case === 'requestRange' && r.value.revision !== 0n && Number(r.value.revision) < ctx.compaction.revision) throw Errors.compacted();
+    }
+  };
+  walk(req);
 }
 
 async function readOnlyOps(
@@ -142,8 +158,10 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
   const pastRevisions = await resolvePastRanges(ctx, req, member);
 
   const seq = ctx.sequencers[member]!;
+  // After losing the race to the member a few times, ask for a revision nothing allocated later may overtake.
+  let orderLosses = 0;
   const takeTick = () =>
-    ctx.clock.tick(member).then((t) => {
+    ctx.clock.tick(member, orderLosses >= PRIORITY_AFTER_LOSSES).then((t) => {
       seq.register(t.revision);
       return t;
     });
@@ -163,6 +181,7 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     let path: boolean[];
     try {
       path = compareToPath(req, lookupFrom(state));
+      checkTakenRanges(ctx, req, path, pastRevisions);
       built = await buildMemberTxn(ctx, req, path, state, tick, plan, stateReads, pastRevisions);
     } catch (err) {
       finishSlot(ctx, member, tick, undefined);
@@ -179,12 +198,22 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
       throw fromUpstream(err, `member ${member}`);
     }
     if (!resp.succeeded) {
-      // A key changed since it was read: retry with the fresh state, in the same slots if any is still free.
+      // A key changed since it was read (retry with the fresh state, in the same slots if any
+      // is still free), or a priority write on the member has not landed yet (wait for it).
       state = parseRefresh(resp, plan, stateReads);
       if (state.clock !== undefined && state.clock >= lastSlot(tick).revision) {
         ctx.metrics.writeAttempts.inc({ outcome: 'order' });
+        orderLosses++;
         finishSlot(ctx, member, tick, undefined);
         tick = await takeTick();
+      } else if (tick.first > 0 && state.clock !== undefined && state.clock < tick.first) {
+        ctx.metrics.writeAttempts.inc({ outcome: 'priority' });
+        try {
+          await ctx.timelines[member]!.waitFor(tick.first, Date.now() + ctx.limits.requestTimeoutMs);
+        } catch (err) {
+          finishSlot(ctx, member, tick, undefined);
+          throw err;
+        }
       } else {
         ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
       }
@@ -194,6 +223,7 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     if (landed === undefined) {
       // Every slot was taken by a later write that reached the member first.
       ctx.metrics.writeAttempts.inc({ outcome: 'order' });
+      orderLosses++;
       finishSlot(ctx, member, tick, undefined);
       tick = await takeTick();
       continue;
@@ -305,7 +335,14 @@ function lookupFrom(state: WriteState): CompareLookup {
 }
 
 /** Member revisions for range ops that read at a past meta revision (their own snapshots). */
-async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member: number): Promise<Map<number, number>> {
+/**
+ * Member revisions for range ops that read at a past meta revision, resolved
+ * before the write takes its own revision (so that waiting for completeness never
+ * waits on it). A revision that cannot be read (future, compacted) is kept as its
+ * error: etcd checks only the ranges on the taken path, so the error is raised
+ * only if that range is taken (see checkTakenRanges).
+ */
+async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member: number): Promise<Map<number, number | Error>> {
   const revs = new Set<number>();
   const walk = (t: TxnRequest) => {
     for (const o of [...t.success, ...t.failure]) {
@@ -314,12 +351,39 @@ async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member: number
     }
   };
   walk(req);
-  const out = new Map<number, number>();
+  const out = new Map<number, number | Error>();
   for (const rev of revs) {
-    const point = await resolveReadPoint(ctx, [member], rev, false);
-    out.set(rev, point.memberRevisions.get(member)!);
+    try {
+      const point = await resolveReadPoint(ctx, [member], rev, false);
+      out.set(rev, point.memberRevisions.get(member)!);
+    } catch (err) {
+      if (!(err instanceof Error)) throw err;
+      out.set(rev, err);
+    }
   }
   return out;
+}
+
+/**
+ * etcd's checkRange over the taken path: a range at a revision above the current
+ * one is a future revision, below the compacted one (-1 when never compacted) is
+ * compacted; other negative revisions read the current state.
+ */
+function checkTakenRanges(ctx: KvContext, req: TxnRequest, path: boolean[], past: Map<number, number | Error>): void {
+  const cursor = { i: 0 };
+  const walk = (t: TxnRequest) => {
+    const ok = path[cursor.i++]!;
+    for (const o of ok ? t.success : t.failure) {
+      const r = o.request;
+      if (r?.$case === 'requestTxn') walk(r.value);
+      if (r?.$case !== 'requestRange' || r.value.revision === 0n) continue;
+      const rev = Number(r.value.revision);
+      if (rev < ctx.compaction.revision) throw Errors.compacted();
+      const resolved = past.get(rev);
+      if (resolved instanceof Error) throw resolved;
+    }
+  };
+  walk(req);
 }
 
 interface BuiltWrite {
@@ -357,7 +421,7 @@ async function buildMemberTxn(
   tick: Tick,
   plan: TxnPlan,
   reads: RequestOp[],
-  pastRevisions: Map<number, number>,
+  pastRevisions: Map<number, number | Error>,
 ): Promise<BuiltWrite> {
   const leases = new Set<bigint>();
   const writtenKeys: { key: string; put?: { version: bigint; createRevision: number | undefined; lease: bigint } }[] = [];
@@ -374,7 +438,7 @@ async function buildMemberTxn(
         switch (r.$case) {
           case 'requestRange': {
             const mr = toMemberRange(r.value.key, r.value.rangeEnd);
-            const revision = r.value.revision > 0n ? BigInt(pastRevisions.get(Number(r.value.revision))!) : 0n;
+            const revision = r.value.revision > 0n ? BigInt(pastRevisions.get(Number(r.value.revision)) as number) : 0n;
             out.push(op.range(mr.key, { rangeEnd: mr.rangeEnd, revision, limit: BigInt(memberFetchLimit(r.value)), countOnly: r.value.countOnly }));
             break;
           }
@@ -437,6 +501,8 @@ async function buildMemberTxn(
   }
 
   const guards: Compare[] = [];
+  // Allocated after a priority write on this member: do not overtake it.
+  if (tick.first > 0) guards.push(cmp.valueGreater(InternalKey.clock, clockAtLeastValue(tick.first)));
   for (const [k, kv] of state.keys) guards.push(cmp.modEqual(Buffer.from(k, 'latin1'), kv ? Number(kv.modRevision) : 0));
   for (const r of plan.stateRanges) {
     const mr = toMemberRange(r.key, r.rangeEnd);

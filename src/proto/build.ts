@@ -25,6 +25,9 @@ export const cmp = {
   valueLess(key: Buffer, value: Buffer): Compare {
     return { key, rangeEnd: NONE, target: Target.VALUE, result: Result.LESS, targetUnion: { $case: 'value', value } };
   },
+  valueGreater(key: Buffer, value: Buffer): Compare {
+    return { key, rangeEnd: NONE, target: Target.VALUE, result: Result.GREATER, targetUnion: { $case: 'value', value } };
+  },
   valueEqual(key: Buffer, value: Buffer): Compare {
     return { key, rangeEnd: NONE, target: Target.VALUE, result: Result.EQUAL, targetUnion: { $case: 'value', value } };
   },

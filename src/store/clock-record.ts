@@ -58,6 +58,15 @@ export function decodeClockRecord(raw: Buffer): ClockRecord {
   return { revision, kind, allocation };
 }
 
+/**
+ * The bytes a clock record is compared with for "stored revision >= rev": every
+ * record of a lower revision sorts below them (its bytes after the revision start
+ * with a kind byte, never 0xff), every record of `rev` or more above them.
+ */
+export function clockAtLeastValue(revision: number): Buffer {
+  return Buffer.concat([encodeU64BE(revision - 1), Buffer.alloc(16, 0xff)]);
+}
+
 /** The bytes a member write compares the clock record against: "stored < mine". */
 export function clockGuardValue(revision: number): Buffer {
   return encodeU64BE(revision);

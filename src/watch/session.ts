@@ -55,6 +55,8 @@ export class WatchSession implements WatchSink {
   private lastHeaderRev = 0;
   private progressTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** A progress request waits for a watch that is catching up. */
+  private progressPending = false;
 
   constructor(
     private readonly call: ServerDuplexStream<WatchRequest, WatchResponse>,
@@ -114,7 +116,9 @@ export class WatchSession implements WatchSink {
 
     let start = Number(creq.startRevision);
     let headerRev: number;
-    if (start === 0) {
+    // 0 means "now"; so, in effect, does a negative start that is not below the
+    // compacted revision (etcd finds no history for it and only streams new events).
+    if (start === 0 || (start < 0 && start >= this.d.compaction.revision)) {
       // "Now": the clock's current revision, once every change up to it has been released.
       const snap = await this.d.clock.now();
       await this.d.hub.catchUp(snap, Date.now() + this.d.requestTimeoutMs);
@@ -167,8 +171,19 @@ export class WatchSession implements WatchSink {
   private async progress(): Promise<void> {
     const snap = await this.d.clock.now();
     await this.d.hub.catchUp(snap, Date.now() + this.d.requestTimeoutMs);
-    // Only when every watch on the stream is live: its events up to the frontier are already queued.
+    this.progressPending = true;
+    this.answerProgress();
+  }
+
+  /**
+   * Answers a pending progress request once every watch on the stream is live
+   * (their events up to the frontier are then already queued ahead of it), as
+   * etcd 3.5.13+ does; a watch still catching up defers the answer.
+   */
+  private answerProgress(): void {
+    if (!this.progressPending || this.closed) return;
     for (const w of this.watchers.values()) if (!w.synced && !w.canceled) return;
+    this.progressPending = false;
     this.send({ ...blank(), header: this.header(this.d.hub.frontier), watchId: -1n });
   }
 
@@ -179,12 +194,14 @@ export class WatchSession implements WatchSink {
     const hub = this.d.hub;
     if (w.nextRev > hub.frontier) {
       w.synced = true;
+      this.answerProgress();
       return;
     }
     if (w.nextRev > hub.bufferStart) {
       this.replay(w, hub.since(w.nextRev));
       w.nextRev = hub.frontier + 1;
       w.synced = true;
+      this.answerProgress();
       return;
     }
     void this.catchUpFromHistory(w);
@@ -310,6 +327,7 @@ export class WatchSession implements WatchSink {
     w.canceled = true;
     this.d.registry.remove(w);
     this.d.metrics.activeWatchCount.dec();
+    this.answerProgress();
   }
 
   /** Stops delivering to `w` and frees its ID. */

@@ -76,7 +76,7 @@ export const KeyValue: MessageFns<KeyValue> = {
   decode(input: BinaryReader | Uint8Array, length?: number): KeyValue {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -88,7 +88,7 @@ export const KeyValue: MessageFns<KeyValue> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -96,7 +96,7 @@ export const KeyValue: MessageFns<KeyValue> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.createRevision = reader.int64() as bigint;
@@ -104,7 +104,7 @@ export const KeyValue: MessageFns<KeyValue> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.modRevision = reader.int64() as bigint;
@@ -112,7 +112,7 @@ export const KeyValue: MessageFns<KeyValue> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.version = reader.int64() as bigint;
@@ -120,7 +120,7 @@ export const KeyValue: MessageFns<KeyValue> = {
           }
           case 5: {
             if (tag !== 42) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.value = Buffer.from(reader.bytes());
@@ -128,7 +128,7 @@ export const KeyValue: MessageFns<KeyValue> = {
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.lease = reader.int64() as bigint;
@@ -186,7 +186,7 @@ export const Event: MessageFns<Event> = {
   decode(input: BinaryReader | Uint8Array, length?: number): Event {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -198,7 +198,7 @@ export const Event: MessageFns<Event> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.type = reader.int32() as any;
@@ -206,7 +206,7 @@ export const Event: MessageFns<Event> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.kv = KeyValue.decode(reader, reader.uint32());
@@ -214,7 +214,7 @@ export const Event: MessageFns<Event> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKv = KeyValue.decode(reader, reader.uint32());

@@ -454,7 +454,7 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
   decode(input: BinaryReader | Uint8Array, length?: number): ResponseHeader {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -466,7 +466,7 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.clusterId = reader.uint64() as bigint;
@@ -474,7 +474,7 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.memberId = reader.uint64() as bigint;
@@ -482,7 +482,7 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.revision = reader.int64() as bigint;
@@ -490,7 +490,7 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.raftTerm = reader.uint64() as bigint;
@@ -604,7 +604,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): RangeRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -616,7 +616,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -624,7 +624,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.rangeEnd = Buffer.from(reader.bytes());
@@ -632,7 +632,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.limit = reader.int64() as bigint;
@@ -640,7 +640,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.revision = reader.int64() as bigint;
@@ -648,7 +648,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.sortOrder = reader.int32() as any;
@@ -656,7 +656,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.sortTarget = reader.int32() as any;
@@ -664,7 +664,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 7: {
             if (tag !== 56) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.serializable = reader.bool();
@@ -672,7 +672,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 8: {
             if (tag !== 64) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.keysOnly = reader.bool();
@@ -680,7 +680,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 9: {
             if (tag !== 72) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.countOnly = reader.bool();
@@ -688,7 +688,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 10: {
             if (tag !== 80) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.minModRevision = reader.int64() as bigint;
@@ -696,7 +696,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 11: {
             if (tag !== 88) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.maxModRevision = reader.int64() as bigint;
@@ -704,7 +704,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 12: {
             if (tag !== 96) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.minCreateRevision = reader.int64() as bigint;
@@ -712,7 +712,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
           }
           case 13: {
             if (tag !== 104) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.maxCreateRevision = reader.int64() as bigint;
@@ -787,7 +787,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): RangeResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -799,7 +799,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -807,7 +807,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.kvs.push(KeyValue.decode(reader, reader.uint32()));
@@ -815,7 +815,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.more = reader.bool();
@@ -823,7 +823,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.count = reader.int64() as bigint;
@@ -896,7 +896,7 @@ export const PutRequest: MessageFns<PutRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): PutRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -908,7 +908,7 @@ export const PutRequest: MessageFns<PutRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -916,7 +916,7 @@ export const PutRequest: MessageFns<PutRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.value = Buffer.from(reader.bytes());
@@ -924,7 +924,7 @@ export const PutRequest: MessageFns<PutRequest> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.lease = reader.int64() as bigint;
@@ -932,7 +932,7 @@ export const PutRequest: MessageFns<PutRequest> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKv = reader.bool();
@@ -940,7 +940,7 @@ export const PutRequest: MessageFns<PutRequest> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ignoreValue = reader.bool();
@@ -948,7 +948,7 @@ export const PutRequest: MessageFns<PutRequest> = {
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ignoreLease = reader.bool();
@@ -999,7 +999,7 @@ export const PutResponse: MessageFns<PutResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): PutResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1011,7 +1011,7 @@ export const PutResponse: MessageFns<PutResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -1019,7 +1019,7 @@ export const PutResponse: MessageFns<PutResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKv = KeyValue.decode(reader, reader.uint32());
@@ -1073,7 +1073,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): DeleteRangeRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1085,7 +1085,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -1093,7 +1093,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.rangeEnd = Buffer.from(reader.bytes());
@@ -1101,7 +1101,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKv = reader.bool();
@@ -1155,7 +1155,7 @@ export const DeleteRangeResponse: MessageFns<DeleteRangeResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): DeleteRangeResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1167,7 +1167,7 @@ export const DeleteRangeResponse: MessageFns<DeleteRangeResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -1175,7 +1175,7 @@ export const DeleteRangeResponse: MessageFns<DeleteRangeResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.deleted = reader.int64() as bigint;
@@ -1183,7 +1183,7 @@ export const DeleteRangeResponse: MessageFns<DeleteRangeResponse> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKvs.push(KeyValue.decode(reader, reader.uint32()));
@@ -1241,7 +1241,7 @@ export const RequestOp: MessageFns<RequestOp> = {
   decode(input: BinaryReader | Uint8Array, length?: number): RequestOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1253,7 +1253,7 @@ export const RequestOp: MessageFns<RequestOp> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.request = { $case: "requestRange", value: RangeRequest.decode(reader, reader.uint32()) };
@@ -1261,7 +1261,7 @@ export const RequestOp: MessageFns<RequestOp> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.request = { $case: "requestPut", value: PutRequest.decode(reader, reader.uint32()) };
@@ -1269,7 +1269,7 @@ export const RequestOp: MessageFns<RequestOp> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.request = {
@@ -1280,7 +1280,7 @@ export const RequestOp: MessageFns<RequestOp> = {
           }
           case 4: {
             if (tag !== 34) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.request = { $case: "requestTxn", value: TxnRequest.decode(reader, reader.uint32()) };
@@ -1362,7 +1362,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
   decode(input: BinaryReader | Uint8Array, length?: number): ResponseOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1374,7 +1374,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.response = { $case: "responseRange", value: RangeResponse.decode(reader, reader.uint32()) };
@@ -1382,7 +1382,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.response = { $case: "responsePut", value: PutResponse.decode(reader, reader.uint32()) };
@@ -1390,7 +1390,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.response = {
@@ -1401,7 +1401,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
           }
           case 4: {
             if (tag !== 34) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.response = { $case: "responseTxn", value: TxnResponse.decode(reader, reader.uint32()) };
@@ -1510,7 +1510,7 @@ export const Compare: MessageFns<Compare> = {
   decode(input: BinaryReader | Uint8Array, length?: number): Compare {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1522,7 +1522,7 @@ export const Compare: MessageFns<Compare> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.result = reader.int32() as any;
@@ -1530,7 +1530,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.target = reader.int32() as any;
@@ -1538,7 +1538,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -1546,7 +1546,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetUnion = { $case: "version", value: reader.int64() as bigint };
@@ -1554,7 +1554,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetUnion = { $case: "createRevision", value: reader.int64() as bigint };
@@ -1562,7 +1562,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetUnion = { $case: "modRevision", value: reader.int64() as bigint };
@@ -1570,7 +1570,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 7: {
             if (tag !== 58) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetUnion = { $case: "value", value: Buffer.from(reader.bytes()) };
@@ -1578,7 +1578,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 8: {
             if (tag !== 64) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetUnion = { $case: "lease", value: reader.int64() as bigint };
@@ -1586,7 +1586,7 @@ export const Compare: MessageFns<Compare> = {
           }
           case 64: {
             if (tag !== 514) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.rangeEnd = Buffer.from(reader.bytes());
@@ -1670,7 +1670,7 @@ export const TxnRequest: MessageFns<TxnRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): TxnRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1682,7 +1682,7 @@ export const TxnRequest: MessageFns<TxnRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.compare.push(Compare.decode(reader, reader.uint32()));
@@ -1690,7 +1690,7 @@ export const TxnRequest: MessageFns<TxnRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.success.push(RequestOp.decode(reader, reader.uint32()));
@@ -1698,7 +1698,7 @@ export const TxnRequest: MessageFns<TxnRequest> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.failure.push(RequestOp.decode(reader, reader.uint32()));
@@ -1749,7 +1749,7 @@ export const TxnResponse: MessageFns<TxnResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): TxnResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1761,7 +1761,7 @@ export const TxnResponse: MessageFns<TxnResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -1769,7 +1769,7 @@ export const TxnResponse: MessageFns<TxnResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.succeeded = reader.bool();
@@ -1777,7 +1777,7 @@ export const TxnResponse: MessageFns<TxnResponse> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.responses.push(ResponseOp.decode(reader, reader.uint32()));
@@ -1830,7 +1830,7 @@ export const CompactionRequest: MessageFns<CompactionRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): CompactionRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1842,7 +1842,7 @@ export const CompactionRequest: MessageFns<CompactionRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.revision = reader.int64() as bigint;
@@ -1850,7 +1850,7 @@ export const CompactionRequest: MessageFns<CompactionRequest> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.physical = reader.bool();
@@ -1894,7 +1894,7 @@ export const CompactionResponse: MessageFns<CompactionResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): CompactionResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1906,7 +1906,7 @@ export const CompactionResponse: MessageFns<CompactionResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -1948,7 +1948,7 @@ export const HashRequest: MessageFns<HashRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): HashRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -1997,7 +1997,7 @@ export const HashKVRequest: MessageFns<HashKVRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): HashKVRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2009,7 +2009,7 @@ export const HashKVRequest: MessageFns<HashKVRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.revision = reader.int64() as bigint;
@@ -2061,7 +2061,7 @@ export const HashKVResponse: MessageFns<HashKVResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): HashKVResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2073,7 +2073,7 @@ export const HashKVResponse: MessageFns<HashKVResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -2081,7 +2081,7 @@ export const HashKVResponse: MessageFns<HashKVResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.hash = reader.uint32();
@@ -2089,7 +2089,7 @@ export const HashKVResponse: MessageFns<HashKVResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.compactRevision = reader.int64() as bigint;
@@ -2141,7 +2141,7 @@ export const HashResponse: MessageFns<HashResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): HashResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2153,7 +2153,7 @@ export const HashResponse: MessageFns<HashResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -2161,7 +2161,7 @@ export const HashResponse: MessageFns<HashResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.hash = reader.uint32();
@@ -2204,7 +2204,7 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): SnapshotRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2259,7 +2259,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): SnapshotResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2271,7 +2271,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -2279,7 +2279,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.remainingBytes = reader.uint64() as bigint;
@@ -2287,7 +2287,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.blob = Buffer.from(reader.bytes());
@@ -2344,7 +2344,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): WatchRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2356,7 +2356,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.requestUnion = {
@@ -2367,7 +2367,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.requestUnion = {
@@ -2378,7 +2378,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.requestUnion = {
@@ -2492,7 +2492,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): WatchCreateRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2504,7 +2504,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.key = Buffer.from(reader.bytes());
@@ -2512,7 +2512,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.rangeEnd = Buffer.from(reader.bytes());
@@ -2520,7 +2520,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.startRevision = reader.int64() as bigint;
@@ -2528,7 +2528,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.progressNotify = reader.bool();
@@ -2550,11 +2550,11 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
               continue;
             }
 
-            break;
+            throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.prevKv = reader.bool();
@@ -2562,7 +2562,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
           }
           case 7: {
             if (tag !== 56) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.watchId = reader.int64() as bigint;
@@ -2570,7 +2570,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
           }
           case 8: {
             if (tag !== 64) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.fragment = reader.bool();
@@ -2625,7 +2625,7 @@ export const WatchCancelRequest: MessageFns<WatchCancelRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): WatchCancelRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2637,7 +2637,7 @@ export const WatchCancelRequest: MessageFns<WatchCancelRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.watchId = reader.int64() as bigint;
@@ -2677,7 +2677,7 @@ export const WatchProgressRequest: MessageFns<WatchProgressRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): WatchProgressRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2759,7 +2759,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): WatchResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2771,7 +2771,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -2779,7 +2779,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.watchId = reader.int64() as bigint;
@@ -2787,7 +2787,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.created = reader.bool();
@@ -2795,7 +2795,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.canceled = reader.bool();
@@ -2803,7 +2803,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.compactRevision = reader.int64() as bigint;
@@ -2811,7 +2811,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 6: {
             if (tag !== 50) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.cancelReason = reader.string();
@@ -2819,7 +2819,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 7: {
             if (tag !== 56) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.fragment = reader.bool();
@@ -2827,7 +2827,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           }
           case 11: {
             if (tag !== 90) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.events.push(Event.decode(reader, reader.uint32()));
@@ -2890,7 +2890,7 @@ export const LeaseGrantRequest: MessageFns<LeaseGrantRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseGrantRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2902,7 +2902,7 @@ export const LeaseGrantRequest: MessageFns<LeaseGrantRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.TTL = reader.int64() as bigint;
@@ -2910,7 +2910,7 @@ export const LeaseGrantRequest: MessageFns<LeaseGrantRequest> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -2969,7 +2969,7 @@ export const LeaseGrantResponse: MessageFns<LeaseGrantResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseGrantResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -2981,7 +2981,7 @@ export const LeaseGrantResponse: MessageFns<LeaseGrantResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -2989,7 +2989,7 @@ export const LeaseGrantResponse: MessageFns<LeaseGrantResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -2997,7 +2997,7 @@ export const LeaseGrantResponse: MessageFns<LeaseGrantResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.TTL = reader.int64() as bigint;
@@ -3005,7 +3005,7 @@ export const LeaseGrantResponse: MessageFns<LeaseGrantResponse> = {
           }
           case 4: {
             if (tag !== 34) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.error = reader.string();
@@ -3056,7 +3056,7 @@ export const LeaseRevokeRequest: MessageFns<LeaseRevokeRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseRevokeRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3068,7 +3068,7 @@ export const LeaseRevokeRequest: MessageFns<LeaseRevokeRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3111,7 +3111,7 @@ export const LeaseRevokeResponse: MessageFns<LeaseRevokeResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseRevokeResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3123,7 +3123,7 @@ export const LeaseRevokeResponse: MessageFns<LeaseRevokeResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -3171,7 +3171,7 @@ export const LeaseKeepAliveRequest: MessageFns<LeaseKeepAliveRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseKeepAliveRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3183,7 +3183,7 @@ export const LeaseKeepAliveRequest: MessageFns<LeaseKeepAliveRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3238,7 +3238,7 @@ export const LeaseKeepAliveResponse: MessageFns<LeaseKeepAliveResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseKeepAliveResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3250,7 +3250,7 @@ export const LeaseKeepAliveResponse: MessageFns<LeaseKeepAliveResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -3258,7 +3258,7 @@ export const LeaseKeepAliveResponse: MessageFns<LeaseKeepAliveResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3266,7 +3266,7 @@ export const LeaseKeepAliveResponse: MessageFns<LeaseKeepAliveResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.TTL = reader.int64() as bigint;
@@ -3319,7 +3319,7 @@ export const LeaseTimeToLiveRequest: MessageFns<LeaseTimeToLiveRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseTimeToLiveRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3331,7 +3331,7 @@ export const LeaseTimeToLiveRequest: MessageFns<LeaseTimeToLiveRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3339,7 +3339,7 @@ export const LeaseTimeToLiveRequest: MessageFns<LeaseTimeToLiveRequest> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.keys = reader.bool();
@@ -3404,7 +3404,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseTimeToLiveResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3416,7 +3416,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -3424,7 +3424,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3432,7 +3432,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.TTL = reader.int64() as bigint;
@@ -3440,7 +3440,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.grantedTTL = reader.int64() as bigint;
@@ -3448,7 +3448,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
           }
           case 5: {
             if (tag !== 42) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.keys.push(Buffer.from(reader.bytes()));
@@ -3496,7 +3496,7 @@ export const LeaseLeasesRequest: MessageFns<LeaseLeasesRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseLeasesRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3545,7 +3545,7 @@ export const LeaseStatus: MessageFns<LeaseStatus> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseStatus {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3557,7 +3557,7 @@ export const LeaseStatus: MessageFns<LeaseStatus> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.int64() as bigint;
@@ -3603,7 +3603,7 @@ export const LeaseLeasesResponse: MessageFns<LeaseLeasesResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): LeaseLeasesResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3615,7 +3615,7 @@ export const LeaseLeasesResponse: MessageFns<LeaseLeasesResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -3623,7 +3623,7 @@ export const LeaseLeasesResponse: MessageFns<LeaseLeasesResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.leases.push(LeaseStatus.decode(reader, reader.uint32()));
@@ -3684,7 +3684,7 @@ export const Member: MessageFns<Member> = {
   decode(input: BinaryReader | Uint8Array, length?: number): Member {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3696,7 +3696,7 @@ export const Member: MessageFns<Member> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.uint64() as bigint;
@@ -3704,7 +3704,7 @@ export const Member: MessageFns<Member> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.name = reader.string();
@@ -3712,7 +3712,7 @@ export const Member: MessageFns<Member> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.peerURLs.push(reader.string());
@@ -3720,7 +3720,7 @@ export const Member: MessageFns<Member> = {
           }
           case 4: {
             if (tag !== 34) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.clientURLs.push(reader.string());
@@ -3728,7 +3728,7 @@ export const Member: MessageFns<Member> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.isLearner = reader.bool();
@@ -3778,7 +3778,7 @@ export const MemberAddRequest: MessageFns<MemberAddRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberAddRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3790,7 +3790,7 @@ export const MemberAddRequest: MessageFns<MemberAddRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.peerURLs.push(reader.string());
@@ -3798,7 +3798,7 @@ export const MemberAddRequest: MessageFns<MemberAddRequest> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.isLearner = reader.bool();
@@ -3848,7 +3848,7 @@ export const MemberAddResponse: MessageFns<MemberAddResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberAddResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3860,7 +3860,7 @@ export const MemberAddResponse: MessageFns<MemberAddResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -3868,7 +3868,7 @@ export const MemberAddResponse: MessageFns<MemberAddResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.member = Member.decode(reader, reader.uint32());
@@ -3876,7 +3876,7 @@ export const MemberAddResponse: MessageFns<MemberAddResponse> = {
           }
           case 3: {
             if (tag !== 26) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.members.push(Member.decode(reader, reader.uint32()));
@@ -3928,7 +3928,7 @@ export const MemberRemoveRequest: MessageFns<MemberRemoveRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberRemoveRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3940,7 +3940,7 @@ export const MemberRemoveRequest: MessageFns<MemberRemoveRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.uint64() as bigint;
@@ -3986,7 +3986,7 @@ export const MemberRemoveResponse: MessageFns<MemberRemoveResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberRemoveResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -3998,7 +3998,7 @@ export const MemberRemoveResponse: MessageFns<MemberRemoveResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4006,7 +4006,7 @@ export const MemberRemoveResponse: MessageFns<MemberRemoveResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.members.push(Member.decode(reader, reader.uint32()));
@@ -4058,7 +4058,7 @@ export const MemberUpdateRequest: MessageFns<MemberUpdateRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberUpdateRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4070,7 +4070,7 @@ export const MemberUpdateRequest: MessageFns<MemberUpdateRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.uint64() as bigint;
@@ -4078,7 +4078,7 @@ export const MemberUpdateRequest: MessageFns<MemberUpdateRequest> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.peerURLs.push(reader.string());
@@ -4125,7 +4125,7 @@ export const MemberUpdateResponse: MessageFns<MemberUpdateResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberUpdateResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4137,7 +4137,7 @@ export const MemberUpdateResponse: MessageFns<MemberUpdateResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4145,7 +4145,7 @@ export const MemberUpdateResponse: MessageFns<MemberUpdateResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.members.push(Member.decode(reader, reader.uint32()));
@@ -4191,7 +4191,7 @@ export const MemberListRequest: MessageFns<MemberListRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberListRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4203,7 +4203,7 @@ export const MemberListRequest: MessageFns<MemberListRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.linearizable = reader.bool();
@@ -4249,7 +4249,7 @@ export const MemberListResponse: MessageFns<MemberListResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberListResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4261,7 +4261,7 @@ export const MemberListResponse: MessageFns<MemberListResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4269,7 +4269,7 @@ export const MemberListResponse: MessageFns<MemberListResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.members.push(Member.decode(reader, reader.uint32()));
@@ -4318,7 +4318,7 @@ export const MemberPromoteRequest: MessageFns<MemberPromoteRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberPromoteRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4330,7 +4330,7 @@ export const MemberPromoteRequest: MessageFns<MemberPromoteRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.ID = reader.uint64() as bigint;
@@ -4376,7 +4376,7 @@ export const MemberPromoteResponse: MessageFns<MemberPromoteResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MemberPromoteResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4388,7 +4388,7 @@ export const MemberPromoteResponse: MessageFns<MemberPromoteResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4396,7 +4396,7 @@ export const MemberPromoteResponse: MessageFns<MemberPromoteResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.members.push(Member.decode(reader, reader.uint32()));
@@ -4439,7 +4439,7 @@ export const DefragmentRequest: MessageFns<DefragmentRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): DefragmentRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4485,7 +4485,7 @@ export const DefragmentResponse: MessageFns<DefragmentResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): DefragmentResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4497,7 +4497,7 @@ export const DefragmentResponse: MessageFns<DefragmentResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4545,7 +4545,7 @@ export const MoveLeaderRequest: MessageFns<MoveLeaderRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MoveLeaderRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4557,7 +4557,7 @@ export const MoveLeaderRequest: MessageFns<MoveLeaderRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.targetID = reader.uint64() as bigint;
@@ -4600,7 +4600,7 @@ export const MoveLeaderResponse: MessageFns<MoveLeaderResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): MoveLeaderResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4612,7 +4612,7 @@ export const MoveLeaderResponse: MessageFns<MoveLeaderResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4666,7 +4666,7 @@ export const AlarmRequest: MessageFns<AlarmRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): AlarmRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4678,7 +4678,7 @@ export const AlarmRequest: MessageFns<AlarmRequest> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.action = reader.int32() as any;
@@ -4686,7 +4686,7 @@ export const AlarmRequest: MessageFns<AlarmRequest> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.memberID = reader.uint64() as bigint;
@@ -4694,7 +4694,7 @@ export const AlarmRequest: MessageFns<AlarmRequest> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.alarm = reader.int32() as any;
@@ -4745,7 +4745,7 @@ export const AlarmMember: MessageFns<AlarmMember> = {
   decode(input: BinaryReader | Uint8Array, length?: number): AlarmMember {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4757,7 +4757,7 @@ export const AlarmMember: MessageFns<AlarmMember> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 8) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.memberID = reader.uint64() as bigint;
@@ -4765,7 +4765,7 @@ export const AlarmMember: MessageFns<AlarmMember> = {
           }
           case 2: {
             if (tag !== 16) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.alarm = reader.int32() as any;
@@ -4812,7 +4812,7 @@ export const AlarmResponse: MessageFns<AlarmResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): AlarmResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4824,7 +4824,7 @@ export const AlarmResponse: MessageFns<AlarmResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4832,7 +4832,7 @@ export const AlarmResponse: MessageFns<AlarmResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.alarms.push(AlarmMember.decode(reader, reader.uint32()));
@@ -4875,7 +4875,7 @@ export const StatusRequest: MessageFns<StatusRequest> = {
   decode(input: BinaryReader | Uint8Array, length?: number): StatusRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4977,7 +4977,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
   decode(input: BinaryReader | Uint8Array, length?: number): StatusResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
+    if (previousRecursionDepth >= 1000) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
@@ -4989,7 +4989,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         switch (tag >>> 3) {
           case 1: {
             if (tag !== 10) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.header = ResponseHeader.decode(reader, reader.uint32());
@@ -4997,7 +4997,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 2: {
             if (tag !== 18) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.version = reader.string();
@@ -5005,7 +5005,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 3: {
             if (tag !== 24) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.dbSize = reader.int64() as bigint;
@@ -5013,7 +5013,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 4: {
             if (tag !== 32) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.leader = reader.uint64() as bigint;
@@ -5021,7 +5021,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 5: {
             if (tag !== 40) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.raftIndex = reader.uint64() as bigint;
@@ -5029,7 +5029,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 6: {
             if (tag !== 48) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.raftTerm = reader.uint64() as bigint;
@@ -5037,7 +5037,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 7: {
             if (tag !== 56) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.raftAppliedIndex = reader.uint64() as bigint;
@@ -5045,7 +5045,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 8: {
             if (tag !== 66) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.errors.push(reader.string());
@@ -5053,7 +5053,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 9: {
             if (tag !== 72) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.dbSizeInUse = reader.int64() as bigint;
@@ -5061,7 +5061,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
           case 10: {
             if (tag !== 80) {
-              break;
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
             message.isLearner = reader.bool();
