@@ -191,10 +191,18 @@ export class LeaseManager implements LeaseChecker {
     }
   }
 
-  /** The home member's stream showed the lease record disappear. */
+  /**
+   * The home member's stream showed the lease record disappear. Besides reaping
+   * now, reap once more when any put that was accepted with the lease just before
+   * it ended (the lease still existed when checked) has had time to land.
+   */
   onLeaseGone(id: bigint): void {
     this.aliveUntil.delete(id);
     this.reapInBackground(id);
+    const grace = (this.kv?.limits.requestTimeoutMs ?? 5000) + 1000;
+    setTimeout(() => {
+      if (!this.stopped) this.reapInBackground(id);
+    }, grace).unref();
   }
 
   /** Reaps without a caller waiting: failures are logged and retried by reap() itself. */
