@@ -250,6 +250,8 @@ export class LeaseManager implements LeaseChecker {
   private async doReap(id: bigint): Promise<number | undefined> {
     const kv = this.kv;
     if (!kv) throw new Error('lease manager is not attached');
+    // A lease ID may be granted again (clients may choose IDs): then its keys are the new lease's.
+    if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
     await Promise.all(
