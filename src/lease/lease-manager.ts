@@ -33,7 +33,7 @@ import { Errors, fromUpstream, messageOf } from '../server/errors.js';
 import { partitionOf } from '../shard/hash.js';
 import type { Router } from '../shard/layout.js';
 import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKey, toMemberKey } from '../store/keyspace.js';
-import { prefixEnd } from '../util/bytes.js';
+import { nextKey, prefixEnd } from '../util/bytes.js';
 
 export interface LeaseManagerOptions {
   router: Router;
@@ -46,6 +46,8 @@ export interface LeaseManagerOptions {
 
 /** Keys deleted per member transaction when a lease ends (keeps member transactions small). */
 const REAP_CHUNK = 100;
+/** Index keys read per member range request. */
+const INDEX_PAGE = 5000;
 
 export class LeaseManager implements LeaseChecker {
   private readonly o: LeaseManagerOptions;
@@ -300,14 +302,8 @@ export class LeaseManager implements LeaseChecker {
 
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
   private async attachedKeys(client: EtcdClient, member: number, id: bigint): Promise<Buffer[]> {
-    const prefix = leaseIndexPrefix(id);
-    let index;
-    try {
-      index = await client.range({ key: prefix, rangeEnd: prefixEnd(prefix), keysOnly: true });
-    } catch (err) {
-      throw fromUpstream(err, `member ${member}`);
-    }
-    const candidates = index.kvs.map((kv) => parseLeaseIndexKey(kv.key)!.clientKey);
+    const candidates: Buffer[] = [];
+    for await (const key of indexKeys(client, member, leaseIndexPrefix(id))) candidates.push(parseLeaseIndexKey(key)!.clientKey);
     return (await this.currentLeases(client, member, candidates)).filter((c) => c.lease === id).map((c) => c.key);
   }
 
@@ -342,14 +338,8 @@ export class LeaseManager implements LeaseChecker {
       const ids = new Set<bigint>();
       await Promise.all(
         this.o.members.map(async (client, member) => {
-          let resp;
-          try {
-            resp = await client.range({ key: LEASE_INDEX_PREFIX, rangeEnd: prefixEnd(LEASE_INDEX_PREFIX), keysOnly: true });
-          } catch (err) {
-            throw fromUpstream(err, `member ${member}`);
-          }
-          for (const kv of resp.kvs) {
-            const parsed = parseLeaseIndexKey(kv.key);
+          for await (const key of indexKeys(client, member, LEASE_INDEX_PREFIX)) {
+            const parsed = parseLeaseIndexKey(key);
             if (parsed) ids.add(parsed.lease);
           }
         }),
@@ -361,6 +351,29 @@ export class LeaseManager implements LeaseChecker {
     } catch (err) {
       this.log.warn({ err: messageOf(err) }, 'lease sweep failed; will try again');
     }
+  }
+}
+
+/**
+ * The keys under `prefix` in one member, read in pages of INDEX_PAGE so that a
+ * large index never makes one huge response. Pages are read at their own
+ * revisions: an entry written meanwhile may be missed, which the second reap pass
+ * and the sweep catch.
+ */
+async function* indexKeys(client: EtcdClient, member: number, prefix: Buffer): AsyncGenerator<Buffer> {
+  const end = prefixEnd(prefix);
+  let from = prefix;
+  for (;;) {
+    let resp;
+    try {
+      resp = await client.range({ key: from, rangeEnd: end, keysOnly: true, limit: BigInt(INDEX_PAGE) });
+    } catch (err) {
+      throw fromUpstream(err, `member ${member}`);
+    }
+    for (const kv of resp.kvs) yield kv.key;
+    const last = resp.kvs[resp.kvs.length - 1];
+    if (!resp.more || !last) return;
+    from = nextKey(last.key);
   }
 }
 

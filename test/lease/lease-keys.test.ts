@@ -336,4 +336,25 @@ describe('keep-alive and revoke', () => {
       w.close();
     }
   });
+
+  test('a lease with more keys than one index page (5000 per member read) on one member: TimeToLive lists them all, Revoke deletes them all (as etcd)', { timeout: 120_000 }, async () => {
+    const n = 5200;
+    // Keys of member 0 only, so that one member's index holds more than a page.
+    const keys: Buffer[] = [];
+    for (let i = 0; keys.length < n; i++) {
+      const k = v(`many/${String(i).padStart(6, '0')}`);
+      if (proxy.handle.router.memberOf(k) === 0) keys.push(k);
+    }
+    for (const c of [o, p]) {
+      const g = await c.leaseGrant({ TTL: 120n });
+      for (let i = 0; i < n; i += 64) {
+        await Promise.all(keys.slice(i, i + 64).map((k) => c.put({ key: k, value: v('x'), lease: g.ID })));
+      }
+      const ttl = await c.leaseTimeToLive({ ID: g.ID, keys: true });
+      assert.equal(ttl.keys.length, n, `${c.name}: TimeToLive lists every key`);
+      assert.deepEqual(ttl.keys.map(String).sort(), keys.map(String), `${c.name}: the keys listed are the lease's`);
+      await c.leaseRevoke({ ID: g.ID });
+      assert.equal(await countUnder(c, 'many/'), 0, `${c.name}: Revoke left no key`);
+    }
+  });
 });
