@@ -151,6 +151,14 @@ export class Clock {
     return this.known ? { revision: this.known.revision, last: [...this.known.last] } : undefined;
   }
 
+  /**
+   * The highest revision known to exist (handed out by this proxy, read from the
+   * coordinator, or landed in a member), without a round trip; 0 when none is.
+   */
+  highestSeen(): number {
+    return this.seen();
+  }
+
   private learn(rec: CoordinatorRecord): void {
     if (!this.known || rec.revision > this.known.revision) this.known = { revision: rec.revision, last: [...rec.last] };
     this.highest = Math.max(this.highest, rec.revision);

@@ -1,13 +1,14 @@
 // The Maintenance service. Status aggregates the member clusters (db sizes
 // summed, highest raft term, member errors) and reports the etcd version this
-// proxy honours; Alarm and Defragment fan out to every member cluster. Hash,
-// HashKV, Snapshot and MoveLeader have no meaning for a keyspace spread over
-// several clusters and are refused with Unimplemented.
+// proxy honours; a member cluster that does not answer is listed in `errors`
+// rather than failing the call. Alarm and Defragment fan out to every member
+// cluster. Hash, HashKV, Snapshot and MoveLeader have no meaning for a keyspace
+// spread over several clusters and are refused with Unimplemented.
 
 import type { Clock } from '../clock/clock.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { type MaintenanceServer, type StatusResponse } from '../proto/gen/rpc.js';
-import { fromUpstream, toServiceStatus, unimplemented } from './errors.js';
+import { fromUpstream, messageOf, toServiceStatus, unimplemented } from './errors.js';
 import type { HeaderFactory } from './header.js';
 import { unary, type HandlerDeps } from './unary.js';
 
@@ -18,6 +19,32 @@ export interface MaintenanceServiceDeps extends HandlerDeps {
   header: HeaderFactory;
   /** The etcd version Status reports (see the README: it gates kube-apiserver features). */
   version: () => string;
+}
+
+/** How long Status waits for each member cluster before listing it as unreachable. */
+const STATUS_MEMBER_TIMEOUT_MS = 1000;
+
+/**
+ * The clock's current revision; when the coordinator does not answer within
+ * STATUS_MEMBER_TIMEOUT_MS (or fails), the highest revision this proxy has seen.
+ */
+async function currentRevision(clock: Clock): Promise<number> {
+  const now = clock.now().then((snap) => snap.revision);
+  now.catch(() => undefined); // may settle after this function has answered
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), STATUS_MEMBER_TIMEOUT_MS);
+  });
+  try {
+    const first = await Promise.race([now, late]);
+    if (first !== 'late') return first;
+  } catch (err) {
+    if (clock.highestSeen() > 0) return clock.highestSeen();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return clock.highestSeen() || now;
 }
 
 export function createMaintenanceService(d: MaintenanceServiceDeps): MaintenanceServer {
@@ -33,13 +60,26 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
     );
   return {
     status: unary('Status', d, async () => {
-      const [statuses, now] = await Promise.all([all((c) => c.status()), d.clock.now()]);
+      // Status describes the proxy, which keeps serving while a member cluster is
+      // unreachable: such a member is listed in `errors` instead of failing the
+      // call (kube-apiserver reads the version from it at start and on every scrape).
+      const [settled, revision] = await Promise.all([
+        Promise.allSettled(d.members.map((c) => c.status({ timeoutMs: STATUS_MEMBER_TIMEOUT_MS }))),
+        currentRevision(d.clock),
+      ]);
       let dbSize = 0n;
       let dbSizeInUse = 0n;
       let raftIndex = 0n;
       let raftAppliedIndex = 0n;
       const errors: string[] = [];
-      statuses.forEach((s, i) => {
+      let reached = 0;
+      settled.forEach((r, i) => {
+        if (r.status === 'rejected') {
+          errors.push(`member ${i} unreachable: ${messageOf(r.reason)}`);
+          return;
+        }
+        const s = r.value;
+        reached++;
         dbSize += s.dbSize;
         dbSizeInUse += s.dbSizeInUse;
         raftIndex += s.raftIndex;
@@ -47,8 +87,9 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
         d.header.observeTerm(s.raftTerm);
         for (const e of s.errors) errors.push(`member ${i}: ${e}`);
       });
+      if (reached === 0) throw fromUpstream((settled[0] as PromiseRejectedResult).reason, 'member 0');
       const resp: StatusResponse = {
-        header: d.header.make(now.revision),
+        header: d.header.make(revision),
         version: d.version(),
         dbSize,
         leader: d.header.memberId,

@@ -249,6 +249,11 @@ test('(c) coordinator hang (SIGSTOP): writes fail with Unavailable within a boun
       assert.equal(codeOf(l.err), Status.UNAVAILABLE, describeErr(l.err));
       assert.ok(l.ms < bound, `linearizable read failed only after ${l.ms.toFixed(0)} ms`);
     }
+    // Status (kube-apiserver's version check and size metric) still answers, at the newest revision seen.
+    const st = await timed(() => b.status());
+    assert.equal(st.err, undefined, `Status during the hang: ${describeErr(st.err)}`);
+    assert.equal(st.value!.version, '3.5.13');
+    assert.ok(st.value!.header!.revision >= held, `Status header ${st.value!.header!.revision} >= ${held}`);
   } finally {
     set.coordinator.signal('SIGCONT');
   }

@@ -104,9 +104,17 @@ async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<s
     ],
     [`txn writing a key of member ${dead}`, () => c.txn({ success: [{ request: { $case: 'requestPut', value: { key: k, value: Buffer.from('y') } } }] })],
   ];
-  const results = await Promise.all(probes.map(([, f]) => timed(f)));
+  const [results, status] = await Promise.all([Promise.all(probes.map(([, f]) => timed(f))), timed(() => c.status())]);
   probes.forEach(([what], i) => assertUnavailable(what, results[i]!));
-  return probes.map(([what], i) => `${what}: ${results[i]!.ms.toFixed(0)} ms`).join('; ');
+  // Status describes the proxy, which still serves: it answers and names the member it cannot reach.
+  assert.ok(status.value, `Status while member ${dead} is unreachable: ${describeErr(status.err)}`);
+  assert.equal(status.value.version, '3.5.13', 'Status still reports the version');
+  assert.ok(
+    status.value.errors.some((e) => e.startsWith(`member ${dead} unreachable`)),
+    `Status lists member ${dead} as unreachable: ${JSON.stringify(status.value.errors)}`,
+  );
+  assert.ok(status.value.errors.every((e) => e.startsWith(`member ${dead} `)), `only member ${dead} is reported: ${JSON.stringify(status.value.errors)}`);
+  return [...probes.map(([what], i) => `${what}: ${results[i]!.ms.toFixed(0)} ms`), `Status: ${status.ms.toFixed(0)} ms`].join('; ');
 }
 
 /** For each acknowledged write in the window, the delay from its acknowledgement to its event on the watch. */
