@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { buildProxy, scratchDir, startDirect, startProxyCluster, stopEverything, type Target } from './cluster.js';
 import { fmt, nowMs, ratio, Samples, sleep, table } from './stats.js';
 import { KubeConnection, KubeError, KubeLeaseManager, KubeStore, kubeValue, type StoredObject } from '../test/kube/storage-client.js';
+import { rng } from '../test/harness/watch-checker.js';
 import { ResourceCache } from '../test/kube/watch-cache.js';
 
 function envNumber(name: string, fallback: number): number {
@@ -84,17 +85,6 @@ export interface KubeBenchResult {
   fallbacks: number;
   anomalies: string[];
   errors: string[];
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Resource i: "events" is resource 0 (leases); the rest look like built-ins and CRDs. */

@@ -16,6 +16,9 @@ import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Metrics } from '../../src/metrics.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import type { EtcdSet } from './etcd-set.js';
+import { within } from './watch-checker.js';
+
+export { within };
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const ALL = Buffer.from([0]);
@@ -55,21 +58,6 @@ export async function timed<T>(f: () => Promise<T>): Promise<Timed<T>> {
     return { ms: performance.now() - t0, value };
   } catch (err) {
     return { ms: performance.now() - t0, err };
-  }
-}
-
-/** Rejects after `ms` naming `what` (the underlying promise keeps running). */
-export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { startTestProxy, type TestProxy } from '../harness/proxy.js';
+import { rng } from '../harness/watch-checker.js';
 import { eventRuleViolations, KubeWatch } from './kube-diff.js';
 import { ResourceCache } from './watch-cache.js';
 import { KubeCompactor, KubeConnection, KubeError, KubeLeaseManager, KubeStore, kubeValue, modEquals, prefixEnd, putOp, rangeOp, sleep, type StoredObject } from './storage-client.js';
@@ -57,17 +58,6 @@ const RESOURCES: [string, boolean][] = [
 ];
 const KEYS_PER_RESOURCE = 24;
 const COMPACTED_RESOURCE = 'configmaps';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function keyOf(st: KubeStore, namespaced: boolean, i: number): string {
   return namespaced ? st.key(`obj-${i}`, `ns-${i % 3}`) : st.key(`obj-${i}`);

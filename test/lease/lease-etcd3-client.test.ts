@@ -12,6 +12,7 @@ import { Etcd3, EtcdLeaseInvalidError, EtcdLockFailedError } from 'etcd3';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
+import { within } from '../harness/watch-checker.js';
 import { countUnder, keysOnEveryMember, outcome, sleep, waitFor } from './lease-helpers.js';
 
 /** Every test is bounded (node:test fails it after this long). */
@@ -56,21 +57,6 @@ function once<T>(emitter: { once(event: string, fn: (v: T) => void): unknown }, 
       resolve(v);
     });
   });
-}
-
-/** `p`, or a rejection naming `what` after `timeoutMs`. */
-async function within<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms: ${what}`)), timeoutMs);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 describe('etcd3 Lease', () => {
@@ -189,28 +175,28 @@ describe('etcd3 Election', () => {
       sides.map(async (s) => {
         const election = s.etcd3.election(`c-election-${s.name}`, 5);
         const first = election.campaign('alpha');
-        await within(first.wait(), 10_000, `${s.name}: first candidate elected`);
-        const observer = await within(election.observe(), 10_000, `${s.name}: observe()`);
+        await within(10_000, `${s.name}: first candidate elected`, first.wait());
+        const observer = await within(10_000, `${s.name}: observe()`, election.observe());
         try {
           assert.equal(observer.leader(), 'alpha', `${s.name}: observed leader`);
           assert.equal(await election.leader(), 'alpha');
           const second = election.campaign('beta');
           let secondElected = false;
           second.on('elected', () => (secondElected = true));
-          await within(once(second, '_isWaiting', 10_000), 10_000, `${s.name}: beta waiting`);
+          await within(10_000, `${s.name}: beta waiting`, once(second, '_isWaiting', 10_000));
           await sleep(500);
           assert.equal(secondElected, false, `${s.name}: beta waits while alpha leads`);
           const changed = once<string | undefined>(observer, 'change', 10_000);
-          await within(first.resign(), 10_000, `${s.name}: first resigns`);
-          await within(second.wait(), 10_000, `${s.name}: second candidate elected`);
+          await within(10_000, `${s.name}: first resigns`, first.resign());
+          await within(10_000, `${s.name}: second candidate elected`, second.wait());
           assert.equal(await changed, 'beta', `${s.name}: observer saw the new leader`);
           assert.equal(await election.leader(), 'beta');
-          await within(second.proclaim('beta-2'), 10_000, `${s.name}: proclaim`);
+          await within(10_000, `${s.name}: proclaim`, second.proclaim('beta-2'));
           await waitFor(`${s.name}: the proclaimed value`, async () => observer.leader() === 'beta-2', 5000);
-          await within(second.resign(), 10_000, `${s.name}: second resigns`);
+          await within(10_000, `${s.name}: second resigns`, second.resign());
           await waitFor(`${s.name}: no leader after both resign`, async () => (await election.leader()) === undefined, 5000);
         } finally {
-          await within(observer.cancel(), 10_000, `${s.name}: observer.cancel()`);
+          await within(10_000, `${s.name}: observer.cancel()`, observer.cancel());
         }
       }),
     );
@@ -223,22 +209,22 @@ describe('etcd3 Election', () => {
         const first = election.campaign('one');
         const errors: Error[] = [];
         first.on('error', (e) => errors.push(e));
-        await within(first.wait(), 10_000, `${s.name}: first candidate elected`);
+        await within(10_000, `${s.name}: first candidate elected`, first.wait());
         const second = election.campaign('two');
         second.on('error', () => undefined);
         // Revoke only once the second candidate watches the leader's key: etcd3 1.1.2 attaches its
         // 'delete' listener after the watch is created, so a delete replayed right at creation is
         // lost by the client itself (seen against plain etcd too).
-        await within(once(second, '_isWaiting', 10_000), 10_000, `${s.name}: second candidate waiting`);
+        await within(10_000, `${s.name}: second candidate waiting`, once(second, '_isWaiting', 10_000));
         await sleep(500);
         const key = await first.getCampaignKey();
         const kv = await s.raw.range({ key: Buffer.from(key) });
         assert.equal(kv.kvs.length, 1, `${s.name}: the campaign key exists`);
         await s.raw.leaseRevoke({ ID: kv.kvs[0]!.lease });
-        await within(second.wait(), 10_000, `${s.name}: second candidate elected`);
+        await within(10_000, `${s.name}: second candidate elected`, second.wait());
         assert.equal(await election.leader(), 'two', `${s.name}: the next candidate leads`);
         await waitFor(`${s.name}: the first campaign to report an error`, () => errors.length > 0, 8000);
-        await within(second.resign(), 10_000, `${s.name}: second resigns`);
+        await within(10_000, `${s.name}: second resigns`, second.resign());
       }),
     );
   });
