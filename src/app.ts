@@ -8,6 +8,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Server } from '@grpc/grpc-js';
 import { Clock } from './clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
+import { createHealthCheck } from './health.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { LeaseManager } from './lease/lease-manager.js';
 import { KeyCache } from './kv/key-cache.js';
@@ -39,6 +40,9 @@ import { Router } from './shard/layout.js';
  * delivered on the stream — which src/watch/session.ts guarantees.
  */
 export const REPORTED_ETCD_VERSION = '3.5.13';
+
+/** How long each part of a /health check may take. */
+const HEALTH_TIMEOUT_MS = 2000;
 
 export interface ProxyHandle {
   /** The port the gRPC server listens on. */
@@ -192,7 +196,8 @@ export async function startProxy(
     let metricsPort: number | undefined;
     if (config.metricsPort > 0) {
       try {
-        const ms = await startMetricsServer(metrics, config.metricsAddr, config.metricsPort);
+        const health = createHealthCheck({ clock, members, timeoutMs: HEALTH_TIMEOUT_MS });
+        const ms = await startMetricsServer({ metrics, host: config.metricsAddr, port: config.metricsPort, health });
         metricsServer = ms.server;
         metricsPort = ms.port;
       } catch (err) {

@@ -1,26 +1,48 @@
-// Serves the Prometheus registry at /metrics (loopback by default).
+// The HTTP side server (loopback by default): the Prometheus registry at
+// /metrics and, as etcd serves on its metrics URLs, /health — 200 with
+// {"health":"true","reason":""} when healthy, 503 with {"health":"false",
+// "reason":"…"} when not.
 
 import { createServer, type Server } from 'node:http';
+import type { HealthReport } from './health.js';
 import type { Metrics } from './metrics.js';
 
-export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<{ server: Server; port: number }> {
+export interface MetricsServerOptions {
+  metrics: Metrics;
+  host: string;
+  port: number;
+  health: () => Promise<HealthReport>;
+}
+
+export async function startMetricsServer(o: MetricsServerOptions): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    if (req.url !== '/metrics') {
-      res.writeHead(404).end('not found\n');
+    const path = (req.url ?? '').split('?')[0];
+    if (path === '/metrics') {
+      o.metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
       return;
     }
-    metrics.registry.metrics().then(
-      (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-      (err: unknown) => res.writeHead(500).end(String(err)),
-    );
+    if (path === '/health') {
+      o.health().then(
+        (h) => {
+          res.writeHead(h.healthy ? 200 : 503, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ health: String(h.healthy), reason: h.reason }));
+        },
+        (err: unknown) => res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ health: 'false', reason: String(err) })),
+      );
+      return;
+    }
+    res.writeHead(404).end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen(o.port, o.host, () => {
       server.off('error', reject);
       resolve();
     });
   });
   const addr = server.address();
-  return { server, port: typeof addr === 'object' && addr ? addr.port : port };
+  return { server, port: typeof addr === 'object' && addr ? addr.port : o.port };
 }

@@ -212,7 +212,7 @@ function proxyArgs(listenPort: number, metricsPort: number, members?: string): s
 // ---------------------------------------------------------------------------
 // (a) metaetcd --coordinator ... --members ...
 
-test('metaetcd over separately started etcds: etcdctl, key placement, /metrics, SIGTERM', async () => {
+test('metaetcd over separately started etcds: etcdctl, key placement, /metrics, /health, SIGTERM', async () => {
   const port = await freePort();
   const metricsPort = await freePort();
   const proxy = await startMetaetcd(proxyArgs(port, metricsPort), port);
@@ -241,6 +241,10 @@ test('metaetcd over separately started etcds: etcdctl, key placement, /metrics, 
   const puts = /^metaetcd_request_count\{[^}]*method="[^"]*[Pp]ut[^"]*"[^}]*\} (\d+)/m.exec(body);
   assert.match(body, /^# TYPE metaetcd_request_count /m);
   assert.ok(puts && Number(puts[1]) >= 61, `metaetcd_request_count for puts: ${body.split('\n').filter((l) => l.startsWith('metaetcd_request_count')).join('\n')}`);
+  // /health on the same port, as etcd serves it on its metrics URLs.
+  const health = await fetch(`http://127.0.0.1:${metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
+  assert.equal(health.status, 200);
+  assert.deepEqual(await health.json(), { health: 'true', reason: '' });
 
   const exit = await proxy.stop('SIGTERM', 15_000);
   assert.deepEqual(exit, { code: 0, signal: null }, proxy.describe());

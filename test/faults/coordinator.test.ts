@@ -21,6 +21,7 @@
 import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
+import { freePort } from '../../src/etcd/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { allKvs, codeOf, describeErr, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
@@ -44,7 +45,7 @@ before(async () => {
   set = await startEtcdSet({ name: 'coord' });
   const cfg = { requestTimeoutMs: REQUEST_TIMEOUT_MS, fenceAfterMs: 300 };
   A = await startTestProxy(set, cfg);
-  B = await startTestProxy(set, cfg);
+  B = await startTestProxy(set, { ...cfg, metricsPort: await freePort() }); // B serves /health
   a = clientFor(A.url, 'proxy A', 10_000);
   b = clientFor(B.url, 'proxy B', 10_000);
 });
@@ -254,6 +255,12 @@ test('(c) coordinator hang (SIGSTOP): writes fail with Unavailable within a boun
     assert.equal(st.err, undefined, `Status during the hang: ${describeErr(st.err)}`);
     assert.equal(st.value!.version, '3.5.13');
     assert.ok(st.value!.header!.revision >= held, `Status header ${st.value!.header!.revision} >= ${held}`);
+    // /health says why: the coordinator.
+    const h = await fetch(`http://127.0.0.1:${B.handle.metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await h.json()) as { health: string; reason: string };
+    assert.equal(h.status, 503, JSON.stringify(body));
+    assert.equal(body.health, 'false');
+    assert.match(body.reason, /^coordinator: /);
   } finally {
     set.coordinator.signal('SIGCONT');
   }

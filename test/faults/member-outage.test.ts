@@ -15,6 +15,7 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { freePort } from '../../src/etcd/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Router } from '../../src/shard/layout.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
@@ -43,7 +44,8 @@ let shutdown = false;
 before(async () => {
   set = await startEtcdSet({ name: 'member-outage' });
   const cfg = { requestTimeoutMs: REQUEST_TIMEOUT_MS, fenceAfterMs: FENCE_AFTER_MS, watchTimeoutMs: WATCH_TIMEOUT_MS };
-  [P, Q] = await Promise.all([startTestProxy(set, cfg), startTestProxy(set, cfg)]);
+  // P serves /health (on its metrics port).
+  [P, Q] = await Promise.all([startTestProxy(set, { ...cfg, metricsPort: await freePort() }), startTestProxy(set, cfg)]);
   p = clientFor(P.url, 'proxy P', 20_000);
   q = clientFor(Q.url, 'proxy Q', 20_000);
   router = P.handle.router;
@@ -82,7 +84,13 @@ function assertUnavailable(what: string, t: Timed<unknown>): void {
   assert.ok(t.ms < FAIL_BOUND_MS, `${what} failed only after ${t.ms.toFixed(0)} ms (bound ${FAIL_BOUND_MS} ms)`);
 }
 
-/** Requests that need `dead`, all at once; returns their timings for the report. */
+/** P's /health answer: HTTP status and JSON body. */
+async function healthOfP(): Promise<{ status: number; body: { health: string; reason: string } }> {
+  const res = await fetch(`http://127.0.0.1:${P.handle.metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
+  return { status: res.status, body: (await res.json()) as { health: string; reason: string } };
+}
+
+/** Requests that need `dead`, all at once (through P), and P's /health; returns their timings for the report. */
 async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<string> {
   const k = keyOn(dead, `${prefix}probe-`);
   const all = { key: Buffer.from(prefix), rangeEnd: prefixEnd(prefix) };
@@ -104,8 +112,13 @@ async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<s
     ],
     [`txn writing a key of member ${dead}`, () => c.txn({ success: [{ request: { $case: 'requestPut', value: { key: k, value: Buffer.from('y') } } }] })],
   ];
-  const [results, status] = await Promise.all([Promise.all(probes.map(([, f]) => timed(f))), timed(() => c.status())]);
+  const [results, status, health] = await Promise.all([Promise.all(probes.map(([, f]) => timed(f))), timed(() => c.status()), timed(healthOfP)]);
   probes.forEach(([what], i) => assertUnavailable(what, results[i]!));
+  // /health, as etcd's: 503 and a reason naming the member.
+  assert.ok(health.value, `/health: ${describeErr(health.err)}`);
+  assert.equal(health.value.status, 503, `/health while member ${dead} is unreachable: ${JSON.stringify(health.value.body)}`);
+  assert.equal(health.value.body.health, 'false');
+  assert.match(health.value.body.reason, new RegExp(`^member ${dead}: `), 'the reason names the member');
   // Status describes the proxy, which still serves: it answers and names the member it cannot reach.
   assert.ok(status.value, `Status while member ${dead} is unreachable: ${describeErr(status.err)}`);
   assert.equal(status.value.version, '3.5.13', 'Status still reports the version');
@@ -114,7 +127,7 @@ async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<s
     `Status lists member ${dead} as unreachable: ${JSON.stringify(status.value.errors)}`,
   );
   assert.ok(status.value.errors.every((e) => e.startsWith(`member ${dead} `)), `only member ${dead} is reported: ${JSON.stringify(status.value.errors)}`);
-  return [...probes.map(([what], i) => `${what}: ${results[i]!.ms.toFixed(0)} ms`), `Status: ${status.ms.toFixed(0)} ms`].join('; ');
+  return [...probes.map(([what], i) => `${what}: ${results[i]!.ms.toFixed(0)} ms`), `Status: ${status.ms.toFixed(0)} ms`, `/health: ${health.ms.toFixed(0)} ms`].join('; ');
 }
 
 /** For each acknowledged write in the window, the delay from its acknowledgement to its event on the watch. */
@@ -182,6 +195,8 @@ test('(a) member killed (kill -9) and restarted with its data: bounded failures,
   const backAt = performance.now();
   await waitUntil('a write to member 0 succeeds again', () => records.some((w) => w.rev !== undefined && member(w) === 0 && w.start > backAt), 20_000);
   const recoveredMs = performance.now() - backAt;
+  await waitUntil('/health says healthy again', async () => (await healthOfP()).status === 200, 20_000, 100);
+  assert.deepEqual((await healthOfP()).body, { health: 'true', reason: '' });
   await sleep(500);
   stop = true;
   await Promise.all(writers);
@@ -251,6 +266,8 @@ test('(b) member hangs (SIGSTOP) with writes in flight: bounded failures, other 
   const contAt = performance.now();
   await waitUntil('a write to member 1 succeeds again', () => records.some((w) => w.rev !== undefined && member(w) === 1 && w.start > contAt), 20_000);
   const recoveredMs = performance.now() - contAt;
+  await waitUntil('/health says healthy again', async () => (await healthOfP()).status === 200, 20_000, 100);
+  assert.deepEqual((await healthOfP()).body, { health: 'true', reason: '' });
   await sleep(500);
   stop = true;
   await Promise.all(writers);
