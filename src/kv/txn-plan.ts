@@ -1,11 +1,14 @@
 // Static analysis of a transaction before it runs: which member its writes go
 // to, which members its compares and reads touch, and which keys' current state
 // the proxy must read to evaluate compares and build its puts. A transaction
-// whose writes (in either branch) or whose compares/reads reach more than one
-// member is refused up front — metaetcd's one transactional caveat — so nothing
-// is ever half-applied. Read-only transactions may span members.
+// whose writes (in either branch) or whose compares reach more than one member
+// is refused up front — metaetcd's one transactional caveat — so nothing is ever
+// half-applied. Read-only transactions may span members. In a writing
+// transaction, a read of the current state (revision 0) that reaches other
+// members is served after the write, as a snapshot at the write's own revision
+// (see txn.ts), which is what etcd's atomic transaction would have read.
 
-import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
+import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RangeRequest, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
 import { Errors } from '../server/errors.js';
 import type { Router } from '../shard/layout.js';
 
@@ -19,6 +22,8 @@ export interface TxnPlan {
   writeMember: number | undefined;
   /** Members touched by compares and range reads. */
   readMembers: Set<number>;
+  /** Whether some range read of a writing transaction reaches other members (served after the write). */
+  deferredReads: boolean;
   /** Single keys whose current state is needed (compare keys and put keys), client form, unique. */
   stateKeys: Buffer[];
   /** Compare ranges (compares with a range_end), client form, unique. */
@@ -43,9 +48,16 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   const ranges = new Map<string, ClientRange>();
   let needsValues = false;
   const comparedAbsent = new Set<string>();
+  /** Members of compares and of reads that must run inside the member transaction. */
+  const boundMembers = new Set<number>();
+  /** Members of current-state reads, which a writing transaction may serve afterwards. */
+  const currentReads: number[][] = [];
 
   const visitCompare = (c: Compare) => {
-    for (const m of membersOf(c.key, c.rangeEnd)) readMembers.add(m);
+    for (const m of membersOf(c.key, c.rangeEnd)) {
+      readMembers.add(m);
+      boundMembers.add(m);
+    }
     if (c.target === Compare_CompareTarget.VALUE) needsValues = true;
     const u = c.targetUnion;
     if (
@@ -62,9 +74,13 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
     for (const o of ops) {
       const r = o.request;
       switch (r?.$case) {
-        case 'requestRange':
-          for (const m of membersOf(r.value.key, r.value.rangeEnd)) readMembers.add(m);
+        case 'requestRange': {
+          const ms = membersOf(r.value.key, r.value.rangeEnd);
+          for (const m of ms) readMembers.add(m);
+          if (r.value.revision === 0n) currentReads.push(ms);
+          else for (const m of ms) boundMembers.add(m);
           break;
+        }
         case 'requestPut':
           writeMembers.add(memberOf(r.value.key));
           if (r.value.ignoreValue) needsValues = true;
@@ -90,15 +106,28 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
 
   if (writeMembers.size > 1) throw Errors.crossMemberTxn();
   const writeMember = writeMembers.size === 1 ? [...writeMembers][0]! : undefined;
-  if (writeMember !== undefined && [...readMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
+  if (writeMember !== undefined && [...boundMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
   return {
     writeMember,
     readMembers,
+    deferredReads: writeMember !== undefined && currentReads.some((ms) => !onlyOn(ms, writeMember)),
     stateKeys: [...keys.values()],
     stateRanges: [...ranges.values()],
     needsValues,
     comparedAbsent,
   };
+}
+
+/**
+ * Whether a range read of a writing transaction whose writes go to `writeMember`
+ * is served after the write (it reads the current state and reaches other members).
+ */
+export function isDeferredRead(router: Router, r: RangeRequest, writeMember: number): boolean {
+  return r.revision === 0n && !onlyOn(router.membersOf(r.key, r.rangeEnd), writeMember);
+}
+
+function onlyOn(members: number[], member: number): boolean {
+  return members.length === 1 && members[0] === member;
 }
 
 export function rangeId(key: Buffer, rangeEnd: Buffer): string {

@@ -17,7 +17,11 @@
 //   lower) so readers do not wait for it.
 //
 // Read-only transactions (no put or delete in any branch) are served from one
-// snapshot like a Range and may span members.
+// snapshot like a Range and may span members. A writing transaction's reads of
+// the current state that reach other members are served after the write lands
+// at R, as snapshot reads at R (or R - 1 when no write came before them): exactly
+// what etcd's atomic transaction reads, since no other write has R — provided no
+// write follows them in the branch taken, which is refused before anything is sent.
 
 import type { KeyValue } from '../proto/gen/kv.js';
 import { asRange, asTxn, cmp, headerRevision, op, rangeRequest, txn } from '../proto/build.js';
@@ -43,7 +47,7 @@ import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { rangeAt } from './range.js';
 import { resolveReadPoint, type ReadPoint } from './read-point.js';
 import { compareToPath, type CompareLookup } from './txn-compare.js';
-import { planTxn, rangeId, type ClientRange, type TxnPlan } from './txn-plan.js';
+import { isDeferredRead, planTxn, rangeId, type ClientRange, type TxnPlan } from './txn-plan.js';
 import { toClientKv } from './translate.js';
 
 /** A transaction's outcome; `revision` is the meta revision for the response header. */
@@ -235,7 +239,9 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     const m = headerRevision(resp);
     for (const w of built.written(slot.revision)) ctx.keyCache.set(w.key, { rev: m, ...(w.present ? { present: w.present } : {}) });
     const cursor = { i: 0 };
-    const responses = translateOps(req, path, cursor, landed.responses, slot.revision, m);
+    const deferred: Deferred = { test: plan.deferredReads ? (r) => isDeferredRead(ctx.router, r, member) : () => false, found: [] };
+    const responses = translateOps(req, path, cursor, landed.responses, slot.revision, m, deferred);
+    if (deferred.found.length > 0) await readDeferred(ctx, deferred.found, slot.revision);
     return { revision: slot.revision, succeeded: path[0]!, responses };
   }
   finishSlot(ctx, member, tick, undefined);
@@ -430,6 +436,11 @@ async function buildMemberTxn(
   /** The client's ops on the taken path, for a write landing at revision R. */
   const opsAt = (R: number, record: boolean): RequestOp[] => {
     const cursor = { i: 0 };
+    // A read of other members is served as of the write's revision: exact only when no write follows it.
+    let deferredSeen = false;
+    const writing = () => {
+      if (deferredSeen) throw Errors.crossMemberReadBeforeWrite();
+    };
     const build = (t: TxnRequest): RequestOp[] => {
       const ok = path[cursor.i++]!;
       const out: RequestOp[] = [];
@@ -437,12 +448,19 @@ async function buildMemberTxn(
         const r = o.request!;
         switch (r.$case) {
           case 'requestRange': {
+            if (plan.deferredReads && isDeferredRead(ctx.router, r.value, plan.writeMember!)) {
+              // Read after the write (see readDeferred); this stand-in's header tells at which revision.
+              out.push(op.range(InternalKey.clock, { countOnly: true }));
+              deferredSeen = true;
+              break;
+            }
             const mr = toMemberRange(r.value.key, r.value.rangeEnd);
             const revision = r.value.revision > 0n ? BigInt(pastRevisions.get(Number(r.value.revision)) as number) : 0n;
             out.push(op.range(mr.key, { rangeEnd: mr.rangeEnd, revision, limit: BigInt(memberFetchLimit(r.value)), countOnly: r.value.countOnly }));
             break;
           }
           case 'requestPut': {
+            writing();
             const p = r.value;
             const mkey = toMemberKey(p.key);
             const current = state.keys.get(mkey.toString('latin1'));
@@ -463,6 +481,7 @@ async function buildMemberTxn(
             break;
           }
           case 'requestDeleteRange': {
+            writing();
             const mr = toMemberRange(r.value.key, r.value.rangeEnd);
             out.push(op.deleteRange(mr.key, mr.rangeEnd, r.value.prevKv));
             if (record && r.value.rangeEnd.length === 0) writtenKeys.push({ key: mr.key.toString('latin1') });
@@ -553,7 +572,28 @@ function innerHeader(revision: number): ResponseHeader {
   return { clusterId: 0n, memberId: 0n, revision: BigInt(revision), raftTerm: 0n };
 }
 
-function translateOps(t: TxnRequest, path: boolean[], cursor: { i: number }, responses: ResponseOp[], R: number, m: number): ResponseOp[] {
+/** A range of a writing transaction to be read after the write, at `revision`, into `response`. */
+interface DeferredRead {
+  request: RangeRequest;
+  revision: number;
+  response: RangeResponse;
+}
+
+/** Which ranges of a writing transaction are read after it (`test`), and those met on its taken path. */
+interface Deferred {
+  test: (r: RangeRequest) => boolean;
+  found: DeferredRead[];
+}
+
+function translateOps(
+  t: TxnRequest,
+  path: boolean[],
+  cursor: { i: number },
+  responses: ResponseOp[],
+  R: number,
+  m: number,
+  deferred: Deferred,
+): ResponseOp[] {
   const ok = path[cursor.i++]!;
   const ops = ok ? t.success : t.failure;
   return ops.map((o, idx): ResponseOp => {
@@ -562,6 +602,13 @@ function translateOps(t: TxnRequest, path: boolean[], cursor: { i: number }, res
     switch (r.$case) {
       case 'requestRange': {
         const got = resp.value as RangeResponse;
+        if (deferred.test(r.value)) {
+          // etcd's range sees the writes before it in the transaction: at R after one, at R - 1 before any.
+          const revision = metaRevision(headerRevision(got), R, m);
+          const response: RangeResponse = { header: innerHeader(revision), kvs: [], more: false, count: 0n };
+          deferred.found.push({ request: r.value, revision, response });
+          return { response: { $case: 'responseRange', value: response } };
+        }
         const shaped = r.value.countOnly ? { kvs: [], more: false } : shapeRange(r.value, got.kvs.map(toClientKv));
         return {
           response: {
@@ -595,11 +642,31 @@ function translateOps(t: TxnRequest, path: boolean[], cursor: { i: number }, res
       case 'requestTxn': {
         const got = resp.value as TxnResponse;
         const nestedOk = path[cursor.i]!;
-        const nested = translateOps(r.value, path, cursor, got.responses, R, m);
+        const nested = translateOps(r.value, path, cursor, got.responses, R, m, deferred);
         return { response: { $case: 'responseTxn', value: { header: innerHeader(0), succeeded: nestedOk, responses: nested } } };
       }
     }
   });
+}
+
+/**
+ * Fills the range responses of a landed write that read other members: each is a
+ * snapshot read at the revision etcd's atomic transaction would have read at (R,
+ * or R - 1 when no write came before it), which every proxy serves exactly. The
+ * write has been applied by now, so a failure says so.
+ */
+async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: number): Promise<void> {
+  try {
+    await Promise.all(
+      reads.map(async (d) => {
+        const members = ctx.router.membersOf(d.request.key, d.request.rangeEnd);
+        const got = await rangeAt(ctx, d.request, members, await resolveReadPoint(ctx, members, d.revision, false));
+        Object.assign(d.response, { kvs: got.kvs, more: got.more, count: BigInt(got.count) });
+      }),
+    );
+  } catch (err) {
+    throw unavailable(`the transaction was applied at revision ${R}, but reading its ranges over other members failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 /** Bookkeeping of a slot group: writes still going, and the slots taken. */

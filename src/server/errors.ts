@@ -39,6 +39,12 @@ export const Errors = {
     'metaetcd: transaction writes keys held by different member clusters; ' +
       'cross-member transactions are not supported (see the caveats in the metaetcd README)',
   ),
+  /** metaetcd's caveat: a writing transaction reads other members only after its last write. */
+  crossMemberReadBeforeWrite: e(
+    Status.INVALID_ARGUMENT,
+    'metaetcd: transaction reads keys held by other member clusters before one of its writes; ' +
+      'such reads are supported only after the last write of the branch taken (see the caveats in the metaetcd README)',
+  ),
 };
 
 /** A retryable error naming which part of the meta cluster is unavailable. */

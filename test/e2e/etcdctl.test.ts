@@ -9,6 +9,9 @@
 // raft_term are dropped from the compared output (and checked separately).
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
@@ -475,6 +478,30 @@ test('endpoint health', async () => {
     assert.equal(arr.length, 1);
     assert.equal(arr[0]!.health, true);
     assert.equal(arr[0]!.endpoint, endpoint[t]);
+  }
+});
+
+test('lock: two etcdctl lock holders of one lock run their commands one after the other (as on etcd)', async () => {
+  for (const t of TARGETS) {
+    const dir = mkdtempSync(join(tmpdir(), 'metaetcd-lock-'));
+    try {
+      const log = join(dir, 'log');
+      const holder = (name: string) =>
+        etcdctl(endpoint[t], ['lock', `e2e-lock-${t}`, '--', 'sh', '-c', `echo ${name}-start >> ${log}; sleep 0.4; echo ${name}-end >> ${log}`], { timeoutMs: 30_000 });
+      const [a, b] = await Promise.all([holder('a'), holder('b')]);
+      assert.equal(a.code, 0, describe(a));
+      assert.equal(b.code, 0, describe(b));
+      const lines = readFileSync(log, 'utf8').trim().split('\n');
+      assert.equal(lines.length, 4, `${t}: ${lines.join(' ')}`);
+      assert.equal(lines[0]!.split('-')[0], lines[1]!.split('-')[0], `${t}: the first holder finished before the second started: ${lines.join(' ')}`);
+      assert.deepEqual(lines.map((l) => l.split('-')[1]), ['start', 'end', 'start', 'end'], t);
+      // The lock's key is gone once both are done.
+      const left = await etcdctl(endpoint[t], ['get', `e2e-lock-${t}`, '--prefix', '--keys-only']);
+      assert.equal(left.code, 0, describe(left));
+      assert.equal(left.stdout, '', `${t}: no lock key left`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 });
 

@@ -781,7 +781,7 @@ describe('Txn', () => {
     await d.expectRefusedSpanning(txnReq([], [op.put(a0, 'x'), op.put(a1, 'y')]), 'puts on two members');
     await d.expectRefusedSpanning(txnReq([cmp(a0, Target.VERSION, Result.EQUAL, 1)], [op.put(a0, 'x')], [op.put(a2, 'z')]), 'writes in different branches');
     await d.expectRefusedSpanning(txnReq([cmp(a1, Target.VALUE, Result.EQUAL, '1')], [op.put(a0, 'x')]), 'compare on another member');
-    await d.expectRefusedSpanning(txnReq([], [op.put(a0, 'x'), op.range(a2)]), 'read of another member');
+    await d.expectRefusedSpanning(txnReq([], [op.range(a2), op.put(a0, 'x')]), 'read of another member before the write');
     await d.expectRefusedSpanning(txnReq([], [op.del(a0), op.txn([], [op.put(a1, 'n')])]), 'nested write on another member');
     await d.expectRefusedSpanning(txnReq([], [op.del('t9/', { rangeEnd: prefixEnd('t9/') })]), 'delete range inside a txn');
     await d.range(P('t9/'));
@@ -801,6 +801,43 @@ describe('Txn', () => {
     await d.txn(txnReq([], [op.range(FROM_KEY, { rangeEnd: FROM_KEY, countOnly: true }), op.range('t10/', { rangeEnd: FROM_KEY, keysOnly: true, limit: 3 })]), { label: 'whole keyspace reads' });
     const before = ok(await d.put({ key: b(k0), value: b('new') })).header!.revision;
     await d.txn(txnReq([], [op.range('t10/', { rangeEnd: prefixEnd('t10/'), revision: before - 1n }), op.range(k0, { revision: before - 1n })]), { label: 'reads at a past revision inside a txn' });
+  });
+
+  test('a writing transaction reading other members after its writes (the shape of etcd’s own lock, concurrency.Mutex) is served as of its revision and matches etcd', async () => {
+    const pfx = 't11/lock/';
+    const all = P(pfx);
+    // Waiter keys on every member; each "session" takes a key and asks for the oldest one.
+    const keys = [0, 1, 2, 0, 1, 2].map((m, i) => keysOn(m, pfx, 2)[i < 3 ? 0 : 1]!);
+    const owner = op.range(pfx, { rangeEnd: prefixEnd(pfx), sortTarget: SortTarget.CREATE, sortOrder: SortOrder.ASCEND, limit: 1 });
+    const acquire = (k: string) => txnReq([cmp(k, Target.CREATE, Result.EQUAL, 0)], [op.put(k, ''), owner], [op.range(k), owner]);
+    for (const k of keys) await d.txn(acquire(k), { label: `acquire ${k} (then branch: put, then the owner over every member)` });
+    await d.txn(acquire(keys[2]!), { label: 'acquire again (else branch: reads only)' });
+    await d.deleteRange({ key: b(keys[0]!) }, { label: 'the owner releases' });
+    await d.txn(acquire(keys[0]!), { label: 'the released key waits again behind the others' });
+    // More shapes: several writes then reads with count, limits and sorts over all members; nested.
+    const [a0, a1] = keysOn(0, 't11/w/', 2) as [string, string];
+    await d.txn(
+      txnReq([], [op.put(a0, 'x'), op.del(a1, { prevKv: true }), op.range(pfx, { rangeEnd: prefixEnd(pfx), countOnly: true }), op.range('t11/', { rangeEnd: FROM_KEY, keysOnly: true, limit: 3, sortOrder: SortOrder.DESCEND })]),
+      { label: 'put and delete, then a count and a descending page over every member' },
+    );
+    await d.txn(
+      txnReq([], [op.txn([cmp(a0, Target.VALUE, Result.EQUAL, 'x')], [op.put(a0, 'y'), op.put(a1, 'z')], []), op.range('t11/', { rangeEnd: prefixEnd('t11/') })]),
+      { label: 'writes in a nested txn, then a read of every member in the parent' },
+    );
+    await d.txn(txnReq([cmp(a0, Target.VALUE, Result.EQUAL, 'nope')], [op.put(a0, 'never')], [op.range('t11/', { rangeEnd: prefixEnd('t11/') })]), { label: 'the taken branch only reads' });
+    await d.range({ ...all }, { label: 'waiters at the end' });
+  });
+
+  test('a writing transaction reading other members before a write, or at an explicit revision, is refused (caveat) with nothing applied', async () => {
+    const [a] = keysOn(0, 't12/', 1) as [string];
+    const [o] = keysOn(1, 't12/', 1) as [string];
+    await d.put({ key: b(o), value: b('other') });
+    await d.expectRefusedSpanning(txnReq([], [op.range(o), op.put(a, '1')]), 'read of another member, then a put');
+    await d.expectRefusedSpanning(txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(a)])]), 'read over every member, then a nested delete');
+    await d.sync();
+    await d.expectRefusedSpanning(txnReq([], [op.put(a, '1'), op.range(o, { revision: d.revision })]), 'put, then a read of another member at an explicit revision');
+    await d.expectRefusedSpanning(txnReq([cmp(o, Target.VERSION, Result.GREATER, 0)], [op.put(a, '1')]), 'compare on another member');
+    await d.range(P('t12/'), { label: 'nothing applied' });
   });
 });
 

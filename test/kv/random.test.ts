@@ -403,7 +403,13 @@ const steps: readonly (readonly [number, string, Step])[] = [
       const { rng } = st;
       const keys = rng.pick(st.pools.byMember);
       const compares = await randomCompares(st, keys, false, 3);
-      remember(st, await d.txn(txnReq(compares, await writeOps(st, keys, 2), await writeOps(st, keys, 2)), { label: 'Txn (one member)' }));
+      // Branches may end with ranges of the current state over any keys (usually several members), read as of the write.
+      const branch = async () => {
+        const ops = await writeOps(st, keys, 2);
+        while (rng.chance(0.2)) ops.push({ request: { $case: 'requestRange', value: rangeReq({ ...randomRangeRequest(st, true), revision: 0 }) } });
+        return ops;
+      };
+      remember(st, await d.txn(txnReq(compares, await branch(), await branch()), { label: 'Txn (writes one member)' }));
     },
   ],
   [
@@ -422,8 +428,16 @@ const steps: readonly (readonly [number, string, Step])[] = [
       const [m1, m2] = rng.chance(0.5) ? [0, 1 + rng.int(2)] : [1, 2];
       const k1 = rng.pick(st.pools.byMember[m1]!);
       const k2 = rng.pick(st.pools.byMember[m2]!);
-      const ops = rng.chance(0.5) ? [op.put(k1, randomValue(rng)), op.put(k2, randomValue(rng))] : [op.put(k1, randomValue(rng)), op.range(k2)];
-      await d.expectRefusedSpanning(txnReq([await randomCompare(st, [k1], false)], ops, []), 'Txn (writes spanning members)');
+      if (rng.chance(0.5)) {
+        const ops = [op.put(k1, randomValue(rng)), op.put(k2, randomValue(rng))];
+        await d.expectRefusedSpanning(txnReq([await randomCompare(st, [k1], false)], ops, []), 'Txn (writes spanning members)');
+      } else {
+        // A read of another member's key after the write is served as of the write's revision;
+        // before a write it is refused (caveat), with nothing applied.
+        const compare = await randomCompare(st, [k1], false);
+        if (rng.chance(0.7)) remember(st, await d.txn(txnReq([compare], [op.put(k1, randomValue(rng)), op.range(k2)], [op.range(k2)]), { label: 'Txn (writes one member, then reads another)' }));
+        else await d.expectRefusedSpanning(txnReq([], [op.range(k2), op.put(k1, randomValue(rng))], []), 'Txn (reads another member before its write)');
+      }
     },
   ],
   [

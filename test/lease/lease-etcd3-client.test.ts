@@ -3,8 +3,8 @@
 // scenario runs against the oracle etcd too, so a failure through the proxy is
 // the proxy's and not the script's. These helpers send single-key
 // transactions only (compare and put on the same key), so no cross-member
-// transaction caveat applies; a helper needing one would fail with metaetcd's
-// "transaction writes keys held by different member clusters" error.
+// transaction caveat applies. (etcdctl's lock, Go's concurrency.Mutex, also reads
+// the waiters over every member after its put: see test/e2e/etcdctl.test.ts.)
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
