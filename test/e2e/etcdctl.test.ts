@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { EtcdProcess } from '../../src/etcd/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
 import { startTestProxy, type TestProxy } from '../harness/proxy.js';
@@ -502,6 +503,42 @@ test('lock: two etcdctl lock holders of one lock run their commands one after th
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+});
+
+test('make-mirror copies a prefix of the proxy into a plain etcd and follows later changes (a backup path, as Snapshot is not served)', async () => {
+  const dest = await EtcdProcess.start({ name: 'mirror-dest', dataDir: join(set.root, 'mirror-dest') });
+  const stop = new AbortController();
+  try {
+    const want = new Map<string, string>();
+    for (let i = 0; i < 25; i++) want.set(`mm/k${String(i).padStart(2, '0')}`, `v${i}`);
+    // Written to both targets (as every write of this file), so that they stay alike.
+    for (const [k, v] of want) await write(['put', k, v]);
+    const mirror = etcdctl(endpoint.proxy, ['make-mirror', '--prefix', 'mm/', dest.clientUrl.replace('http://', '')], { stop: stop.signal, timeoutMs: 60_000 });
+    const destState = async () => (await etcdctl(dest.clientUrl.replace('http://', ''), ['get', 'mm/', '--prefix'])).stdout;
+    const expected = () => [...want.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}\n${v}\n`).join('');
+    const settle = async (what: string) => {
+      const deadline = Date.now() + 20_000;
+      while ((await destState()) !== expected()) {
+        if (Date.now() > deadline) assert.fail(`${what}: the mirror has ${JSON.stringify(await destState())}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await settle('the existing keys are copied');
+    // Later changes on every member arrive through the proxy's watch.
+    for (let i = 25; i < 35; i++) want.set(`mm/k${i}`, `v${i}`);
+    for (let i = 25; i < 35; i++) await write(['put', `mm/k${i}`, `v${i}`]);
+    await write(['del', 'mm/k03']);
+    want.delete('mm/k03');
+    want.set('mm/k04', 'changed');
+    await write(['put', 'mm/k04', 'changed']);
+    await settle('later puts and deletes follow');
+    stop.abort();
+    const r = await mirror;
+    assert.equal(r.stderr.includes('Error'), false, describe(r));
+  } finally {
+    stop.abort();
+    await dest.stop();
   }
 });
 

@@ -16,6 +16,8 @@ export interface EtcdctlOptions {
   timeoutMs?: number;
   /** Extra environment (applied after ETCDCTL_API=3). */
   env?: Record<string, string>;
+  /** For commands that run until stopped (make-mirror): on abort the child gets SIGTERM and the promise resolves with its output. */
+  stop?: AbortSignal;
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
@@ -54,6 +56,9 @@ export function etcdctl(endpoint: string, args: string[], opts: EtcdctlOptions =
     child.on('error', (err) => settle(() => reject(new Error(`${what}: ${err.message}`))));
     // 'close' (not 'exit') so all output has been read.
     child.on('close', (code) => settle(() => resolve({ code, stdout, stderr })));
+    opts.stop?.addEventListener('abort', () => {
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGTERM');
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
