@@ -43,8 +43,8 @@ async function startCluster(root: string): Promise<EtcdProcess[]> {
   const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.peer}`).join(',');
   const token = `mc-${randomBytes(4).toString('hex')}`;
   const settings = memberEtcdSettings(1.5 * 1024 * 1024, 128);
-  // The nodes need each other to become healthy: start them together.
-  return Promise.all(
+  // The nodes need each other to become healthy: start them together (and stop them all if one fails).
+  const started = await Promise.allSettled(
     names.map((name, i) =>
       EtcdProcess.start({
         name,
@@ -57,6 +57,13 @@ async function startCluster(root: string): Promise<EtcdProcess[]> {
       }),
     ),
   );
+  const up = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(up.map((n) => n.stop()));
+    throw failed.reason;
+  }
+  return up;
 }
 
 before(async () => {
