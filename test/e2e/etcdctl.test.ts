@@ -506,6 +506,46 @@ test('lock: two etcdctl lock holders of one lock run their commands one after th
   }
 });
 
+test('elect: the first candidate leads, a listener sees it, and when it stops the second takes over (as on etcd)', async () => {
+  for (const t of TARGETS) {
+    const name = `e2e-elect-${t}`;
+    const stops = [new AbortController(), new AbortController(), new AbortController()];
+    const [a, b, listen] = stops;
+    try {
+      const leaderKeys = async () => (await etcdctl(endpoint[t], ['get', name, '--prefix', '--print-value-only'])).stdout;
+      const until = async (what: string, cond: () => Promise<boolean>) => {
+        const deadline = Date.now() + 20_000;
+        while (!(await cond())) {
+          if (Date.now() > deadline) assert.fail(`${t}: ${what}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      const first = etcdctl(endpoint[t], ['elect', name, 'alpha'], { stop: a!.signal, timeoutMs: 60_000 });
+      await until('alpha campaigns', async () => (await leaderKeys()) === 'alpha\n');
+      const second = etcdctl(endpoint[t], ['elect', name, 'beta'], { stop: b!.signal, timeoutMs: 60_000 });
+      // Candidates' keys are ordered by lease ID (random through the proxy), not by arrival.
+      await until('beta waits behind alpha', async () => (await leaderKeys()).split('\n').filter(Boolean).sort().join(',') === 'alpha,beta');
+      let heardSoFar = '';
+      const listener = etcdctl(endpoint[t], ['elect', '-l', name], { stop: listen!.signal, timeoutMs: 60_000, onStdout: (out) => (heardSoFar = out) });
+      await until('the listener hears alpha', async () => heardSoFar.includes('alpha\n'));
+      a!.abort(); // alpha resigns on SIGTERM
+      const firstOut = await first;
+      assert.match(firstOut.stdout, /^e2e-elect-[a-z]+\/[0-9a-f]+\nalpha\n/, `${t}: alpha printed its key and proposal: ${describe(firstOut)}`);
+      await until('beta leads', async () => (await leaderKeys()) === 'beta\n');
+      await new Promise((r) => setTimeout(r, 300));
+      b!.abort();
+      const secondOut = await second;
+      assert.match(secondOut.stdout, /\nbeta\n/, `${t}: beta was elected: ${describe(secondOut)}`);
+      await until('nobody leads', async () => (await leaderKeys()) === '');
+      listen!.abort();
+      const heard = (await listener).stdout.split('\n').filter((l) => l === 'alpha' || l === 'beta');
+      assert.deepEqual(heard.slice(0, 2), ['alpha', 'beta'], `${t}: the listener saw alpha, then beta`);
+    } finally {
+      for (const s of stops) s.abort();
+    }
+  }
+});
+
 test('make-mirror copies a prefix of the proxy into a plain etcd and follows later changes (a backup path, as Snapshot is not served)', async () => {
   const dest = await EtcdProcess.start({ name: 'mirror-dest', dataDir: join(set.root, 'mirror-dest') });
   const stop = new AbortController();

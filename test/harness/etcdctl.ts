@@ -18,6 +18,8 @@ export interface EtcdctlOptions {
   env?: Record<string, string>;
   /** For commands that run until stopped (make-mirror): on abort the child gets SIGTERM and the promise resolves with its output. */
   stop?: AbortSignal;
+  /** Called with everything printed to stdout so far, whenever more arrives. */
+  onStdout?: (stdout: string) => void;
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
@@ -48,7 +50,10 @@ export function etcdctl(endpoint: string, args: string[], opts: EtcdctlOptions =
       settle(() => reject(new Error(`${what}: timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`)));
     }, timeoutMs);
 
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s;
+      opts.onStdout?.(stdout);
+    });
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     child.stdout.on('error', () => undefined);
     child.stderr.on('error', () => undefined);
