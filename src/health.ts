@@ -10,6 +10,7 @@ import type { EtcdClient } from './members/etcd-client.js';
 import { AlarmRequest_AlarmAction, AlarmType } from './proto/gen/rpc.js';
 import { messageOf } from './server/errors.js';
 import { InternalKey } from './store/keyspace.js';
+import { withTimeout } from './util/timeout.js';
 
 export interface HealthReport {
   healthy: boolean;
@@ -36,7 +37,7 @@ export function createHealthCheck(o: HealthCheckOptions): () => Promise<HealthRe
 
 async function check(o: HealthCheckOptions): Promise<HealthReport> {
   const problems = await Promise.all([
-    withTimeout(o.clock.now(), o.timeoutMs).then(
+    withTimeout(o.clock.now(), o.timeoutMs, 'clock read').then(
       () => [],
       (err: unknown) => [`coordinator: ${messageOf(err)}`],
     ),
@@ -61,13 +62,4 @@ async function memberProblems(client: EtcdClient, member: number, timeoutMs: num
     }
   }
   return out;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  p.catch(() => undefined);
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

@@ -22,8 +22,8 @@ export interface TxnPlan {
   writeMember: number | undefined;
   /** Members touched by compares and range reads. */
   readMembers: Set<number>;
-  /** Whether some range read of a writing transaction reaches other members (served after the write). */
-  deferredReads: boolean;
+  /** A writing transaction's range reads of the current state that reach other members (served after the write). */
+  deferredReads: Set<RangeRequest>;
   /** Single keys whose current state is needed (compare keys and put keys), client form, unique. */
   stateKeys: Buffer[];
   /** Compare ranges (compares with a range_end), client form, unique. */
@@ -50,8 +50,8 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   const comparedAbsent = new Set<string>();
   /** Members of compares and of reads that must run inside the member transaction. */
   const boundMembers = new Set<number>();
-  /** Members of current-state reads, which a writing transaction may serve afterwards. */
-  const currentReads: number[][] = [];
+  /** Current-state reads and their members: a writing transaction may serve them afterwards. */
+  const currentReads: { read: RangeRequest; members: number[] }[] = [];
 
   const visitCompare = (c: Compare) => {
     for (const m of membersOf(c.key, c.rangeEnd)) {
@@ -77,7 +77,7 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
         case 'requestRange': {
           const ms = membersOf(r.value.key, r.value.rangeEnd);
           for (const m of ms) readMembers.add(m);
-          if (r.value.revision === 0n) currentReads.push(ms);
+          if (r.value.revision === 0n) currentReads.push({ read: r.value, members: ms });
           else for (const m of ms) boundMembers.add(m);
           break;
         }
@@ -110,20 +110,12 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   return {
     writeMember,
     readMembers,
-    deferredReads: writeMember !== undefined && currentReads.some((ms) => !onlyOn(ms, writeMember)),
+    deferredReads: new Set(writeMember === undefined ? [] : currentReads.filter((c) => !onlyOn(c.members, writeMember)).map((c) => c.read)),
     stateKeys: [...keys.values()],
     stateRanges: [...ranges.values()],
     needsValues,
     comparedAbsent,
   };
-}
-
-/**
- * Whether a range read of a writing transaction whose writes go to `writeMember`
- * is served after the write (it reads the current state and reaches other members).
- */
-export function isDeferredRead(router: Router, r: RangeRequest, writeMember: number): boolean {
-  return r.revision === 0n && !onlyOn(router.membersOf(r.key, r.rangeEnd), writeMember);
 }
 
 function onlyOn(members: number[], member: number): boolean {

@@ -47,7 +47,7 @@ import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { rangeAt } from './range.js';
 import { resolveReadPoint, type ReadPoint } from './read-point.js';
 import { compareToPath, type CompareLookup } from './txn-compare.js';
-import { isDeferredRead, planTxn, rangeId, type ClientRange, type TxnPlan } from './txn-plan.js';
+import { planTxn, rangeId, type ClientRange, type TxnPlan } from './txn-plan.js';
 import { toClientKv } from './translate.js';
 
 /** A transaction's outcome; `revision` is the meta revision for the response header. */
@@ -239,9 +239,9 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     const m = headerRevision(resp);
     for (const w of built.written(slot.revision)) ctx.keyCache.set(w.key, { rev: m, ...(w.present ? { present: w.present } : {}) });
     const cursor = { i: 0 };
-    const deferred: Deferred = { test: plan.deferredReads ? (r) => isDeferredRead(ctx.router, r, member) : () => false, found: [] };
-    const responses = translateOps(req, path, cursor, landed.responses, slot.revision, m, deferred);
-    if (deferred.found.length > 0) await readDeferred(ctx, deferred.found, slot.revision);
+    const deferred: DeferredRead[] = [];
+    const responses = translateOps(req, path, cursor, landed.responses, slot.revision, m, plan.deferredReads, deferred);
+    if (deferred.length > 0) await readDeferred(ctx, deferred, slot.revision);
     return { revision: slot.revision, succeeded: path[0]!, responses };
   }
   finishSlot(ctx, member, tick, undefined);
@@ -448,7 +448,7 @@ async function buildMemberTxn(
         const r = o.request!;
         switch (r.$case) {
           case 'requestRange': {
-            if (plan.deferredReads && isDeferredRead(ctx.router, r.value, plan.writeMember!)) {
+            if (plan.deferredReads.has(r.value)) {
               // Read after the write (see readDeferred); this stand-in's header tells at which revision.
               out.push(op.range(InternalKey.clock, { countOnly: true }));
               deferredSeen = true;
@@ -579,12 +579,6 @@ interface DeferredRead {
   response: RangeResponse;
 }
 
-/** Which ranges of a writing transaction are read after it (`test`), and those met on its taken path. */
-interface Deferred {
-  test: (r: RangeRequest) => boolean;
-  found: DeferredRead[];
-}
-
 function translateOps(
   t: TxnRequest,
   path: boolean[],
@@ -592,7 +586,8 @@ function translateOps(
   responses: ResponseOp[],
   R: number,
   m: number,
-  deferred: Deferred,
+  deferredReads: Set<RangeRequest>,
+  deferred: DeferredRead[],
 ): ResponseOp[] {
   const ok = path[cursor.i++]!;
   const ops = ok ? t.success : t.failure;
@@ -602,11 +597,11 @@ function translateOps(
     switch (r.$case) {
       case 'requestRange': {
         const got = resp.value as RangeResponse;
-        if (deferred.test(r.value)) {
+        if (deferredReads.has(r.value)) {
           // etcd's range sees the writes before it in the transaction: at R after one, at R - 1 before any.
           const revision = metaRevision(headerRevision(got), R, m);
           const response: RangeResponse = { header: innerHeader(revision), kvs: [], more: false, count: 0n };
-          deferred.found.push({ request: r.value, revision, response });
+          deferred.push({ request: r.value, revision, response });
           return { response: { $case: 'responseRange', value: response } };
         }
         const shaped = r.value.countOnly ? { kvs: [], more: false } : shapeRange(r.value, got.kvs.map(toClientKv));
@@ -642,7 +637,7 @@ function translateOps(
       case 'requestTxn': {
         const got = resp.value as TxnResponse;
         const nestedOk = path[cursor.i]!;
-        const nested = translateOps(r.value, path, cursor, got.responses, R, m, deferred);
+        const nested = translateOps(r.value, path, cursor, got.responses, R, m, deferredReads, deferred);
         return { response: { $case: 'responseTxn', value: { header: innerHeader(0), succeeded: nestedOk, responses: nested } } };
       }
     }

@@ -10,6 +10,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import { type MaintenanceServer, type StatusResponse } from '../proto/gen/rpc.js';
 import { fromUpstream, messageOf, toServiceStatus, unimplemented } from './errors.js';
 import type { HeaderFactory } from './header.js';
+import { withTimeout } from '../util/timeout.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface MaintenanceServiceDeps extends HandlerDeps {
@@ -26,25 +27,16 @@ const STATUS_MEMBER_TIMEOUT_MS = 1000;
 
 /**
  * The clock's current revision; when the coordinator does not answer within
- * STATUS_MEMBER_TIMEOUT_MS (or fails), the highest revision this proxy has seen.
+ * STATUS_MEMBER_TIMEOUT_MS (or fails), the highest revision this proxy has seen
+ * (the proxy read the clock before it started serving, so there is one).
  */
 async function currentRevision(clock: Clock): Promise<number> {
-  const now = clock.now().then((snap) => snap.revision);
-  now.catch(() => undefined); // may settle after this function has answered
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => {
-    timer = setTimeout(() => resolve('late'), STATUS_MEMBER_TIMEOUT_MS);
-  });
   try {
-    const first = await Promise.race([now, late]);
-    if (first !== 'late') return first;
+    return (await withTimeout(clock.now(), STATUS_MEMBER_TIMEOUT_MS, 'clock read')).revision;
   } catch (err) {
     if (clock.highestSeen() > 0) return clock.highestSeen();
     throw err;
-  } finally {
-    clearTimeout(timer);
   }
-  return clock.highestSeen() || now;
 }
 
 export function createMaintenanceService(d: MaintenanceServiceDeps): MaintenanceServer {
