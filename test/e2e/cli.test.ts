@@ -4,13 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { defaultScratchRoot, freePort } from '../../src/etcd/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
+import { buildIfStale, healthOf } from '../harness/faults.js';
 import { clientFor } from '../harness/proxy.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -37,24 +38,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/** Compiles src to dist (what bin/metaetcd.js runs) when dist is missing or older than src. */
-function buildIfStale(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
-      const p = join(dir, e.name);
-      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }, 0);
-  const cli = join(ROOT, 'dist', 'cli.js');
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newest(join(ROOT, 'src'))) return;
-  const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  // tsc emits despite type errors elsewhere; only a missing output is fatal.
-  if (!existsSync(cli)) throw new Error(`build failed: ${r.stdout}${r.stderr}`);
-}
 
 interface Exit {
   code: number | null;
@@ -242,9 +225,9 @@ test('metaetcd over separately started etcds: etcdctl, key placement, /metrics, 
   assert.match(body, /^# TYPE metaetcd_request_count /m);
   assert.ok(puts && Number(puts[1]) >= 61, `metaetcd_request_count for puts: ${body.split('\n').filter((l) => l.startsWith('metaetcd_request_count')).join('\n')}`);
   // /health on the same port, as etcd serves it on its metrics URLs.
-  const health = await fetch(`http://127.0.0.1:${metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
+  const health = await healthOf(metricsPort);
   assert.equal(health.status, 200);
-  assert.deepEqual(await health.json(), { health: 'true', reason: '' });
+  assert.deepEqual(health.body, { health: 'true', reason: '' });
 
   const exit = await proxy.stop('SIGTERM', 15_000);
   assert.deepEqual(exit, { code: 0, signal: null }, proxy.describe());

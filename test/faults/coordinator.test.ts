@@ -24,7 +24,7 @@ import { after, before, test } from 'node:test';
 import { freePort } from '../../src/etcd/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { allKvs, codeOf, describeErr, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
+import { allKvs, codeOf, describeErr, healthOf, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
 import { checkRevisions, type HistoryOp } from '../harness/linearizability.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { ModelHistory, WatchRecorder, checkWatch, prefixEnd } from '../harness/watch-checker.js';
@@ -256,9 +256,8 @@ test('(c) coordinator hang (SIGSTOP): writes fail with Unavailable within a boun
     assert.equal(st.value!.version, '3.5.13');
     assert.ok(st.value!.header!.revision >= held, `Status header ${st.value!.header!.revision} >= ${held}`);
     // /health says why: the coordinator.
-    const h = await fetch(`http://127.0.0.1:${B.handle.metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
-    const body = (await h.json()) as { health: string; reason: string };
-    assert.equal(h.status, 503, JSON.stringify(body));
+    const { status, body } = await healthOf(B.handle.metricsPort);
+    assert.equal(status, 503, JSON.stringify(body));
     assert.equal(body.health, 'false');
     assert.match(body.reason, /^coordinator: /);
   } finally {

@@ -18,6 +18,7 @@ import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { allKvs, killHard, sleep, Status, waitUntil } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { prefixEnd, WatchRecorder } from '../harness/watch-checker.js';
+import { keysOnMember } from '../lease/lease-helpers.js';
 import { judgeWatch, judgeWrites, summarize, writerLoop, type WriteRecord } from './workload.js';
 
 const BOUND = { timeout: 120_000 };
@@ -88,13 +89,6 @@ after(async () => {
   await set?.stop();
 });
 
-function keyOn(member: number, base: string): Buffer {
-  for (let i = 0; ; i++) {
-    const k = Buffer.from(`${base}${i}`);
-    if (router.memberOf(k) === member) return k;
-  }
-}
-
 /** The index in `nodes` of the cluster's current leader, asked of the running nodes. */
 async function leaderIndex(): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -118,7 +112,7 @@ function member(rec: WriteRecord): number {
 }
 
 test('the member slot given as three endpoints is that three-node cluster (its keys are stored there)', BOUND, async () => {
-  const k = keyOn(CLUSTER_SLOT, 'mc-probe/');
+  const [k] = keysOnMember(router, 'mc-probe/', CLUSTER_SLOT, 1) as [Buffer];
   await p.put({ key: k, value: Buffer.from('here') });
   const stored = await direct[0]!.range({ key: Buffer.concat([Buffer.from('d'), k]) });
   assert.equal(stored.kvs.length, 1, `key ${k} of slot ${CLUSTER_SLOT} is stored in the three-node cluster`);

@@ -19,9 +19,10 @@ import { freePort } from '../../src/etcd/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Router } from '../../src/shard/layout.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { allKvs, codeOf, describeErr, killHard, metricSum, sleep, Status, timed, waitUntil, type Timed } from '../harness/faults.js';
+import { allKvs, codeOf, describeErr, healthOf, killHard, metricSum, sleep, Status, timed, waitUntil, type Timed } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { prefixEnd, WatchRecorder } from '../harness/watch-checker.js';
+import { keysOnMember } from '../lease/lease-helpers.js';
 import { failedKeys, judgeWatch, judgeWrites, summarize, writerLoop, type WriteRecord } from './workload.js';
 
 const REQUEST_TIMEOUT_MS = 1500;
@@ -70,12 +71,7 @@ after(async () => {
   await set?.stop();
 });
 
-function keyOn(member: number, base: string): Buffer {
-  for (let i = 0; ; i++) {
-    const k = Buffer.from(`${base}${i}`);
-    if (router.memberOf(k) === member) return k;
-  }
-}
+const keyOn = (member: number, base: string): Buffer => keysOnMember(router, base, member, 1)[0]!;
 
 /** Every probe must fail with Unavailable within the bound. */
 function assertUnavailable(what: string, t: Timed<unknown>): void {
@@ -84,11 +80,7 @@ function assertUnavailable(what: string, t: Timed<unknown>): void {
   assert.ok(t.ms < FAIL_BOUND_MS, `${what} failed only after ${t.ms.toFixed(0)} ms (bound ${FAIL_BOUND_MS} ms)`);
 }
 
-/** P's /health answer: HTTP status and JSON body. */
-async function healthOfP(): Promise<{ status: number; body: { health: string; reason: string } }> {
-  const res = await fetch(`http://127.0.0.1:${P.handle.metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
-  return { status: res.status, body: (await res.json()) as { health: string; reason: string } };
-}
+const healthOfP = () => healthOf(P.handle.metricsPort);
 
 /** Requests that need `dead`, all at once (through P), and P's /health; returns their timings for the report. */
 async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<string> {

@@ -61,6 +61,12 @@ export async function timed<T>(f: () => Promise<T>): Promise<Timed<T>> {
   }
 }
 
+/** A proxy's /health answer (served on its metrics port): HTTP status and JSON body. */
+export async function healthOf(metricsPort: number | undefined): Promise<{ status: number; body: { health: string; reason: string } }> {
+  const res = await fetch(`http://127.0.0.1:${metricsPort}/health`, { signal: AbortSignal.timeout(10_000) });
+  return { status: res.status, body: (await res.json()) as { health: string; reason: string } };
+}
+
 // ---------------------------------------------------------------------------
 // gRPC statuses
 
