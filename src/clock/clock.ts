@@ -24,30 +24,22 @@ import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from
 import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';
-
-export interface Slot {
-  revision: number;
-  /** Allocation vector at this revision (see store/clock-record.ts). */
-  allocation: number[];
-}
+import { SlotGroup, type Slot } from './slot-group.js';
 
 /**
- * A revision for a write on one member. `slots` are the revisions handed, in
+ * A revision for a write on one member. `group` holds the revisions handed, in
  * the same coordinator round trip, to writes on the same member (this one
  * included, ascending, at most SLOT_GROUP of them): those writes may take any of
  * them, whichever reaches the member first taking the lowest.
  */
 export interface Tick extends Slot {
-  slots: Slot[];
+  group: SlotGroup;
   /**
    * A priority revision on this write's member that was handed out before this
    * write's: the write must not land before the member's clock reaches it (0: none).
    */
   first: number;
 }
-
-/** Most revisions that concurrent writes on one member may share as slots. */
-export const SLOT_GROUP = 8;
 
 export interface ClockSnapshot {
   revision: number;
@@ -254,7 +246,7 @@ export class Clock {
       const first = (base.first ?? base.last.map(() => 0)).map((f, m) => (f > 0 && this.watermark(m) < f ? f : 0));
       let revision = base.revision;
       const ticks: Tick[] = [];
-      const groups = new Map<number, Slot[]>();
+      const groups = new Map<number, SlotGroup>();
       for (const { member: m, priority } of requests) {
         revision++;
         last[m] = revision;
@@ -263,13 +255,15 @@ export class Clock {
           // A slot group of its own, and everything allocated after it on m waits for it.
           first[m] = revision;
           groups.delete(m);
-          ticks.push({ ...slot, slots: [slot], first: 0 });
+          const own = new SlotGroup();
+          own.add(slot);
+          ticks.push({ ...slot, group: own, first: 0 });
           continue;
         }
         let group = groups.get(m);
-        if (!group || group.length >= SLOT_GROUP) groups.set(m, (group = []));
-        group.push(slot);
-        ticks.push({ ...slot, slots: group, first: first[m]! });
+        if (!group || group.full) groups.set(m, (group = new SlotGroup()));
+        group.add(slot);
+        ticks.push({ ...slot, group, first: first[m]! });
       }
       let ceiling = base.ceiling;
       if (revision > ceiling) {

@@ -41,7 +41,8 @@ import { Errors, fromUpstream, unavailable } from '../server/errors.js';
 import { ClockKind, clockAtLeastValue, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { encodeEnvelope } from '../store/envelope.js';
 import { InternalKey, leaseIndexKey, toMemberKey, toMemberRange } from '../store/keyspace.js';
-import type { Slot, Tick } from '../clock/clock.js';
+import type { Tick } from '../clock/clock.js';
+import type { Slot } from '../clock/slot-group.js';
 import type { KvContext } from './context.js';
 import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { rangeAt } from './range.js';
@@ -205,7 +206,7 @@ async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
       // A key changed since it was read (retry with the fresh state, in the same slots if any
       // is still free), or a priority write on the member has not landed yet (wait for it).
       state = parseRefresh(resp, plan, stateReads);
-      if (state.clock !== undefined && state.clock >= lastSlot(tick).revision) {
+      if (state.clock !== undefined && state.clock >= tick.group.top.revision) {
         ctx.metrics.writeAttempts.inc({ outcome: 'order' });
         orderLosses++;
         finishSlot(ctx, member, tick, undefined);
@@ -508,7 +509,7 @@ async function buildMemberTxn(
 
   // Free slots of the group (those above the member's known clock), or just this write's own.
   const known = state.clock ?? -1;
-  const shared = tick.slots.filter((s) => s.revision > known);
+  const shared = tick.group.slots.filter((s) => s.revision > known);
   const slots = clientBytes * shared.length <= MAX_SLOTTED_BYTES && shared.length > 0 ? shared : [tick];
 
   let chain: RequestOp[] = [op.range(InternalKey.clock)];
@@ -550,10 +551,6 @@ function landedSlot(resp: TxnResponse, slots: number): { index: number; response
     level = t.responses[0];
   }
   return undefined;
-}
-
-function lastSlot(tick: Tick): Slot {
-  return tick.slots[tick.slots.length - 1] ?? tick;
 }
 
 /** A single key this write puts (with its new metadata) or deletes, for the key cache. */
@@ -664,30 +661,15 @@ async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: number): P
   }
 }
 
-/** Bookkeeping of a slot group: writes still going, and the slots taken. */
-interface GroupState {
-  pending: number;
-  taken: Set<number>;
-}
-
-const groups = new WeakMap<Slot[], GroupState>();
-
 /**
- * A write is done with its slot group (it landed at `landed`, or it gave up or
- * moved to a new group). When every write of the group is done, the group's top
- * slot is released if none took it — clock := top if still lower — so readers
- * do not wait for revisions nobody will write. Releasing only then can never
- * push a sibling still in flight out of its slots.
+ * A write is done with its tick (it landed at `landed`, or it gave up or moved
+ * to a new tick): the sequencer no longer waits for it, and its slot group
+ * may say the group's unused revisions are to be released.
  */
 function finishSlot(ctx: KvContext, member: number, tick: Tick, landed: number | undefined): void {
   ctx.sequencers[member]!.sent(tick.revision);
-  let g = groups.get(tick.slots);
-  if (!g) groups.set(tick.slots, (g = { pending: tick.slots.length, taken: new Set() }));
-  g.pending--;
-  if (landed !== undefined) g.taken.add(landed);
-  if (g.pending > 0) return;
-  const top = lastSlot(tick).revision;
-  if (g.taken.has(top)) return;
+  if (!tick.group.finish(landed)) return;
+  const top = tick.group.top.revision;
   const record = encodeClockRecord({ revision: top, kind: ClockKind.Fence, allocation: [] });
   ctx.members[member]!
     .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(top))], [op.put(InternalKey.clock, record)]))
