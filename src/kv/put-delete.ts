@@ -10,7 +10,7 @@ import type { DeleteRangeRequest, PutRequest, TxnRequest } from '../proto/gen/rp
 import { Errors, fromUpstream } from '../server/errors.js';
 import { toMemberRange } from '../store/keyspace.js';
 import type { KvContext } from './context.js';
-import { executeTxn } from './txn.js';
+import { executeTxn } from './txn/execute.js';
 import { checkDelete, checkPut } from './txn-check.js';
 
 export interface PutResult {

@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../clock/clock.js';
 import type { KvContext, LeaseChecker } from '../kv/context.js';
-import { executeTxn } from '../kv/txn.js';
+import { executeTxn } from '../kv/txn/execute.js';
 import { toClientKv } from '../kv/translate.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';

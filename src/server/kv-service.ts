@@ -14,7 +14,7 @@ import { compact } from '../kv/compact.js';
 import type { KvContext } from '../kv/context.js';
 import { deleteRange, put } from '../kv/put-delete.js';
 import { range, toRangeResponse } from '../kv/range.js';
-import { executeTxn } from '../kv/txn.js';
+import { executeTxn } from '../kv/txn/execute.js';
 import { checkTxn } from '../kv/txn-check.js';
 import type { HeaderFactory } from './header.js';
 import { checkRequestSize, receivedSize } from './request-size.js';

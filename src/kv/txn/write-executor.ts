@@ -1,0 +1,196 @@
+// The write path, for a transaction whose writes all go to member M:
+//   1. In parallel: take a meta revision R for M from the clock, and read the
+//      current state of the keys the transaction compares or puts (or take it
+//      from the key cache).
+//   2. Evaluate the client's compares locally (etcd semantics), choose the
+//      branches, and send one member transaction (member-txn.ts) that applies
+//      the chosen ops at R only if M's clock is below R and every key read is
+//      unchanged; otherwise it reads the clock and the state again.
+//   3. Retry on what the attempt says (AttemptOutcome): with the refreshed state
+//      in the same revision when only the state changed; with a new revision when
+//      M's clock already passed every slot; after waiting when a priority write
+//      this one must follow has not landed yet.
+//   Revisions taken and then not used are released (clock(M) := top of their
+//   slot group, if still lower) so readers do not wait for them.
+//
+// A writing transaction's reads of the current state that reach other members
+// are served after the write lands at R, as snapshot reads at R (or R - 1 when no
+// write came before them): exactly what etcd's atomic transaction reads, since no
+// other write has R — provided no write follows them in the branch taken, which
+// is refused before anything is sent.
+
+import type { Tick } from '../../clock/clock.js';
+import type { Slot } from '../../clock/slot-group.js';
+import { headerRevision } from '../../proto/build.js';
+import type { RequestOp, ResponseOp, TxnRequest, TxnResponse } from '../../proto/gen/rpc.js';
+import { Errors, fromUpstream, unavailable } from '../../server/errors.js';
+import type { KvContext } from '../context.js';
+import { compareToPath } from '../txn-compare.js';
+import type { TxnPlan } from '../txn-plan.js';
+import type { TxnOutcome } from './execute.js';
+import { cachedMeta, checkTakenRanges, compileClientOps, type ClientOps, type PastRevisions, type WriteInput } from './member-ops.js';
+import { attemptOutcome, buildMemberTxn, type MemberWrite } from './member-txn.js';
+import { translateResponses } from './responses.js';
+import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
+import { compareLookup, stateOps, type WriteState } from './write-state.js';
+
+const MAX_ATTEMPTS = 32;
+/** Order losses after which a write asks the clock for a priority revision. */
+const PRIORITY_AFTER_LOSSES = 3;
+
+export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number): Promise<TxnOutcome> {
+  // A revision taken for a member that cannot be reached could not be resolved either,
+  // and would hold back every watcher until --watch-timeout: fail fast instead.
+  if (!ctx.timelines[member]!.connected) throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
+  const reads = stateOps(plan);
+  const past = await resolvePastRanges(ctx, req, member);
+  const run = await WriteRun.start(ctx, req, plan, member, reads, past);
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    const done = await run.attempt();
+    if (done) return done;
+  }
+  run.finishTick(undefined);
+  throw unavailable(`member ${member}: too many conflicting concurrent writes, gave up after ${MAX_ATTEMPTS} attempts`);
+}
+
+/** One write's attempts, holding one tick at a time; every tick it takes is finished exactly once. */
+class WriteRun implements WriteInput {
+  path: boolean[] = [];
+  /** After losing the race to the member a few times, the write asks for a revision nothing allocated later may overtake. */
+  private orderLosses = 0;
+
+  private constructor(
+    private readonly ctx: KvContext,
+    readonly req: TxnRequest,
+    readonly plan: TxnPlan,
+    private readonly member: number,
+    private readonly reads: RequestOp[],
+    readonly past: PastRevisions,
+    private tick: Tick,
+    public state: WriteState,
+  ) {}
+
+  static async start(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, reads: RequestOp[], past: PastRevisions): Promise<WriteRun> {
+    const tickP = takeTick(ctx, member, false);
+    const stateP = readState(ctx, member, plan, reads);
+    let tick: Tick;
+    let state: WriteState;
+    try {
+      [tick, state] = await Promise.all([tickP, stateP]);
+    } catch (err) {
+      tickP.then((t) => finishTick(ctx, member, t, undefined), () => undefined);
+      throw err;
+    }
+    return new WriteRun(ctx, req, plan, member, reads, past, tick, state);
+  }
+
+  /** One attempt: the outcome when the write landed, undefined to try again. */
+  async attempt(): Promise<TxnOutcome | undefined> {
+    const { own, write } = await this.compile();
+    const resp = await this.send(write.txn);
+    const outcome = attemptOutcome(resp, write, this.tick, this.plan, this.reads);
+    switch (outcome.kind) {
+      case 'landed':
+        return this.land(outcome.slot, outcome.responses, own, resp);
+      case 'stale':
+        this.state = outcome.state;
+        this.ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+        return undefined;
+      case 'priority-wait':
+        this.state = outcome.state;
+        this.ctx.metrics.writeAttempts.inc({ outcome: 'priority' });
+        await this.waitForPriority();
+        return undefined;
+      case 'order-lost':
+        this.state = outcome.state;
+        await this.retake();
+        return undefined;
+      case 'all-slots-taken':
+        await this.retake();
+        return undefined;
+    }
+  }
+
+  /** The write is done with its tick (landed at `landed`, gave up, or moves to a new one). */
+  finishTick(landed: number | undefined): void {
+    finishTick(this.ctx, this.member, this.tick, landed);
+  }
+
+  /** The member transaction from the current state, after checking the leases its puts use. */
+  private async compile(): Promise<{ own: ClientOps; write: MemberWrite }> {
+    try {
+      this.path = compareToPath(this.req, compareLookup(this.state));
+      checkTakenRanges(this.req, this.path, this.ctx.compaction.revision, this.past);
+      const own = compileClientOps(this, this.tick.revision);
+      for (const lease of own.leases) {
+        if (!(await this.ctx.leases.exists(lease))) throw Errors.leaseNotFound();
+      }
+      return { own, write: buildMemberTxn(this, own, this.tick, this.reads) };
+    } catch (err) {
+      this.finishTick(undefined);
+      throw err;
+    }
+  }
+
+  /** Sends in the sequencer's order for this member. */
+  private async send(request: TxnRequest): Promise<TxnResponse> {
+    const seq = this.ctx.sequencers[this.member]!;
+    try {
+      await seq.turn(this.tick.revision);
+      const sent = this.ctx.members[this.member]!.txn(request);
+      seq.sent(this.tick.revision);
+      return await sent.finally(() => seq.finished());
+    } catch (err) {
+      this.finishTick(undefined);
+      throw fromUpstream(err, `member ${this.member}`);
+    }
+  }
+
+  private async land(slot: Slot, responses: ResponseOp[], own: ClientOps, resp: TxnResponse): Promise<TxnOutcome> {
+    const { ctx } = this;
+    ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
+    const R = slot.revision;
+    this.finishTick(R);
+    if (own.leases.size > 0) ctx.leases.attached(own.leases);
+    const m = headerRevision(resp);
+    for (const w of own.written) ctx.keyCache.set(w.key, cachedMeta(w, R, m));
+    const out = translateResponses(this, responses, R, m);
+    if (out.deferred.length > 0) await readDeferred(ctx, out.deferred, R);
+    return { revision: R, succeeded: this.path[0]!, responses: out.responses };
+  }
+
+  private async waitForPriority(): Promise<void> {
+    try {
+      await this.ctx.timelines[this.member]!.waitFor(this.tick.first, Date.now() + this.ctx.limits.requestTimeoutMs);
+    } catch (err) {
+      this.finishTick(undefined);
+      throw err;
+    }
+  }
+
+  /** Lost the race to the member: moves to a new tick (a priority one after a few losses). */
+  private async retake(): Promise<void> {
+    this.ctx.metrics.writeAttempts.inc({ outcome: 'order' });
+    this.orderLosses++;
+    this.finishTick(undefined);
+    this.tick = await takeTick(this.ctx, this.member, this.orderLosses >= PRIORITY_AFTER_LOSSES);
+  }
+}
+
+/** A tick for a write on `member`, registered with the member's sequencer as soon as it is handed out. */
+function takeTick(ctx: KvContext, member: number, priority: boolean): Promise<Tick> {
+  return ctx.clock.tick(member, priority).then((t) => {
+    ctx.sequencers[member]!.register(t.revision);
+    return t;
+  });
+}
+
+/**
+ * A write is done with `tick`: the sequencer stops holding later revisions back
+ * for it (a no-op when it went out), and its slot group may release what no
+ * write of the group used.
+ */
+function finishTick(ctx: KvContext, member: number, tick: Tick, landed: number | undefined): void {
+  ctx.sequencers[member]!.sent(tick.revision);
+  if (tick.group.finish(landed)) releaseUnused(ctx, member, tick.group.top.revision);
+}
