@@ -13,15 +13,9 @@ import type { KeyMeta } from '../key-cache.js';
 import { memberFetchLimit } from '../range-shape.js';
 import { toClientKv } from '../translate.js';
 import type { TxnPlan } from '../txn-plan.js';
+import type { PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
 import type { WriteState } from './write-state.js';
-
-/**
- * Member revisions of the ranges that read at a past meta revision, by meta
- * revision; an Error where that revision cannot be read (raised only if such a
- * range is on the branch taken, see checkTakenRanges).
- */
-export type PastRevisions = ReadonlyMap<number, number | Error>;
 
 /** What a write's member transaction is built from. */
 export interface WriteInput {
@@ -49,24 +43,6 @@ export interface ClientOps {
   written: WrittenKey[];
   /** Bytes of client keys and values put, which every slot repeats. */
   clientBytes: number;
-}
-
-/**
- * etcd's checkRange over the branch taken: a range at a revision below the
- * compacted one (`compactedAt`, -1 when never compacted) is compacted; one that
- * `past` could not resolve (a future revision) raises that error. Other
- * revisions of 0 or below read the current state.
- */
-export function checkTakenRanges(req: TxnRequest, path: readonly boolean[], compactedAt: number, past: PastRevisions): void {
-  walkTaken(req, path, {
-    op(r) {
-      if (r.$case !== 'requestRange' || r.value.revision === 0n) return;
-      const rev = Number(r.value.revision);
-      if (rev < compactedAt) throw Errors.compacted();
-      const resolved = past.get(rev);
-      if (resolved instanceof Error) throw resolved;
-    },
-  });
 }
 
 /** The client ops for the write landing at `revision`, recording what they write (for its own revision). */

@@ -12,11 +12,11 @@ import { resolveReadPoint, type ReadPoint } from '../read-point.js';
 import { compareToPath } from '../txn-compare.js';
 import { rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
 import type { TxnOutcome } from './execute.js';
-import { checkTakenRanges } from './member-ops.js';
 import { innerHeader } from './responses.js';
+import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
 
-const NO_PAST: ReadonlyMap<number, number | Error> = new Map();
+const NO_PAST: PastRevisions = new Map();
 
 export async function executeReadOnly(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome> {
   const members = [...plan.readMembers].sort((a, b) => a - b);

@@ -28,9 +28,10 @@ import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
 import type { TxnPlan } from '../txn-plan.js';
 import type { TxnOutcome } from './execute.js';
-import { cachedMeta, checkTakenRanges, compileClientOps, type ClientOps, type PastRevisions, type WriteInput } from './member-ops.js';
+import { cachedMeta, compileClientOps, type ClientOps, type WriteInput } from './member-ops.js';
 import { attemptOutcome, buildMemberTxn, type MemberWrite } from './member-txn.js';
 import { translateResponses } from './responses.js';
+import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
 import { compareLookup, stateOps, type WriteState } from './write-state.js';
 

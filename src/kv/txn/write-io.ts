@@ -10,7 +10,7 @@ import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint } from '../read-point.js';
 import type { TxnPlan } from '../txn-plan.js';
-import type { PastRevisions } from './member-ops.js';
+import type { PastRevisions } from './taken-ranges.js';
 import type { DeferredRead } from './responses.js';
 import { stateFrom, stateFromCache, type WriteState } from './write-state.js';
 
