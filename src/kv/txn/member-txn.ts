@@ -1,6 +1,6 @@
 // The member transaction of a write, and what its response says.
 //
-//   if   the member's clock is past any priority revision this write must follow
+//   if   the member's clock has reached any priority revision this write must follow
 //   and  every key/range read is unchanged since it was read
 //   then if   clock < slot1  then ops@slot1, lease index entries, clock := slot1
 //        elif clock < slot2  then ops@slot2, lease index entries, clock := slot2
