@@ -8,7 +8,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Server } from '@grpc/grpc-js';
 import { Clock } from './clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from './config.js';
-import { createHealthCheck } from './health.js';
+import { createHealthCheck, type HealthReport } from './health.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { LeaseManager } from './lease/lease-manager.js';
 import { KeyCache } from './kv/key-cache.js';
@@ -51,6 +51,8 @@ export interface ProxyHandle {
   clusterId: string;
   /** The meta cluster's layout (which member holds which key). */
   router: Router;
+  /** The check behind /health: coordinator and every member reachable, no alarm raised. */
+  health(): Promise<HealthReport>;
   stop(): Promise<void>;
 }
 
@@ -194,10 +196,11 @@ export async function startProxy(
       log.warn({ listenAddr: config.listenAddr }, 'serving plaintext beyond loopback: anyone who can reach this address can read and write every key');
     }
     let metricsPort: number | undefined;
+    const health = createHealthCheck({ clock, members, timeoutMs: HEALTH_TIMEOUT_MS });
     if (config.metricsPort > 0) {
       try {
-        const health = createHealthCheck({ clock, members, timeoutMs: HEALTH_TIMEOUT_MS });
-        const ms = await startMetricsServer({ metrics, host: config.metricsAddr, port: config.metricsPort, health });
+        const scrape = { body: () => metrics.registry.metrics(), contentType: metrics.registry.contentType };
+        const ms = await startMetricsServer({ scrape, host: config.metricsAddr, port: config.metricsPort, health });
         metricsServer = ms.server;
         metricsPort = ms.port;
       } catch (err) {
@@ -214,6 +217,7 @@ export async function startProxy(
       metricsPort,
       clusterId: boot.layout.clusterId,
       router,
+      health,
       stop: () => {
         stopping ??= (async () => {
           for (const stop of stoppers) stop();

@@ -1,11 +1,15 @@
 // The `metaetcd` command: runs the proxy (`metaetcd --coordinator URL --members
 // URL,...`) or the embedded sandbox (`metaetcd sandbox`).
 
+import cluster from 'node:cluster';
 import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
 import { runSandbox } from './sandbox.js';
+import { WORKER_INDEX_ENV } from './workers/messages.js';
+import { runPrimary } from './workers/primary.js';
+import { runWorker } from './workers/worker.js';
 
 export const VERSION = '0.1.0';
 
@@ -39,8 +43,10 @@ async function runProxy(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(config.logLevel);
-  keepServingOnStrayRejections(log);
+  if (cluster.isWorker) return runWorker(config, log, Number(process.env[WORKER_INDEX_ENV] ?? 0));
   if (pprofPort) log.warn({ pprofPort }, '--pprof-port is accepted for compatibility but profiling is not served');
+  if (config.workers > 1) return runPrimary(config, log);
+  keepServingOnStrayRejections(log);
   const proxy = await startProxy(config, log);
   await waitForSignal(log);
   await proxy.stop();

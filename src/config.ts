@@ -3,7 +3,7 @@
 // parsed the way Go's flag package does: "-name value", "--name value",
 // "-name=value" and "--name=value" are all accepted.
 
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { parseDuration } from './util/duration.js';
 
 export interface ProxyConfig {
@@ -32,6 +32,8 @@ export interface ProxyConfig {
   grpcServerKeepaliveTimeoutMs: number;
   grpcClientKeepaliveIntervalMs: number;
   grpcClientKeepaliveTimeoutMs: number;
+  /** Processes serving --listen-addr (1: this process serves it alone). */
+  workers: number;
 }
 
 type Kind = 'string' | 'int' | 'duration' | 'list';
@@ -88,6 +90,7 @@ export const PROXY_FLAGS: Record<string, FlagSpec> = {
     help: 'ping member clusters this often while calls are open (default 10s; at least 6s, as etcd refuses pings more often than every 5s)',
   },
   'grpc-client-keepalive-timeout': { key: 'grpcClientKeepaliveTimeoutMs', kind: 'duration', help: 'drop a member connection that does not answer a ping within (default 20s)' },
+  workers: { key: 'workers', kind: 'int', help: 'worker processes serving --listen-addr, each a whole proxy (default: the cores available)' },
   'pprof-port': { key: 'pprofPort', kind: 'int', help: 'accepted for compatibility with the original; profiling is not served' },
 };
 
@@ -118,6 +121,7 @@ export function defaultProxyConfig(): ProxyConfig {
     grpcServerKeepaliveTimeoutMs: 20_000,
     grpcClientKeepaliveIntervalMs: 10_000,
     grpcClientKeepaliveTimeoutMs: 20_000,
+    workers: availableParallelism(),
   };
 }
 
@@ -210,6 +214,7 @@ export function validateProxyConfig(c: ProxyConfig): void {
   if (!!c.clientCert !== !!c.clientCertKey) throw new Error('--client-cert and --client-cert-key go together');
   if (c.watchBufferLen < 1) throw new Error('--watch-buffer-len must be at least 1');
   if (c.maxTxnOps < 1) throw new Error('--max-txn-ops must be at least 1');
+  if (c.workers < 1) throw new Error('--workers must be at least 1');
 }
 
 /** Client URLs this proxy advertises: the flag, or the listen address with a usable host. */

@@ -5,10 +5,15 @@
 
 import { createServer, type Server } from 'node:http';
 import type { HealthReport } from './health.js';
-import type { Metrics } from './metrics.js';
+
+/** The text exposition of a Prometheus registry (one process's, or the sum over workers). */
+export interface Scrape {
+  body(): Promise<string>;
+  contentType: string;
+}
 
 export interface MetricsServerOptions {
-  metrics: Metrics;
+  scrape: Scrape;
   host: string;
   port: number;
   health: () => Promise<HealthReport>;
@@ -18,8 +23,8 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<{ ser
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
     if (path === '/metrics') {
-      o.metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body),
+      o.scrape.body().then(
+        (body) => res.writeHead(200, { 'content-type': o.scrape.contentType }).end(body),
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
       return;

@@ -1,21 +1,17 @@
 // A gRPC client for one etcd cluster — the coordinator or one member — over the
-// endpoints of that cluster. Unary calls get a deadline and, when they are safe
-// to repeat, fail over to the cluster's next endpoint on Unavailable. The proxy
-// talks to upstream clusters only through this class.
+// endpoints of that cluster. Unary calls go over node:http2 (h2-unary.ts), get a
+// deadline and, when they are safe to repeat, fail over to the cluster's next
+// endpoint on Unavailable; streams use grpc-js. The proxy talks to upstream
+// clusters only through this class.
 
-import {
-  credentials,
-  Metadata,
-  status as Status,
-  type CallOptions as GrpcCallOptions,
-  type ChannelCredentials,
-  type ClientDuplexStream,
-  type ServiceError,
-} from '@grpc/grpc-js';
+import { credentials, status as Status, type ChannelCredentials, type ClientDuplexStream } from '@grpc/grpc-js';
 import {
   AlarmRequest,
+  ClusterService,
+  KVService,
+  LeaseService,
+  MaintenanceService,
   type AlarmResponse,
-  ClusterClient,
   CompactionRequest,
   type CompactionResponse,
   DeleteRangeRequest,
@@ -26,7 +22,6 @@ import {
   type PutResponse,
   DefragmentRequest,
   type DefragmentResponse,
-  KVClient,
   LeaseClient,
   LeaseGrantRequest,
   type LeaseGrantResponse,
@@ -38,7 +33,6 @@ import {
   type LeaseRevokeResponse,
   LeaseTimeToLiveRequest,
   type LeaseTimeToLiveResponse,
-  MaintenanceClient,
   RangeRequest,
   type RangeResponse,
   StatusRequest,
@@ -52,6 +46,7 @@ import {
 } from '../proto/gen/rpc.js';
 import { isServiceError } from '../server/errors.js';
 import type { Endpoint } from './endpoints.js';
+import { H2UnaryChannel } from './h2-unary.js';
 
 export interface ClientTls {
   ca?: Buffer;
@@ -76,19 +71,19 @@ export interface CallOptions {
 
 interface Stubs {
   endpoint: Endpoint;
-  kv: KVClient;
+  /** Unary calls. */
+  unary: H2UnaryChannel;
+  /** Streams. */
   watch: WatchClient;
   lease: LeaseClient;
-  maintenance: MaintenanceClient;
-  cluster: ClusterClient;
 }
 
-type Unary<Req, Res> = (
-  req: Req,
-  md: Metadata,
-  opts: GrpcCallOptions,
-  cb: (err: ServiceError | null, res: Res) => void,
-) => unknown;
+/** A unary method as the generated service definitions describe it. */
+interface Method<Req, Res> {
+  path: string;
+  requestSerialize(req: Req): Buffer;
+  responseDeserialize(b: Buffer): Res;
+}
 
 export class EtcdClient {
   name: string;
@@ -116,11 +111,15 @@ export class EtcdClient {
       const creds = channelCredentials(endpoint, opts.tls);
       return {
         endpoint,
-        kv: new KVClient(endpoint.address, creds, channelOptions),
+        unary: new H2UnaryChannel({
+          address: endpoint.address,
+          secure: endpoint.secure,
+          ...(opts.tls ? { tls: opts.tls } : {}),
+          keepaliveTimeMs: channelOptions['grpc.keepalive_time_ms'],
+          keepaliveTimeoutMs: channelOptions['grpc.keepalive_timeout_ms'],
+        }),
         watch: new WatchClient(endpoint.address, creds, channelOptions),
         lease: new LeaseClient(endpoint.address, creds, channelOptions),
-        maintenance: new MaintenanceClient(endpoint.address, creds, channelOptions),
-        cluster: new ClusterClient(endpoint.address, creds, channelOptions),
       };
     });
   }
@@ -130,65 +129,56 @@ export class EtcdClient {
   }
 
   range(req: DeepPartial<RangeRequest>, o?: CallOptions): Promise<RangeResponse> {
-    const msg = RangeRequest.fromPartial(req);
-    return this.unary(true, o, (s) => s.kv.range.bind(s.kv) as Unary<RangeRequest, RangeResponse>, msg);
+    return this.unary(true, o, KVService.range, RangeRequest.fromPartial(req));
   }
 
   /** A transaction. Read-only transactions may be repeated on another endpoint; writes may not. */
   txn(req: DeepPartial<TxnRequest>, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
-    const msg = TxnRequest.fromPartial(req);
-    return this.unary(o?.readOnly ?? false, o, (s) => s.kv.txn.bind(s.kv) as Unary<TxnRequest, TxnResponse>, msg);
+    return this.unary(o?.readOnly ?? false, o, KVService.txn, TxnRequest.fromPartial(req));
   }
 
   put(req: DeepPartial<PutRequest>, o?: CallOptions): Promise<PutResponse> {
-    const msg = PutRequest.fromPartial(req);
-    return this.unary(false, o, (s) => s.kv.put.bind(s.kv) as Unary<PutRequest, PutResponse>, msg);
+    return this.unary(false, o, KVService.put, PutRequest.fromPartial(req));
   }
 
   deleteRange(req: DeepPartial<DeleteRangeRequest>, o?: CallOptions): Promise<DeleteRangeResponse> {
-    const msg = DeleteRangeRequest.fromPartial(req);
-    return this.unary(false, o, (s) => s.kv.deleteRange.bind(s.kv) as Unary<DeleteRangeRequest, DeleteRangeResponse>, msg);
+    return this.unary(false, o, KVService.deleteRange, DeleteRangeRequest.fromPartial(req));
   }
 
   memberList(o?: CallOptions): Promise<MemberListResponse> {
-    return this.unary(true, o, (s) => s.cluster.memberList.bind(s.cluster) as Unary<MemberListRequest, MemberListResponse>, MemberListRequest.fromPartial({}));
+    return this.unary(true, o, ClusterService.memberList, MemberListRequest.fromPartial({}));
   }
 
   compact(req: DeepPartial<CompactionRequest>, o?: CallOptions): Promise<CompactionResponse> {
-    const msg = CompactionRequest.fromPartial(req);
-    return this.unary(true, o, (s) => s.kv.compact.bind(s.kv) as Unary<CompactionRequest, CompactionResponse>, msg);
+    return this.unary(true, o, KVService.compact, CompactionRequest.fromPartial(req));
   }
 
   status(o?: CallOptions): Promise<StatusResponse> {
-    return this.unary(true, o, (s) => s.maintenance.status.bind(s.maintenance) as Unary<StatusRequest, StatusResponse>, StatusRequest.fromPartial({}));
+    return this.unary(true, o, MaintenanceService.status, StatusRequest.fromPartial({}));
   }
 
   alarm(req: DeepPartial<AlarmRequest>, o?: CallOptions): Promise<AlarmResponse> {
-    const msg = AlarmRequest.fromPartial(req);
-    return this.unary(true, o, (s) => s.maintenance.alarm.bind(s.maintenance) as Unary<AlarmRequest, AlarmResponse>, msg);
+    return this.unary(true, o, MaintenanceService.alarm, AlarmRequest.fromPartial(req));
   }
 
   defragment(o?: CallOptions): Promise<DefragmentResponse> {
-    return this.unary(true, o, (s) => s.maintenance.defragment.bind(s.maintenance) as Unary<DefragmentRequest, DefragmentResponse>, DefragmentRequest.fromPartial({}));
+    return this.unary(true, o, MaintenanceService.defragment, DefragmentRequest.fromPartial({}));
   }
 
   leaseGrant(req: DeepPartial<LeaseGrantRequest>, o?: CallOptions): Promise<LeaseGrantResponse> {
-    const msg = LeaseGrantRequest.fromPartial(req);
-    return this.unary(false, o, (s) => s.lease.leaseGrant.bind(s.lease) as Unary<LeaseGrantRequest, LeaseGrantResponse>, msg);
+    return this.unary(false, o, LeaseService.leaseGrant, LeaseGrantRequest.fromPartial(req));
   }
 
   leaseRevoke(req: DeepPartial<LeaseRevokeRequest>, o?: CallOptions): Promise<LeaseRevokeResponse> {
-    const msg = LeaseRevokeRequest.fromPartial(req);
-    return this.unary(true, o, (s) => s.lease.leaseRevoke.bind(s.lease) as Unary<LeaseRevokeRequest, LeaseRevokeResponse>, msg);
+    return this.unary(true, o, LeaseService.leaseRevoke, LeaseRevokeRequest.fromPartial(req));
   }
 
   leaseTimeToLive(req: DeepPartial<LeaseTimeToLiveRequest>, o?: CallOptions): Promise<LeaseTimeToLiveResponse> {
-    const msg = LeaseTimeToLiveRequest.fromPartial(req);
-    return this.unary(true, o, (s) => s.lease.leaseTimeToLive.bind(s.lease) as Unary<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>, msg);
+    return this.unary(true, o, LeaseService.leaseTimeToLive, LeaseTimeToLiveRequest.fromPartial(req));
   }
 
   leaseLeases(o?: CallOptions): Promise<LeaseLeasesResponse> {
-    return this.unary(true, o, (s) => s.lease.leaseLeases.bind(s.lease) as Unary<LeaseLeasesRequest, LeaseLeasesResponse>, LeaseLeasesRequest.fromPartial({}));
+    return this.unary(true, o, LeaseService.leaseLeases, LeaseLeasesRequest.fromPartial({}));
   }
 
   /** Opens a Watch stream on the current endpoint (the caller resumes on errors). */
@@ -207,11 +197,9 @@ export class EtcdClient {
 
   close(): void {
     for (const s of this.stubs) {
-      s.kv.close();
+      s.unary.close();
       s.watch.close();
       s.lease.close();
-      s.maintenance.close();
-      s.cluster.close();
     }
   }
 
@@ -219,18 +207,14 @@ export class EtcdClient {
     return this.stubs[this.current]!;
   }
 
-  private async unary<Req, Res>(
-    repeatable: boolean,
-    o: CallOptions | undefined,
-    pick: (s: Stubs) => Unary<Req, Res>,
-    req: Req,
-  ): Promise<Res> {
+  private async unary<Req, Res>(repeatable: boolean, o: CallOptions | undefined, method: Method<Req, Res>, req: Req): Promise<Res> {
     const attempts = repeatable ? this.stubs.length : 1;
+    const body = method.requestSerialize(req);
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
       const stubs = this.currentStubs();
       try {
-        return await callUnary(pick(stubs), req, o?.timeoutMs ?? this.timeoutMs);
+        return method.responseDeserialize(await stubs.unary.call(method.path, body, o?.timeoutMs ?? this.timeoutMs));
       } catch (err) {
         lastErr = err;
         if (!isServiceError(err) || err.code !== Status.UNAVAILABLE) throw err;
@@ -241,14 +225,6 @@ export class EtcdClient {
   }
 }
 
-function callUnary<Req, Res>(fn: Unary<Req, Res>, req: Req, timeoutMs: number): Promise<Res> {
-  return new Promise<Res>((resolve, reject) => {
-    fn(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
-      if (err) reject(err);
-      else resolve(res);
-    });
-  });
-}
 
 function channelCredentials(endpoint: Endpoint, tls: ClientTls | undefined): ChannelCredentials {
   if (!endpoint.secure) return credentials.createInsecure();

@@ -239,6 +239,8 @@ export class ChildProxy {
       String(metricsPort ?? 0),
       '-v',
       o.logLevel ?? 'warn',
+      // One process unless a test asks for workers: the fault tests signal "the proxy" by its pid.
+      ...(o.flags?.includes('--workers') ? [] : ['--workers', '1']),
       ...(o.flags ?? []),
     ];
     const c = new ChildProxy(args, port, metricsPort, o.nodeFlags ?? []);
@@ -290,6 +292,17 @@ export class ChildProxy {
       if (this.running) process.kill(this.pid, 'SIGKILL');
     } catch {
       // gone
+    }
+  }
+
+  /** Pids of the child's own children (its worker processes), from /proc. */
+  childPids(): number[] {
+    try {
+      return readdirSync(`/proc/${this.pid}/task`).flatMap((tid) =>
+        readFileSync(`/proc/${this.pid}/task/${tid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number),
+      );
+    } catch {
+      return [];
     }
   }
 
