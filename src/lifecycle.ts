@@ -1,6 +1,6 @@
-// Process lifecycle for the `metaetcd` command: waiting for a stop signal (or for
-// the launching wrapper to go away), surviving stray promise rejections, and the
-// usage text of a flag table.
+// Process lifecycle for the `metaetcd` command: waiting for a stop signal (for the
+// sandbox, also for the launching wrapper to go away), surviving stray promise
+// rejections, and the usage text of a flag table.
 
 import type { Logger } from './log.js';
 
@@ -10,18 +10,26 @@ export function usage(synopsis: string, flags: Record<string, { help: string }>)
   return lines.join('\n') + '\n';
 }
 
+export interface SignalWaitOptions {
+  /**
+   * Also stop when the process that started us goes away. For the sandbox, whose
+   * etcd processes must not outlive a wrapper such as `npx` (which does not pass
+   * SIGTERM on); a server started by a script with `nohup … &` must outlive it.
+   */
+  exitWithParent?: boolean;
+}
+
 /**
- * Resolves on the first SIGINT or SIGTERM (a second one exits at once), or when
- * the process that started us goes away: wrappers such as `npx` do not pass
- * SIGTERM on to us, so a stopped wrapper would otherwise leave us (and the etcd
- * processes of a sandbox) running as orphans.
+ * Resolves on the first SIGINT or SIGTERM (a second one exits at once), or, with
+ * exitWithParent, when the launching process goes away. The reason is logged at
+ * warn: a server that stops should always say why.
  */
-export function waitForSignal(log: Logger): Promise<NodeJS.Signals | 'orphaned'> {
+export function waitForSignal(log: Logger, o: SignalWaitOptions = {}): Promise<NodeJS.Signals | 'orphaned'> {
   return new Promise((resolve) => {
     const parent = process.ppid;
     const done = (why: NodeJS.Signals | 'orphaned') => {
-      log.info({ reason: why }, 'shutting down');
-      clearInterval(watchParent);
+      log.warn({ reason: why === 'orphaned' ? 'the process that started this one exited' : `received ${why}` }, 'shutting down');
+      if (watchParent) clearInterval(watchParent);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.once('SIGINT', () => process.exit(130));
@@ -29,9 +37,11 @@ export function waitForSignal(log: Logger): Promise<NodeJS.Signals | 'orphaned'>
       resolve(why);
     };
     const onSignal = (sig: NodeJS.Signals) => done(sig);
-    const watchParent = setInterval(() => {
-      if (process.ppid !== parent) done('orphaned');
-    }, 500);
+    const watchParent = o.exitWithParent
+      ? setInterval(() => {
+          if (process.ppid !== parent) done('orphaned');
+        }, 500)
+      : undefined;
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });

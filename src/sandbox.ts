@@ -127,7 +127,7 @@ export async function runSandbox(argv: string[]): Promise<number> {
       .filter((l) => l !== '')
       .join('\n') + '\n',
   );
-  await waitForSignal(log);
+  await waitForSignal(log, { exitWithParent: true });
   await sandbox.stop();
   return 0;
 }
