@@ -11,34 +11,34 @@ import {
   KVService,
   LeaseService,
   MaintenanceService,
-  type AlarmResponse,
+  AlarmResponse,
   CompactionRequest,
-  type CompactionResponse,
+  CompactionResponse,
   DeleteRangeRequest,
-  type DeleteRangeResponse,
+  DeleteRangeResponse,
   MemberListRequest,
-  type MemberListResponse,
+  MemberListResponse,
   PutRequest,
-  type PutResponse,
+  PutResponse,
   DefragmentRequest,
-  type DefragmentResponse,
+  DefragmentResponse,
   LeaseClient,
   LeaseGrantRequest,
-  type LeaseGrantResponse,
+  LeaseGrantResponse,
   type LeaseKeepAliveRequest,
   type LeaseKeepAliveResponse,
   LeaseLeasesRequest,
-  type LeaseLeasesResponse,
+  LeaseLeasesResponse,
   LeaseRevokeRequest,
-  type LeaseRevokeResponse,
+  LeaseRevokeResponse,
   LeaseTimeToLiveRequest,
-  type LeaseTimeToLiveResponse,
+  LeaseTimeToLiveResponse,
   RangeRequest,
-  type RangeResponse,
+  RangeResponse,
   StatusRequest,
-  type StatusResponse,
+  StatusResponse,
   TxnRequest,
-  type TxnResponse,
+  TxnResponse,
   WatchClient,
   type DeepPartial,
   type WatchRequest,
@@ -78,12 +78,34 @@ interface Stubs {
   lease: LeaseClient;
 }
 
-/** A unary method as the generated service definitions describe it. */
+/** A unary method: its path and message codecs (encoding straight to bytes, without the service definition's extra copy). */
 interface Method<Req, Res> {
   path: string;
-  requestSerialize(req: Req): Buffer;
-  responseDeserialize(b: Buffer): Res;
+  req: { encode(m: Req): { finish(): Uint8Array } };
+  res: { decode(b: Uint8Array): Res };
 }
+
+const method = <Req, Res>(def: { path: string }, req: Method<Req, Res>['req'], res: Method<Req, Res>['res']): Method<Req, Res> => ({
+  path: def.path,
+  req,
+  res,
+});
+
+const M = {
+  range: method(KVService.range, RangeRequest, RangeResponse),
+  txn: method(KVService.txn, TxnRequest, TxnResponse),
+  put: method(KVService.put, PutRequest, PutResponse),
+  deleteRange: method(KVService.deleteRange, DeleteRangeRequest, DeleteRangeResponse),
+  compact: method(KVService.compact, CompactionRequest, CompactionResponse),
+  memberList: method(ClusterService.memberList, MemberListRequest, MemberListResponse),
+  status: method(MaintenanceService.status, StatusRequest, StatusResponse),
+  alarm: method(MaintenanceService.alarm, AlarmRequest, AlarmResponse),
+  defragment: method(MaintenanceService.defragment, DefragmentRequest, DefragmentResponse),
+  leaseGrant: method(LeaseService.leaseGrant, LeaseGrantRequest, LeaseGrantResponse),
+  leaseRevoke: method(LeaseService.leaseRevoke, LeaseRevokeRequest, LeaseRevokeResponse),
+  leaseTimeToLive: method(LeaseService.leaseTimeToLive, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse),
+  leaseLeases: method(LeaseService.leaseLeases, LeaseLeasesRequest, LeaseLeasesResponse),
+};
 
 export class EtcdClient {
   name: string;
@@ -129,56 +151,56 @@ export class EtcdClient {
   }
 
   range(req: DeepPartial<RangeRequest>, o?: CallOptions): Promise<RangeResponse> {
-    return this.unary(true, o, KVService.range, RangeRequest.fromPartial(req));
+    return this.unary(true, o, M.range, RangeRequest.fromPartial(req));
   }
 
   /** A transaction. Read-only transactions may be repeated on another endpoint; writes may not. */
   txn(req: DeepPartial<TxnRequest>, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
-    return this.unary(o?.readOnly ?? false, o, KVService.txn, TxnRequest.fromPartial(req));
+    return this.unary(o?.readOnly ?? false, o, M.txn, TxnRequest.fromPartial(req));
   }
 
   put(req: DeepPartial<PutRequest>, o?: CallOptions): Promise<PutResponse> {
-    return this.unary(false, o, KVService.put, PutRequest.fromPartial(req));
+    return this.unary(false, o, M.put, PutRequest.fromPartial(req));
   }
 
   deleteRange(req: DeepPartial<DeleteRangeRequest>, o?: CallOptions): Promise<DeleteRangeResponse> {
-    return this.unary(false, o, KVService.deleteRange, DeleteRangeRequest.fromPartial(req));
+    return this.unary(false, o, M.deleteRange, DeleteRangeRequest.fromPartial(req));
   }
 
   memberList(o?: CallOptions): Promise<MemberListResponse> {
-    return this.unary(true, o, ClusterService.memberList, MemberListRequest.fromPartial({}));
+    return this.unary(true, o, M.memberList, MemberListRequest.fromPartial({}));
   }
 
   compact(req: DeepPartial<CompactionRequest>, o?: CallOptions): Promise<CompactionResponse> {
-    return this.unary(true, o, KVService.compact, CompactionRequest.fromPartial(req));
+    return this.unary(true, o, M.compact, CompactionRequest.fromPartial(req));
   }
 
   status(o?: CallOptions): Promise<StatusResponse> {
-    return this.unary(true, o, MaintenanceService.status, StatusRequest.fromPartial({}));
+    return this.unary(true, o, M.status, StatusRequest.fromPartial({}));
   }
 
   alarm(req: DeepPartial<AlarmRequest>, o?: CallOptions): Promise<AlarmResponse> {
-    return this.unary(true, o, MaintenanceService.alarm, AlarmRequest.fromPartial(req));
+    return this.unary(true, o, M.alarm, AlarmRequest.fromPartial(req));
   }
 
   defragment(o?: CallOptions): Promise<DefragmentResponse> {
-    return this.unary(true, o, MaintenanceService.defragment, DefragmentRequest.fromPartial({}));
+    return this.unary(true, o, M.defragment, DefragmentRequest.fromPartial({}));
   }
 
   leaseGrant(req: DeepPartial<LeaseGrantRequest>, o?: CallOptions): Promise<LeaseGrantResponse> {
-    return this.unary(false, o, LeaseService.leaseGrant, LeaseGrantRequest.fromPartial(req));
+    return this.unary(false, o, M.leaseGrant, LeaseGrantRequest.fromPartial(req));
   }
 
   leaseRevoke(req: DeepPartial<LeaseRevokeRequest>, o?: CallOptions): Promise<LeaseRevokeResponse> {
-    return this.unary(true, o, LeaseService.leaseRevoke, LeaseRevokeRequest.fromPartial(req));
+    return this.unary(true, o, M.leaseRevoke, LeaseRevokeRequest.fromPartial(req));
   }
 
   leaseTimeToLive(req: DeepPartial<LeaseTimeToLiveRequest>, o?: CallOptions): Promise<LeaseTimeToLiveResponse> {
-    return this.unary(true, o, LeaseService.leaseTimeToLive, LeaseTimeToLiveRequest.fromPartial(req));
+    return this.unary(true, o, M.leaseTimeToLive, LeaseTimeToLiveRequest.fromPartial(req));
   }
 
   leaseLeases(o?: CallOptions): Promise<LeaseLeasesResponse> {
-    return this.unary(true, o, LeaseService.leaseLeases, LeaseLeasesRequest.fromPartial({}));
+    return this.unary(true, o, M.leaseLeases, LeaseLeasesRequest.fromPartial({}));
   }
 
   /** Opens a Watch stream on the current endpoint (the caller resumes on errors). */
@@ -209,12 +231,12 @@ export class EtcdClient {
 
   private async unary<Req, Res>(repeatable: boolean, o: CallOptions | undefined, method: Method<Req, Res>, req: Req): Promise<Res> {
     const attempts = repeatable ? this.stubs.length : 1;
-    const body = method.requestSerialize(req);
+    const body = method.req.encode(req).finish();
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
       const stubs = this.currentStubs();
       try {
-        return method.responseDeserialize(await stubs.unary.call(method.path, body, o?.timeoutMs ?? this.timeoutMs));
+        return method.res.decode(await stubs.unary.call(method.path, body, o?.timeoutMs ?? this.timeoutMs));
       } catch (err) {
         lastErr = err;
         if (!isServiceError(err) || err.code !== Status.UNAVAILABLE) throw err;
