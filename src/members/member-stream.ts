@@ -56,6 +56,7 @@ export class MemberStream {
   constructor(o: MemberStreamOptions) {
     this.o = o;
     this.log = o.log.child({ component: 'member-stream', member: o.member });
+    o.timeline.link.onWanted = () => this.reconnectNow();
   }
 
   private firstCreated: (() => void) | undefined;
@@ -120,6 +121,7 @@ export class MemberStream {
     stream.on('error', (err: Error) => {
       settleDialing();
       if (this.stopped) return;
+      if (!this.connected) this.o.timeline.link.attemptFailed();
       this.log.warn({ err: err.message }, 'member watch stream failed; resuming');
       this.scheduleReopen();
     });
@@ -146,7 +148,7 @@ export class MemberStream {
   private setConnected(on: boolean): void {
     if (on === this.connected) return;
     this.connected = on;
-    this.o.timeline.connected = on;
+    this.o.timeline.link.set(on);
     if (on) this.o.metrics.watchesRunning.inc();
     else this.o.metrics.watchesRunning.dec();
   }
@@ -164,6 +166,14 @@ export class MemberStream {
       this.reconnectTimer = undefined;
       this.open();
     }, delay);
+  }
+
+  /** A write is waiting for the stream: skip what is left of the back-off. */
+  private reconnectNow(): void {
+    if (!this.reconnectTimer || this.stopped) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.open();
   }
 
   private async reseedAndReopen(): Promise<void> {

@@ -17,6 +17,7 @@ import { cmp, op, txn } from '../proto/build.js';
 import { Errors, fromUpstream, isServiceError, unavailable } from '../server/errors.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
+import { StreamLink } from '../members/stream-link.js';
 import { RevisionIndex } from './revision-index.js';
 
 export interface MemberTimelineOptions {
@@ -44,8 +45,8 @@ export class MemberTimeline {
   private mark = -1;
   private processedRev = 0;
   private waiters: Waiter[] = [];
-  /** Whether the member's watch stream is connected (set by the member stream). */
-  connected = false;
+  /** Whether the member's watch stream is up (set by the member stream). */
+  readonly link = new StreamLink();
 
   constructor(o: MemberTimelineOptions) {
     this.member = o.member;

@@ -40,9 +40,13 @@ const MAX_ATTEMPTS = 32;
 const PRIORITY_AFTER_LOSSES = 3;
 
 export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number): Promise<TxnOutcome> {
-  // A revision taken for a member that cannot be reached could not be resolved either,
-  // and would hold back every watcher until --watch-timeout: fail fast instead.
-  if (!ctx.timelines[member]!.connected) throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
+  // A revision taken for a member whose stream is down could not be resolved, and
+  // would hold back every watcher until --watch-timeout: wait for the stream to
+  // come back (a member that just restarted), or fail once it is known unreachable.
+  const link = ctx.timelines[member]!.link;
+  if (!link.connected && !(await link.usable(Date.now() + ctx.limits.requestTimeoutMs))) {
+    throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
+  }
   const reads = stateOps(plan);
   const past = await resolvePastRanges(ctx, req, member);
   const run = await WriteRun.start(ctx, req, plan, member, reads, past);
