@@ -5,12 +5,15 @@
 //   2. preload ~5000 pods of 1 KiB; then for each client count (BENCH_CLIENTS):
 //      warm up, run the KV mix, reading the CPU time of every serving process
 //      (a proxy's summed over its workers) and the round-trip counters around it;
-//   3. run each op type alone for a moment (at the highest client count):
+//   3. run each op type alone for a moment (at BENCH_PROBE_CLIENTS clients):
 //      CPU and round trips per op type;
 //   4. stop it.
-// Then markdown tables with the ratios proxy/direct: per client count (ops/s,
-// p50/p99, CPU ms per op of each process, round trips per write), and per
-// worker count with the growth over 1 worker. The bench exits 0 unless
+// Then markdown tables with the ratios proxy/direct: the issue's compact table
+// (one row per client count: ops/s, p50, proxy CPU ms/op, whole-system CPU
+// ratio, coordinator round trips and member calls per write), the proxy by
+// worker count with the growth over 1 worker, each client count in detail
+// (ops/s and p50/p99 per op type, CPU ms per op of every process), watchers,
+// and each op type alone. The bench exits 0 unless
 // something broke (a target failed, more than 1% of operations failed, or a
 // watcher missed an event).
 //
@@ -19,8 +22,9 @@
 //   BENCH_WARMUP_SECONDS (2)      unmeasured mix before each
 //   BENCH_CLIENTS (1,64)          concurrent clients, a list: one KV mix per count; BENCH_CONNECTIONS (4) HTTP/2 connections
 //   BENCH_WORKERS (1)             proxy worker counts, a list, e.g. "1,2": one proxy target per count, run as
-//                                 `metaetcd --workers N` (a proxy without the --workers flag runs only BENCH_WORKERS=1,
-//                                 and then without the flag)
+//                                 `metaetcd --workers N` (so 1 means one process, not the proxy's default of one per
+//                                 core); needs a proxy build with --workers (from its --help): one without the flag
+//                                 runs only BENCH_WORKERS=1, and then no --workers is passed
 //   BENCH_MIX                     e.g. "create=10,update=40,get=48,list=1.5,list-all=0.5"
 //   BENCH_PROBE_SECONDS (2)       each op type alone, per target; 0 skips
 //   BENCH_PROBE_CLIENTS           clients of those probes (the highest of BENCH_CLIENTS)
