@@ -2,7 +2,8 @@
 // be read from /proc separately from the load generator's:
 //   - a plain etcd, with the same flags as a member ("direct");
 //   - a coordinator and three members, and the compiled proxy over them,
-//     spawned as `node bin/metaetcd.js ...` ("proxy").
+//     spawned as `node bin/metaetcd.js ... [--workers N]` ("proxy"); its CPU and
+//     RSS are read over the process and its descendants (the workers).
 // Everything started is registered in `running`, so main can stop it all on
 // errors and signals; the proxy is also SIGKILLed on process exit. Processes
 // are only ever signalled by their pid.
@@ -127,6 +128,14 @@ export interface ProxyOptions {
   memberCount: number;
   /** Extra node flags for the proxy process, e.g. ["--cpu-prof", "--cpu-prof-dir=.bench/prof"]. */
   nodeArgs: string[];
+  /** `--workers N`; undefined passes no --workers flag (the proxy's own default). */
+  workers?: number;
+}
+
+/** Whether the built proxy has a --workers flag (from its --help). */
+export function proxyHasWorkersFlag(): boolean {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'metaetcd.js'), '--help'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
+  return /^\s*--workers\b/m.test(`${r.stdout}${r.stderr}`);
 }
 
 export async function startProxyCluster(root: string, o: ProxyOptions): Promise<Target> {
@@ -149,6 +158,7 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
     String(metricsPort),
     '-v',
     'warn',
+    ...(o.workers === undefined ? [] : ['--workers', String(o.workers)]),
   ]);
   const address = `127.0.0.1:${port}`;
   try {
@@ -157,7 +167,8 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
     await proxy.stop();
     throw err;
   }
-  const front = { label: 'proxy', pid: proxy.pid };
+  // With --workers N the proxy's CPU and RSS are those of the primary and all its workers.
+  const front = { label: 'proxy', pid: proxy.pid, tree: true };
   return {
     kind: 'proxy',
     address,

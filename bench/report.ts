@@ -1,10 +1,12 @@
 // Printing: per-target details as each phase ends, then the side-by-side
-// comparison as markdown: the KV mix and watchers, and each op type run alone
-// (CPU and upstream round trips per op type).
+// comparison as markdown: the issue's compact table (one row per client count)
+// for each proxy target, the proxy by worker count, the KV mix per client count
+// in detail, watchers, and each op type run alone (CPU and upstream round trips
+// per op type).
 
 import { OP_TYPES, totalErrors, totalOps, type MixResult, type OpType } from './load.js';
 import { total, upstreamCalls, type RoundTrips } from './prom.js';
-import { fmt, kib, mib, ratio, table } from './stats.js';
+import { fmt, kib, mib, ratio, Samples, table } from './stats.js';
 import type { WatchResult } from './watchers.js';
 
 export interface Probe {
@@ -16,13 +18,24 @@ export interface Probe {
   rt: RoundTrips;
 }
 
-export interface TargetResult {
-  kind: 'direct' | 'proxy';
+/** One KV-mix run at one client count. */
+export interface Cell {
+  clients: number;
   mix: MixResult;
   /** CPU seconds of each process over the mix (including "load generator"). */
   cpu: Map<string, number>;
   rt: RoundTrips;
+}
+
+export interface TargetResult {
+  kind: 'direct' | 'proxy';
+  /** `--workers N` of a proxy target; undefined when no --workers flag was passed. */
+  workers: number | undefined;
+  /** One per client count, in the order they ran. */
+  cells: Cell[];
+  /** Each op type alone, at `probeClients` clients. */
   probes: Map<OpType, Probe>;
+  probeClients: number;
   watch: WatchResult | undefined;
   watchError: string | undefined;
 }
@@ -33,15 +46,19 @@ function per1000(v: number, ops: number): number {
   return ops > 0 ? (v / ops) * 1000 : NaN;
 }
 
-const kindLabel = (k: 'direct' | 'proxy') => (k === 'direct' ? 'direct etcd' : 'proxy');
+/** "direct etcd", "proxy" or "proxy ×N workers". */
+export function targetLabel(r: Pick<TargetResult, 'kind' | 'workers'>): string {
+  if (r.kind === 'direct') return 'direct etcd';
+  return r.workers === undefined ? 'proxy' : `proxy ×${r.workers} worker${r.workers === 1 ? '' : 's'}`;
+}
 
 // ---------------------------------------------------------------------------
 // Per-target details
 
-export function printMix(r: TargetResult): void {
+export function printMix(t: TargetResult, r: Cell): void {
   const m = r.mix;
   const n = totalOps(m);
-  console.log(`\n### KV mix — ${kindLabel(r.kind)}: ${fmt(n / m.elapsedS, 0)} ops/s over ${m.elapsedS.toFixed(1)} s (${n} ops, ${totalErrors(m)} errors)`);
+  console.log(`\n### KV mix — ${targetLabel(t)}, ${r.clients} clients: ${fmt(n / m.elapsedS, 0)} ops/s over ${m.elapsedS.toFixed(1)} s (${n} ops, ${totalErrors(m)} errors)`);
   const rows = OP_TYPES.map((t) => {
     const s = m.ops.get(t)!;
     return [t, String(s.samples.count), fmt(s.samples.count / m.elapsedS, 1), fmt(s.samples.quantile(0.5)), fmt(s.samples.quantile(0.99)), fmt(s.samples.mean()), String(s.errors)];
@@ -59,17 +76,17 @@ export function printMix(r: TargetResult): void {
   if (m.errorMessages.length) console.log(`first errors: ${m.errorMessages.join(' | ')}`);
   console.log(
     table(
-      ['process', 'CPU s', 'cores', 'CPU s / 1000 ops'],
+      ['process', 'CPU s', 'cores', 'CPU ms/op'],
       [...r.cpu].map(([label, v]) => [label, fmt(v), fmt(v / m.elapsedS), fmt(per1000(v, n), 3)]),
     ),
   );
-  if (r.kind === 'proxy') {
-    const writes = m.ops.get('create')!.samples.count + m.ops.get('update')!.samples.count;
+  if (t.kind === 'proxy') {
+    const writes = writesOf(r);
     const reads = n - writes;
     const clock = r.rt.clock;
     console.log(
       `proxy clock round trips: ${[...clock].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}` +
-        ` → ${fmt(((clock.get('allocate') ?? 0) + (clock.get('conflict') ?? 0) + (clock.get('ceiling') ?? 0)) / Math.max(1, writes), 3)} per write (allocate+conflict+ceiling),` +
+        ` → ${fmt(clockRoundTripsPerWrite(r), 3)} per write (allocate+conflict+ceiling),` +
         ` ${fmt((clock.get('read') ?? 0) / Math.max(1, reads), 3)} reads per read op`,
     );
     console.log(`member write attempts: ${[...r.rt.writeAttempts].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'} → ${fmt(total(r.rt.writeAttempts) / Math.max(1, writes), 3)} per write`);
@@ -79,7 +96,7 @@ export function printMix(r: TargetResult): void {
 
 export function printProbes(r: TargetResult): void {
   if (r.probes.size === 0) return;
-  console.log(`\n### Each op type alone — ${kindLabel(r.kind)}`);
+  console.log(`\n### Each op type alone — ${targetLabel(r)}, ${r.probeClients} clients`);
   console.log(r.kind === 'direct' ? directProbeTable(r) : proxyProbeTable(r));
 }
 
@@ -159,9 +176,9 @@ function probeComparison(d: TargetResult | undefined, p: TargetResult | undefine
   );
 }
 
-export function printWatch(kind: 'direct' | 'proxy', w: WatchResult): void {
+export function printWatch(t: Pick<TargetResult, 'kind' | 'workers'>, w: WatchResult): void {
   console.log(
-    `\n### Watchers — ${kindLabel(kind)}: ${w.watchers} watches on ${w.streams} streams (created in ${w.createS.toFixed(1)} s), ` +
+    `\n### Watchers — ${targetLabel(t)}: ${w.watchers} watches on ${w.streams} streams (created in ${w.createS.toFixed(1)} s), ` +
       `${w.puts} puts in ${w.putSeconds.toFixed(1)} s (${fmt(w.puts / Math.max(0.001, w.putSeconds), 0)}/s, ${w.putErrors} failed` +
       `${w.writerStalls ? `; the writers hit their in-flight cap ${w.writerStalls} times` : ''})`,
   );
@@ -181,56 +198,177 @@ export function printWatch(kind: 'direct' | 'proxy', w: WatchResult): void {
 }
 
 // ---------------------------------------------------------------------------
+// Figures of one cell
+
+function writesOf(c: Cell): number {
+  return c.mix.ops.get('create')!.samples.count + c.mix.ops.get('update')!.samples.count;
+}
+
+/** Coordinator round trips of the clock (allocate + conflict + ceiling) per write. */
+function clockRoundTripsPerWrite(c: Cell): number {
+  const k = c.rt.clock;
+  return ((k.get('allocate') ?? 0) + (k.get('conflict') ?? 0) + (k.get('ceiling') ?? 0)) / Math.max(1, writesOf(c));
+}
+
+/** Member write calls (metaetcd_member_write_attempts_total) per write. */
+function memberCallsPerWrite(c: Cell): number {
+  return total(c.rt.writeAttempts) / Math.max(1, writesOf(c));
+}
+
+function opsPerS(c: Cell, t?: OpType): number {
+  return (t ? c.mix.ops.get(t)!.samples.count : totalOps(c.mix)) / c.mix.elapsedS;
+}
+
+function quantile(c: Cell, t: OpType, q: number): number {
+  return c.mix.ops.get(t)!.samples.quantile(q);
+}
+
+/** p50 over every op of the mix, whatever its type. */
+function p50All(c: Cell): number {
+  return Samples.merged(OP_TYPES.map((t) => c.mix.ops.get(t)!.samples)).quantile(0.5);
+}
+
+function cpuMsPerOp(c: Cell, label: string): number | undefined {
+  return c.cpu.has(label) ? per1000(c.cpu.get(label)!, totalOps(c.mix)) : undefined;
+}
+
+function serverCpuMsPerOp(c: Cell): number {
+  return per1000(serverCpuOf(c.cpu), totalOps(c.mix));
+}
+
+function cellAt(r: TargetResult | undefined, clients: number): Cell | undefined {
+  return r?.cells.find((c) => c.clients === clients);
+}
+
+// ---------------------------------------------------------------------------
 // Side by side
 
-export function finalTable(results: TargetResult[]): string {
-  const d = results.find((r) => r.kind === 'direct');
-  const p = results.find((r) => r.kind === 'proxy');
-  const rows: string[][] = [];
-  const row = (name: string, dv: number | undefined, pv: number | undefined, digits = 2, show?: (v: number) => string) => {
-    const f = show ?? ((v: number) => fmt(v, digits));
-    rows.push([name, dv === undefined ? '–' : f(dv), pv === undefined ? '–' : f(pv), dv === undefined || pv === undefined ? '–' : ratio(pv, dv)]);
-  };
-  const ops = (r: TargetResult | undefined) => (r ? totalOps(r.mix) : undefined);
-  const rate = (r: TargetResult | undefined, t?: OpType) => (r ? (t ? r.mix.ops.get(t)!.samples.count : totalOps(r.mix)) / r.mix.elapsedS : undefined);
-  const q = (r: TargetResult | undefined, t: OpType, x: number) => r?.mix.ops.get(t)!.samples.quantile(x);
+/** A metric row: its name, its value for one column's subject, and how many decimals. */
+type Metric<T> = [name: string, get: (x: T) => number | undefined, digits: number];
 
-  row('KV mix: ops/s (all)', rate(d), rate(p), 0);
-  for (const t of OP_TYPES) row(`  ${t}: ops/s`, rate(d, t), rate(p, t), 1);
-  for (const t of OP_TYPES) {
-    row(`  ${t}: p50 ms`, q(d, t, 0.5), q(p, t, 0.5));
-    row(`  ${t}: p99 ms`, q(d, t, 0.99), q(p, t, 0.99));
+/** Direct etcd, then each proxy target with its ratio to direct; rows with no value anywhere are left out. */
+function comparison<T>(head: string, direct: T | undefined, proxies: { label: string; x: T | undefined }[], metrics: Metric<T>[]): string {
+  const show = (v: number | undefined, digits: number) => (v === undefined ? '–' : fmt(v, digits));
+  const rows: string[][] = [];
+  for (const [name, get, digits] of metrics) {
+    const dv = direct === undefined ? undefined : get(direct);
+    const pvs = proxies.map((p) => (p.x === undefined ? undefined : get(p.x)));
+    if (dv === undefined && pvs.every((v) => v === undefined)) continue;
+    rows.push([name, show(dv, digits), ...pvs.flatMap((pv) => [show(pv, digits), dv === undefined || pv === undefined ? '–' : ratio(pv, dv)])]);
   }
-  row('  errors', d ? totalErrors(d.mix) : undefined, p ? totalErrors(p.mix) : undefined, 0);
-  const cpuOf = (r: TargetResult | undefined, label: string) => (r?.cpu.has(label) ? per1000(r.cpu.get(label)!, ops(r)!) : undefined);
-  row('CPU s/1000 ops: etcd', cpuOf(d, 'etcd'), undefined, 3);
-  const labels = p ? [...p.cpu.keys()].filter((l) => l !== LOADGEN) : [];
-  for (const l of labels) row(`CPU s/1000 ops: ${l}`, undefined, cpuOf(p, l), 3);
-  row('CPU s/1000 ops: total server side', d ? per1000(serverCpuOf(d.cpu), ops(d)!) : undefined, p ? per1000(serverCpuOf(p.cpu), ops(p)!) : undefined, 3);
-  row('CPU s/1000 ops: load generator', cpuOf(d, LOADGEN), cpuOf(p, LOADGEN), 3);
-  if (p) {
-    const writes = p.mix.ops.get('create')!.samples.count + p.mix.ops.get('update')!.samples.count;
-    const c = p.rt.clock;
-    row('coordinator RTs per write (clock)', undefined, ((c.get('allocate') ?? 0) + (c.get('conflict') ?? 0) + (c.get('ceiling') ?? 0)) / Math.max(1, writes), 3);
-    row('coordinator calls per op (all)', undefined, upstreamCalls(p.rt, (l) => l === 'coordinator') / Math.max(1, ops(p)!), 3);
-    row('member calls per op (all)', undefined, upstreamCalls(p.rt, (l) => l.startsWith('member')) / Math.max(1, ops(p)!), 3);
+  return table([head, 'direct etcd', ...proxies.flatMap((p) => [p.label, 'proxy/direct'])], rows);
+}
+
+function cellMetrics(proxyCpuLabels: string[]): Metric<Cell>[] {
+  return [
+    ['KV mix: ops/s (all)', (c) => opsPerS(c), 0],
+    ...OP_TYPES.map((t): Metric<Cell> => [`  ${t}: ops/s`, (c) => opsPerS(c, t), 1]),
+    ...OP_TYPES.flatMap((t): Metric<Cell>[] => [
+      [`  ${t}: p50 ms`, (c) => quantile(c, t, 0.5), 2],
+      [`  ${t}: p99 ms`, (c) => quantile(c, t, 0.99), 2],
+    ]),
+    ['  errors', (c) => totalErrors(c.mix), 0],
+    ['CPU ms/op: etcd', (c) => cpuMsPerOp(c, 'etcd'), 3],
+    ...proxyCpuLabels.map((l): Metric<Cell> => [`CPU ms/op: ${l}`, (c) => cpuMsPerOp(c, l), 3]),
+    ['CPU ms/op: total server side', serverCpuMsPerOp, 3],
+    ['CPU ms/op: load generator', (c) => cpuMsPerOp(c, LOADGEN), 3],
+    ['coordinator RTs per write (clock)', (c) => (c.rt.clock.size ? clockRoundTripsPerWrite(c) : undefined), 3],
+    ['coordinator calls per op (all)', (c) => perOpOrNone(c, (l) => l === 'coordinator'), 3],
+    ['member calls per write (write attempts)', (c) => (c.rt.writeAttempts.size ? memberCallsPerWrite(c) : undefined), 3],
+    ['member calls per op (all)', (c) => perOpOrNone(c, (l) => l.startsWith('member')), 3],
+  ];
+}
+
+/** Upstream calls per op on the etcds `pick` selects; undefined when the target has none of them. */
+function perOpOrNone(c: Cell, pick: (label: string) => boolean): number | undefined {
+  return [...c.rt.upstream.keys()].some(pick) ? upstreamCalls(c.rt, pick) / Math.max(1, totalOps(c.mix)) : undefined;
+}
+
+/** The issue's table: one row per client count, plain etcd vs one proxy target. */
+function issueTable(d: TargetResult | undefined, p: TargetResult, counts: number[]): string {
+  const members = p.cells[0] ? [...p.cells[0].cpu.keys()].filter((l) => l.startsWith('member')).length : 0;
+  const rows = counts.map((n) => {
+    const dc = cellAt(d, n);
+    const pc = cellAt(p, n);
+    const both = <V>(f: (a: Cell, b: Cell) => V) => (dc && pc ? f(dc, pc) : undefined);
+    return [
+      String(n),
+      dc ? fmt(opsPerS(dc), 0) : '–',
+      pc ? fmt(opsPerS(pc), 0) : '–',
+      both((a, b) => ratio(opsPerS(b), opsPerS(a))) ?? '–',
+      `${dc ? fmt(p50All(dc)) : '–'} → ${pc ? fmt(p50All(pc)) : '–'}`,
+      pc ? fmt(cpuMsPerOp(pc, 'proxy') ?? NaN, 3) : '–',
+      both((a, b) => ratio(serverCpuMsPerOp(b), serverCpuMsPerOp(a))) ?? '–',
+      pc ? fmt(clockRoundTripsPerWrite(pc), 3) : '–',
+      pc ? fmt(memberCallsPerWrite(pc), 3) : '–',
+    ];
+  });
+  return table(
+    ['clients', 'plain etcd ops/s', `metaetcd over ${members} members`, 'ratio', 'p50 ms etcd → metaetcd', 'proxy CPU ms/op', 'whole-system CPU ratio', 'coordinator RTs/write', 'member calls/write'],
+    rows,
+  );
+}
+
+/** Throughput and CPU per op of each proxy target by client count, with the growth over the 1-worker target (or the first). */
+function workerTable(proxies: TargetResult[], counts: number[]): string {
+  const base = proxies.find((p) => p.workers === 1) ?? proxies[0]!;
+  const rows = counts.flatMap((n) =>
+    proxies.map((p) => {
+      const c = cellAt(p, n);
+      const b = cellAt(base, n);
+      return [
+        String(n),
+        p.workers === undefined ? '(default)' : String(p.workers),
+        c ? fmt(opsPerS(c), 0) : '–',
+        c && b ? ratio(opsPerS(c), opsPerS(b)) : '–',
+        c ? fmt(p50All(c)) : '–',
+        c ? fmt(cpuMsPerOp(c, 'proxy') ?? NaN, 3) : '–',
+        c ? fmt((c.cpu.get('proxy') ?? NaN) / c.mix.elapsedS) : '–',
+        c ? fmt(serverCpuMsPerOp(c), 3) : '–',
+      ];
+    }),
+  );
+  return table(['clients', 'workers', 'ops/s', `× vs ${targetLabel(base)}`, 'p50 ms', 'proxy CPU ms/op', 'proxy cores', 'all servers CPU ms/op'], rows);
+}
+
+function watchMetrics(): Metric<WatchResult>[] {
+  const frontCpu = (w: WatchResult) => per1000(w.cpu.get('etcd') ?? w.cpu.get('proxy') ?? NaN, w.delivered);
+  return [
+    ['watch: ack → event p50 ms', (w) => w.delay.quantile(0.5), 2],
+    ['watch: ack → event p99 ms', (w) => w.delay.quantile(0.99), 2],
+    ['watch: put sent → event p50 ms', (w) => w.delayFromSend.quantile(0.5), 2],
+    ['watch: put sent → event p99 ms', (w) => w.delayFromSend.quantile(0.99), 2],
+    ['watch: events delivered %', (w) => (100 * w.delivered) / Math.max(1, w.expected), 2],
+    ['watch: etcd / proxy CPU s per 1000 events', frontCpu, 3],
+    ['watch: RSS per watcher (KiB)', (w) => (w.rssAfterCreate - w.rssBefore) / w.watchers / 1024, 2],
+  ];
+}
+
+/** Every summary table: the issue's table per proxy target, workers, each client count in detail, watchers, op types alone. */
+export function summary(results: TargetResult[]): string {
+  const d = results.find((r) => r.kind === 'direct');
+  const proxies = results.filter((r) => r.kind === 'proxy');
+  const counts = [...new Set(results.flatMap((r) => r.cells.map((c) => c.clients)))];
+  const parts: string[] = [];
+  for (const p of proxies) {
+    parts.push(
+      `### plain etcd vs metaetcd (${targetLabel(p)}), KV mix\n(p50 over every op of the mix; CPU ratio: CPU ms/op summed over every serving process, proxy/direct; ` +
+        `coordinator RTs: clock round trips; member calls: member write attempts)\n\n${issueTable(d, p, counts)}`,
+    );
   }
-  const w = (r: TargetResult | undefined) => r?.watch;
-  const wd = w(d);
-  const wp = w(p);
-  if (wd || wp) {
-    const n = wp?.watchers ?? wd?.watchers ?? 0;
-    row(`watch (${n} watchers): ack → event p50 ms`, wd?.delay.quantile(0.5), wp?.delay.quantile(0.5));
-    row(`watch: ack → event p99 ms`, wd?.delay.quantile(0.99), wp?.delay.quantile(0.99));
-    row('watch: put sent → event p50 ms', wd?.delayFromSend.quantile(0.5), wp?.delayFromSend.quantile(0.5));
-    row('watch: put sent → event p99 ms', wd?.delayFromSend.quantile(0.99), wp?.delayFromSend.quantile(0.99));
-    row('watch: events delivered %', wd ? (100 * wd.delivered) / Math.max(1, wd.expected) : undefined, wp ? (100 * wp.delivered) / Math.max(1, wp.expected) : undefined, 2);
-    const frontCpu = (x: WatchResult | undefined, label: string) => (x?.cpu.has(label) ? per1000(x.cpu.get(label)!, x.delivered) : undefined);
-    row('watch: etcd / proxy CPU s per 1000 events', frontCpu(wd, 'etcd'), frontCpu(wp, 'proxy'), 3);
-    const perWatcher = (x: WatchResult | undefined) => (x ? (x.rssAfterCreate - x.rssBefore) / x.watchers : undefined);
-    row('watch: RSS per watcher (KiB)', perWatcher(wd), perWatcher(wp), 2, (v) => fmt(v / 1024, 2));
+  if (proxies.length > 1) parts.push(`### proxy by worker count, KV mix\n\n${workerTable(proxies, counts)}`);
+  const labels = [...new Set(proxies.flatMap((p) => p.cells.flatMap((c) => [...c.cpu.keys()])))].filter((l) => l !== LOADGEN);
+  for (const n of counts) {
+    const cols = proxies.map((p) => ({ label: targetLabel(p), x: cellAt(p, n) }));
+    parts.push(`### KV mix, ${n} client${n === 1 ? '' : 's'}\n\n${comparison('metric', cellAt(d, n), cols, cellMetrics(labels))}`);
   }
-  let out = table(['metric', 'direct etcd', 'proxy (3 members)', 'proxy/direct'], rows);
-  if (d?.probes.size || p?.probes.size) out += `\n\nEach op type run alone (same clients; CPU summed over every serving process):\n\n${probeComparison(d, p)}`;
-  return out;
+  if (d?.watch || proxies.some((p) => p.watch)) {
+    const n = proxies.find((p) => p.watch)?.watch?.watchers ?? d?.watch?.watchers ?? 0;
+    parts.push(`### Watchers (${n})\n\n${comparison('metric', d?.watch, proxies.map((p) => ({ label: targetLabel(p), x: p.watch })), watchMetrics())}`);
+  }
+  for (const p of proxies) {
+    if (!d?.probes.size && !p.probes.size) continue;
+    parts.push(`### Each op type run alone — direct etcd vs ${targetLabel(p)}, ${p.probeClients} clients (CPU summed over every serving process)\n\n${probeComparison(d, p)}`);
+  }
+  return parts.join('\n\n');
 }

@@ -1,8 +1,9 @@
 // Measurement helpers: latency samples and percentiles, CPU time and RSS of a
-// process read from /proc, and number formatting for the report.
+// process (or of a process and its descendants) read from /proc, and number
+// formatting for the report.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 // ---------------------------------------------------------------------------
 // Latency samples
@@ -35,6 +36,13 @@ export class Samples {
     return this.#sorted[rank]!;
   }
 
+  /** All the samples of several sets, as one set. */
+  static merged(sets: Samples[]): Samples {
+    const out = new Samples();
+    for (const set of sets) for (let i = 0; i < set.#n; i++) out.add(set.#data[i]!);
+    return out;
+  }
+
   mean(): number {
     if (this.#n === 0) return NaN;
     let sum = 0;
@@ -65,29 +73,83 @@ function ticksPerSecond(): number {
   return clockTicks;
 }
 
-/** utime + stime of a process (all its threads), in seconds. */
-export function cpuSeconds(pid: number): number {
+/** The fields after the command name of /proc/<pid>/stat; fields[0] is field 3 (state). */
+function statFields(pid: number): string[] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // The command name (field 2) is in parentheses and may contain spaces.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // fields[0] is field 3 (state); utime is field 14, stime field 15.
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`cannot parse /proc/${pid}/stat`);
-  return (utime + stime) / ticksPerSecond();
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** utime + stime of a process (all its threads), plus cutime + cstime (its children that exited and were waited for), in seconds. */
+function cpuSeconds(pid: number): number {
+  const fields = statFields(pid);
+  // utime, stime, cutime, cstime are fields 14 to 17.
+  const ticks = fields.slice(11, 15).map(Number);
+  if (ticks.length !== 4 || !ticks.every(Number.isFinite)) throw new Error(`cannot parse /proc/${pid}/stat`);
+  return ticks.reduce((a, b) => a + b, 0) / ticksPerSecond();
 }
 
 /** VmRSS of a process, in bytes. */
-export function rssBytes(pid: number): number {
+function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
   if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(m[1]) * 1024;
 }
 
+/** Every live process descended from `root` (children, their children, ...), from the ppid field of each /proc/[pid]/stat. */
+export function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const ppid = Number(orGone(() => statFields(Number(name))[1]));
+    if (!Number.isFinite(ppid)) continue;
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+  }
+  const out: number[] = [];
+  for (let queue = [root]; queue.length > 0; ) {
+    const next = children.get(queue.shift()!) ?? [];
+    out.push(...next);
+    queue.push(...next);
+  }
+  return out;
+}
+
+/** `read()`, or undefined when the process it reads has exited meanwhile. */
+function orGone<T>(read: () => T): T | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
+    throw err;
+  }
+}
+
 export interface ProcessRef {
   label: string;
   pid: number;
+  /** Also count every descendant of the process (e.g. the workers of `metaetcd --workers N`), found anew at each reading. */
+  tree?: boolean;
+}
+
+function pidsOf(p: ProcessRef): number[] {
+  return p.tree ? [p.pid, ...descendants(p.pid)] : [p.pid];
+}
+
+/** Sum of `read` over the process (and its descendants, for a tree); processes that exit while being read count 0. */
+function sumOver(p: ProcessRef, read: (pid: number) => number): number {
+  const [root, ...rest] = pidsOf(p);
+  return read(root!) + rest.reduce((a, pid) => a + (orGone(() => read(pid)) ?? 0), 0);
+}
+
+/** CPU seconds of a process (with its descendants, for a tree). */
+export function cpuSecondsOf(p: ProcessRef): number {
+  return sumOver(p, cpuSeconds);
+}
+
+/** RSS of a process (with its descendants, for a tree), in bytes. */
+export function rssOf(p: ProcessRef): number {
+  return sumOver(p, rssBytes);
 }
 
 /** CPU seconds of each process at one moment; `cpuDelta` subtracts two of them. */
@@ -95,7 +157,7 @@ export type CpuSnapshot = Map<string, number>;
 
 export function cpuSnapshot(procs: ProcessRef[]): CpuSnapshot {
   const snap: CpuSnapshot = new Map();
-  for (const p of procs) snap.set(p.label, cpuSeconds(p.pid));
+  for (const p of procs) snap.set(p.label, cpuSecondsOf(p));
   const self = process.cpuUsage();
   snap.set('load generator', (self.user + self.system) / 1e6);
   return snap;

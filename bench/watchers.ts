@@ -5,13 +5,14 @@
 // keys under those prefixes at a steady rate. Measured on the load generator's
 // clock: the delay from a put's acknowledgement to each watcher receiving its
 // event (an event that arrives before the ack counts as 0), delivery
-// completeness, and the front process's RSS before and after the watches exist.
+// completeness, and the front process's RSS (a proxy's with its workers') before
+// and after the watches exist.
 
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { WatchRequest, WatchResponse } from '../src/proto/gen/rpc.js';
 import { WatchRequest as WatchRequestMsg } from '../src/proto/gen/rpc.js';
 import { BenchConnection, grpcCode, prefixEnd, type ConnectionPool } from './client.js';
-import { cpuDelta, cpuSnapshot, nowMs, rssBytes, Samples, sleep, type ProcessRef } from './stats.js';
+import { cpuDelta, cpuSnapshot, nowMs, rssOf, Samples, sleep, type ProcessRef } from './stats.js';
 
 export interface WatchOptions {
   watchers: number;
@@ -127,7 +128,7 @@ async function watchRound(pool: ConnectionPool, front: ProcessRef, processes: Pr
   };
 
   await sleep(SETTLE_MS);
-  r.rssBefore = rssBytes(front.pid);
+  r.rssBefore = rssOf(front);
 
   // 1. Watches: streams in parallel, creates within a stream one at a time.
   const t0 = nowMs();
@@ -143,7 +144,7 @@ async function watchRound(pool: ConnectionPool, front: ProcessRef, processes: Pr
     );
     r.createS = (nowMs() - t0) / 1000;
     await sleep(SETTLE_MS);
-    r.rssAfterCreate = rssBytes(front.pid);
+    r.rssAfterCreate = rssOf(front);
 
     // 2. Writers at a steady rate, round-robin over the prefixes and a few keys each.
     conn = new BenchConnection(pool.get(0).address);
@@ -200,7 +201,7 @@ async function watchRound(pool: ConnectionPool, front: ProcessRef, processes: Pr
     while (r.delivered < r.expected && nowMs() < drainBy) await sleep(20);
     r.cpu = cpuDelta(cpuBefore, cpuSnapshot(processes));
     r.cpuSeconds = (nowMs() - start) / 1000;
-    r.rssAfterLoad = rssBytes(front.pid);
+    r.rssAfterLoad = rssOf(front);
     return r;
   } finally {
     for (const s of streams) s.cancel();
