@@ -294,7 +294,7 @@ export async function runKubeBench(opts: { built?: boolean; members?: number } =
   const root = scratchDir();
   const results: KubeBenchResult[] = [];
   for (const kind of s.targets) {
-    const target = kind === 'direct' ? await startDirect(root) : await startProxyCluster(root, { memberCount: opts.members ?? 3, nodeArgs: [] });
+    const target = kind === 'direct' ? await startDirect(root) : await startProxyCluster(root, { memberCount: opts.members ?? 3, nodeArgs: [], workers: 1 });
     const label = kind === 'direct' ? 'kube/direct etcd' : 'kube/proxy';
     try {
       const r = await benchKube(target, s, label);
