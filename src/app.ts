@@ -24,7 +24,7 @@ import { ClusterService, KVService, LeaseService, MaintenanceService, WatchServi
 import { MemberTimeline } from './revision/member-timeline.js';
 import { createClusterService } from './server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials } from './server/grpc-server.js';
-import { HeaderFactory } from './server/header.js';
+import { HeaderFactory } from './proto/header.js';
 import { withRequestSizes } from './server/request-size.js';
 import { createKvService } from './server/kv-service.js';
 import { createLeaseService } from './server/lease-service.js';
@@ -169,7 +169,7 @@ export async function startProxy(
     const urls = advertisedUrls(config, port);
     const header = new HeaderFactory(boot.layout.clusterId, urls);
     const deps = { metrics, log: log.child({ component: 'server' }) };
-    server.addService(withRequestSizes(KVService), createKvService({ ...deps, kv, coordinator, header }));
+    server.addService(withRequestSizes(KVService), createKvService({ ...deps, kv, header }));
     server.addService(
       MaintenanceService,
       createMaintenanceService({ ...deps, members, coordinator, clock, header, version: () => REPORTED_ETCD_VERSION }),

@@ -8,7 +8,7 @@
 import type { Clock } from './clock/clock.js';
 import type { EtcdClient } from './members/etcd-client.js';
 import { AlarmRequest_AlarmAction, AlarmType } from './proto/gen/rpc.js';
-import { messageOf } from './server/errors.js';
+import { messageOf } from './errors/etcd-error.js';
 import { InternalKey } from './store/keyspace.js';
 import { withTimeout } from './util/timeout.js';
 

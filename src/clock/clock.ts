@@ -19,7 +19,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
-import { fromUpstream, unavailable } from '../server/errors.js';
+import { EtcdError, isKind, messageOf, Status, unavailable } from '../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
@@ -151,6 +151,19 @@ export class Clock {
     return this.seen();
   }
 
+  /**
+   * Drops the coordinator's history of clock records (it holds nothing else):
+   * done with every meta compaction. A failure is harmless and only logged.
+   */
+  async compactHistory(): Promise<void> {
+    try {
+      const head = await this.coordinator.range({ key: CLOCK_KEY, countOnly: true });
+      await this.coordinator.compact({ revision: head.header!.revision, physical: false });
+    } catch (err) {
+      if (!isKind(err, 'compacted')) this.log.warn({ err: messageOf(err) }, 'could not compact the coordinator (harmless: it only holds the clock)');
+    }
+  }
+
   private learn(rec: CoordinatorRecord): void {
     if (!this.known || rec.revision > this.known.revision) this.known = { revision: rec.revision, last: [...rec.last] };
     this.highest = Math.max(this.highest, rec.revision);
@@ -198,12 +211,7 @@ export class Clock {
     for (let attempt = 0; attempt < 3; attempt++) {
       this.metrics.clockRoundTrips.inc({ kind: 'read' });
       const seen = this.seen();
-      let resp;
-      try {
-        resp = await this.coordinator.range({ key: CLOCK_KEY });
-      } catch (err) {
-        throw fromUpstream(err, 'coordinator');
-      }
+      const resp = await this.coordinator.range({ key: CLOCK_KEY });
       const kv = resp.kvs[0];
       const rec = kv ? this.adopt(kv.value, Number(kv.modRevision), seen) : undefined;
       if (rec) return rec;
@@ -285,7 +293,7 @@ export class Clock {
       } catch (err) {
         // The outcome is unknown; forget the cached record so the next attempt re-reads it.
         this.cached = undefined;
-        throw fromUpstream(err, 'coordinator');
+        throw err;
       }
       if (resp.succeeded) {
         this.cached = { ...record, modRevision: Number(resp.header!.revision) };
@@ -316,7 +324,7 @@ export class Clock {
       ),
     );
     if (!results.some((r) => r.status === 'fulfilled')) {
-      const reasons = results.map((r, i) => `member ${i}: ${r.status === 'rejected' ? String(fromUpstream(r.reason, `member ${i}`).message) : 'ok'}`);
+      const reasons = results.map((r, i) => `member ${i}: ${r.status === 'rejected' ? messageOf(r.reason) : 'ok'}`);
       throw unavailable(`cannot raise the clock ceiling, no member reachable (${reasons.join('; ')})`);
     }
   }
@@ -337,20 +345,17 @@ export class Clock {
     // 1. The highest revision any member holds, and the highest ceiling.
     const states = await Promise.all(
       this.members.map(async (m, i) => {
-        try {
-          const resp = await m.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling)]), {
-            readOnly: true,
-          });
-          const clockKv = asRange(resp.responses[0]).kvs[0];
-          const ceilingKv = asRange(resp.responses[1]).kvs[0];
-          if (!clockKv) throw new Error(`member ${i} has no clock record (not bootstrapped)`);
-          return {
-            revision: decodeClockRecord(clockKv.value).revision,
-            ceiling: ceilingKv ? decodeU64BE(ceilingKv.value) : 0,
-          };
-        } catch (err) {
-          throw fromUpstream(err, `member ${i} (needed to rebuild the clock)`);
-        }
+        const resp = await m.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling)]), {
+          readOnly: true,
+          context: 'needed to rebuild the clock',
+        });
+        const clockKv = asRange(resp.responses[0]).kvs[0];
+        const ceilingKv = asRange(resp.responses[1]).kvs[0];
+        if (!clockKv) throw new EtcdError(Status.INTERNAL, `metaetcd: member ${i} has no clock record (not bootstrapped; needed to rebuild the clock)`, 'internal');
+        return {
+          revision: decodeClockRecord(clockKv.value).revision,
+          ceiling: ceilingKv ? decodeU64BE(ceilingKv.value) : 0,
+        };
       }),
     );
     // A fresh etcd is at revision 1 (clients treat 0 as an error); so is a fresh meta cluster.
@@ -359,33 +364,25 @@ export class Clock {
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.
     await Promise.all(
-      this.members.map(async (m, i) => {
-        try {
-          await m.txn(
-            txn(
-              [cmp.valueLess(InternalKey.clock, clockGuardValue(revision))],
-              [op.put(InternalKey.clock, encodeClockRecord({ revision, kind: ClockKind.Fence, allocation: [] }))],
-            ),
-          );
-        } catch (err) {
-          throw fromUpstream(err, `member ${i} (needed to rebuild the clock)`);
-        }
-      }),
+      this.members.map((m) =>
+        m.txn(
+          txn(
+            [cmp.valueLess(InternalKey.clock, clockGuardValue(revision))],
+            [op.put(InternalKey.clock, encodeClockRecord({ revision, kind: ClockKind.Fence, allocation: [] }))],
+          ),
+          { context: 'needed to rebuild the clock' },
+        ),
+      ),
     );
     // 3. Publish the clock unless another proxy already did.
     const record: CoordinatorRecord = { format: 1, revision, ceiling: revision, last: this.members.map(() => revision) };
-    let resp;
-    try {
-      resp = await this.coordinator.txn(
-        txn(
-          [staleModRevision === undefined ? cmp.createEqual(CLOCK_KEY, 0) : cmp.modEqual(CLOCK_KEY, staleModRevision)],
-          [op.put(CLOCK_KEY, encodeCoordinatorRecord(record))],
-          [op.range(CLOCK_KEY)],
-        ),
-      );
-    } catch (err) {
-      throw fromUpstream(err, 'coordinator');
-    }
+    const resp = await this.coordinator.txn(
+      txn(
+        [staleModRevision === undefined ? cmp.createEqual(CLOCK_KEY, 0) : cmp.modEqual(CLOCK_KEY, staleModRevision)],
+        [op.put(CLOCK_KEY, encodeCoordinatorRecord(record))],
+        [op.range(CLOCK_KEY)],
+      ),
+    );
     if (resp.succeeded) {
       this.metrics.clockReconstitution.inc();
       this.cached = { ...record, modRevision: Number(resp.header!.revision) };

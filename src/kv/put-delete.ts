@@ -7,7 +7,7 @@
 import type { KeyValue } from '../proto/gen/kv.js';
 import { asDeleteRange, asPut } from '../proto/build.js';
 import type { DeleteRangeRequest, PutRequest, TxnRequest } from '../proto/gen/rpc.js';
-import { Errors, fromUpstream } from '../server/errors.js';
+import { Errors } from '../errors/etcd-error.js';
 import { toMemberRange } from '../store/keyspace.js';
 import type { KvContext } from './context.js';
 import { executeTxn } from './txn/execute.js';
@@ -41,11 +41,7 @@ export async function deleteRange(ctx: KvContext, req: DeleteRangeRequest): Prom
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const counts = await Promise.all(
     members.map(async (m) => {
-      try {
-        return Number((await ctx.members[m]!.range({ key, rangeEnd, countOnly: true })).count);
-      } catch (err) {
-        throw fromUpstream(err, `member ${m}`);
-      }
+      return Number((await ctx.members[m]!.range({ key, rangeEnd, countOnly: true })).count);
     }),
   );
   const holding = members.filter((_, i) => counts[i]! > 0);

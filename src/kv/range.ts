@@ -4,7 +4,7 @@
 
 import type { KeyValue } from '../proto/gen/kv.js';
 import type { RangeRequest, RangeResponse } from '../proto/gen/rpc.js';
-import { Errors, fromUpstream, messageOf } from '../server/errors.js';
+import { Errors, isKind } from '../errors/etcd-error.js';
 import { nextKey } from '../util/bytes.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { decodeClockRecord } from '../store/clock-record.js';
@@ -44,18 +44,13 @@ export async function range(ctx: KvContext, req: RangeRequest): Promise<RangeRes
 async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: number): Promise<RangeResult | undefined> {
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
-  let snap, resp;
-  try {
-    [snap, resp] = await Promise.all([
+  const [snap, resp] = await Promise.all([
       ctx.clock.now(),
       ctx.members[member]!.txn(
         txn([], [op.range(InternalKey.clock, { serializable: true }), op.range(key, { rangeEnd, limit: BigInt(limit), countOnly: req.countOnly, serializable: true })]),
         { readOnly: true },
       ),
     ]);
-  } catch (err) {
-    throw fromUpstream(err, `member ${member}`);
-  }
   const clockKv = asRange(resp.responses[0]).kvs[0];
   const memberClock = clockKv ? decodeClockRecord(clockKv.value).revision : -1;
   if (memberClock < snap.last[member]!) return undefined;
@@ -132,13 +127,9 @@ export async function readMemberAt(ctx: KvContext, member: number, req: Partial<
   try {
     return await client.range({ ...req, serializable: true });
   } catch (err) {
-    if (messageOf(err) !== Errors.futureRev().message) throw fromUpstream(err, `member ${member}`);
+    if (!isKind(err, 'future-revision')) throw err;
   }
-  try {
-    return await client.range({ ...req, serializable: false });
-  } catch (err) {
-    throw fromUpstream(err, `member ${member}`);
-  }
+  return client.range({ ...req, serializable: false });
 }
 
 /** Merges member responses (each in key order) into the client's response. */

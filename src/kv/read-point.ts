@@ -13,7 +13,7 @@
 // - A serializable read uses only what this proxy has already seen: the lowest
 //   watermark among the members it touches, which needs no round trip.
 
-import { Errors } from '../server/errors.js';
+import { Errors } from '../errors/etcd-error.js';
 import type { KvContext } from './context.js';
 
 export interface ReadPoint {

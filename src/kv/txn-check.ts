@@ -4,7 +4,7 @@
 // checkRequestOp, checkIntervals).
 
 import type { DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest } from '../proto/gen/rpc.js';
-import { Errors } from '../server/errors.js';
+import { Errors } from '../errors/etcd-error.js';
 
 export function checkRange(r: RangeRequest): void {
   if (r.key.length === 0) throw Errors.emptyKey();

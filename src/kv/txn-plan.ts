@@ -9,7 +9,7 @@
 // (see txn.ts), which is what etcd's atomic transaction would have read.
 
 import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RangeRequest, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
-import { Errors } from '../server/errors.js';
+import { Errors } from '../errors/etcd-error.js';
 import type { Router } from '../shard/layout.js';
 
 export interface ClientRange {

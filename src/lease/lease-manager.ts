@@ -29,7 +29,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import type { Metrics } from '../metrics.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { Compare_CompareResult, Compare_CompareTarget, type RequestOp } from '../proto/gen/rpc.js';
-import { Errors, fromUpstream, messageOf } from '../server/errors.js';
+import { isKind, messageOf } from '../errors/etcd-error.js';
 import { partitionOf } from '../shard/hash.js';
 import type { Router } from '../shard/layout.js';
 import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKey, toMemberKey } from '../store/keyspace.js';
@@ -100,14 +100,14 @@ export class LeaseManager implements LeaseChecker {
         granted = await home.leaseGrant({ ID: id, TTL: ttl });
       } catch (err) {
         // A random ID that happens to exist already: pick another.
-        if (requestedId === 0n && attempt < 5 && messageOf(err) === Errors.leaseExist().message) continue;
-        throw fromUpstream(err, home.name);
+        if (requestedId === 0n && attempt < 5 && isKind(err, 'lease-exists')) continue;
+        throw err;
       }
       try {
         await home.txn(txn([], [op.put(leaseRecordKey(id), Buffer.from(JSON.stringify({ ttl: Number(granted.TTL) })), { lease: id })]));
       } catch (err) {
         await home.leaseRevoke({ ID: id }).catch(() => undefined);
-        throw fromUpstream(err, home.name);
+        throw err;
       }
       this.aliveUntil.set(id, Date.now() + Number(granted.TTL) * 1000 - 500);
       this.o.metrics.leaseGrants.inc();
@@ -121,36 +121,21 @@ export class LeaseManager implements LeaseChecker {
    */
   async revoke(id: bigint): Promise<number | undefined> {
     const home = this.o.members[this.homeOf(id)]!;
-    try {
-      await home.leaseRevoke({ ID: id });
-    } catch (err) {
-      throw fromUpstream(err, home.name);
-    }
+    await home.leaseRevoke({ ID: id });
     this.aliveUntil.delete(id);
     return this.reap(id);
   }
 
   async timeToLive(id: bigint, withKeys: boolean): Promise<{ ttl: bigint; grantedTtl: bigint; keys: Buffer[] }> {
     const home = this.o.members[this.homeOf(id)]!;
-    let resp;
-    try {
-      resp = await home.leaseTimeToLive({ ID: id, keys: false });
-    } catch (err) {
-      throw fromUpstream(err, home.name);
-    }
+    const resp = await home.leaseTimeToLive({ ID: id, keys: false });
     const keys = withKeys && resp.TTL >= 0n ? await this.keysOf(id) : [];
     return { ttl: resp.TTL, grantedTtl: resp.grantedTTL, keys };
   }
 
   async leases(): Promise<bigint[]> {
     const all = await Promise.all(
-      this.o.members.map(async (m) => {
-        try {
-          return (await m.leaseLeases()).leases.map((l) => l.ID);
-        } catch (err) {
-          throw fromUpstream(err, m.name);
-        }
-      }),
+      this.o.members.map(async (m) => (await m.leaseLeases()).leases.map((l) => l.ID)),
     );
     const ids = all.flat().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     this.o.metrics.leasesLive.set(ids.length);
@@ -173,8 +158,8 @@ export class LeaseManager implements LeaseChecker {
     try {
       resp = await home.leaseTimeToLive({ ID: id, keys: false });
     } catch (err) {
-      if (messageOf(err) === Errors.leaseNotFound().message) return false;
-      throw fromUpstream(err, home.name);
+      if (isKind(err, 'lease-not-found')) return false;
+      throw err;
     }
     this.observeTtl(id, resp.TTL);
     // -1: no such lease; 0: alive, in its last second.
@@ -285,11 +270,7 @@ export class LeaseManager implements LeaseChecker {
           deleted += chunk.length;
         }
         const prefix = leaseIndexPrefix(id);
-        try {
-          await client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]));
-        } catch (err) {
-          throw fromUpstream(err, client.name);
-        }
+        await client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]));
       }),
     );
     if (deleted > 0) {
@@ -303,21 +284,16 @@ export class LeaseManager implements LeaseChecker {
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
   private async attachedKeys(client: EtcdClient, member: number, id: bigint): Promise<Buffer[]> {
     const candidates: Buffer[] = [];
-    for await (const key of indexKeys(client, member, leaseIndexPrefix(id))) candidates.push(parseLeaseIndexKey(key)!.clientKey);
-    return (await this.currentLeases(client, member, candidates)).filter((c) => c.lease === id).map((c) => c.key);
+    for await (const key of indexKeys(client, leaseIndexPrefix(id))) candidates.push(parseLeaseIndexKey(key)!.clientKey);
+    return (await this.currentLeases(client, candidates)).filter((c) => c.lease === id).map((c) => c.key);
   }
 
   /** The current lease of each of `keys` (absent keys are left out). */
-  private async currentLeases(client: EtcdClient, member: number, keys: Buffer[]): Promise<{ key: Buffer; lease: bigint }[]> {
+  private async currentLeases(client: EtcdClient, keys: Buffer[]): Promise<{ key: Buffer; lease: bigint }[]> {
     const out: { key: Buffer; lease: bigint }[] = [];
     for (let i = 0; i < keys.length; i += REAP_CHUNK) {
       const chunk = keys.slice(i, i + REAP_CHUNK);
-      let resp;
-      try {
-        resp = await client.txn(txn([], chunk.map((k) => op.range(toMemberKey(k)))), { readOnly: true });
-      } catch (err) {
-        throw fromUpstream(err, `member ${member}`);
-      }
+      const resp = await client.txn(txn([], chunk.map((k) => op.range(toMemberKey(k)))), { readOnly: true });
       chunk.forEach((key, j) => {
         const kv = asRange(resp.responses[j]).kvs[0];
         if (kv) out.push({ key, lease: toClientKv(kv).lease });
@@ -338,7 +314,7 @@ export class LeaseManager implements LeaseChecker {
       const ids = new Set<bigint>();
       await Promise.all(
         this.o.members.map(async (client, member) => {
-          for await (const key of indexKeys(client, member, LEASE_INDEX_PREFIX)) {
+          for await (const key of indexKeys(client, LEASE_INDEX_PREFIX)) {
             const parsed = parseLeaseIndexKey(key);
             if (parsed) ids.add(parsed.lease);
           }
@@ -360,16 +336,11 @@ export class LeaseManager implements LeaseChecker {
  * revisions: an entry written meanwhile may be missed, which the second reap pass
  * and the sweep catch.
  */
-async function* indexKeys(client: EtcdClient, member: number, prefix: Buffer): AsyncGenerator<Buffer> {
+async function* indexKeys(client: EtcdClient, prefix: Buffer): AsyncGenerator<Buffer> {
   const end = prefixEnd(prefix);
   let from = prefix;
   for (;;) {
-    let resp;
-    try {
-      resp = await client.range({ key: from, rangeEnd: end, keysOnly: true, limit: BigInt(INDEX_PAGE) });
-    } catch (err) {
-      throw fromUpstream(err, `member ${member}`);
-    }
+    const resp = await client.range({ key: from, rangeEnd: end, keysOnly: true, limit: BigInt(INDEX_PAGE) });
     for (const kv of resp.kvs) yield kv.key;
     const last = resp.kvs[resp.kvs.length - 1];
     if (!resp.more || !last) return;

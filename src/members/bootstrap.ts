@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
-import { fromUpstream } from '../server/errors.js';
+
 import { decodeLayout, encodeLayout, newLayout, type Layout } from '../shard/layout.js';
 import { ClockKind, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
@@ -115,7 +115,7 @@ async function readState(client: EtcdClient): Promise<MemberState> {
           op.range(ALL.key, { rangeEnd: ALL.rangeEnd, countOnly: true }),
         ],
       ),
-      { readOnly: true },
+      { readOnly: true, context: urls(client) },
     );
     const identityKv = asRange(resp.responses[0]).kvs[0];
     const layoutKv = asRange(resp.responses[1]).kvs[0];
@@ -130,7 +130,8 @@ async function readState(client: EtcdClient): Promise<MemberState> {
       keyCount: Number(asRange(resp.responses[4]).count),
     };
   } catch (err) {
-    throw fromUpstream(err, `${client.name} (${urls(client)})`);
+    // An answer that does not parse is as much this cluster's failure as no answer.
+    throw client.classify(err, urls(client));
   }
 }
 
@@ -144,14 +145,9 @@ function newestLayout(states: MemberState[]): Layout | undefined {
 
 async function agreeOnLayout(coordinator: EtcdClient, members: number): Promise<Layout> {
   const proposal = newLayout(randomBytes(8).toString('hex'), members);
-  let resp;
-  try {
-    resp = await coordinator.txn(
-      txn([cmp.createEqual(BOOTSTRAP_KEY, 0)], [op.put(BOOTSTRAP_KEY, encodeLayout(proposal))], [op.range(BOOTSTRAP_KEY)]),
-    );
-  } catch (err) {
-    throw fromUpstream(err, 'coordinator');
-  }
+  const resp = await coordinator.txn(
+    txn([cmp.createEqual(BOOTSTRAP_KEY, 0)], [op.put(BOOTSTRAP_KEY, encodeLayout(proposal))], [op.range(BOOTSTRAP_KEY)]),
+  );
   if (resp.succeeded) return proposal;
   const kv = asRange(resp.responses[0]).kvs[0];
   if (!kv) throw new Error('the coordinator lost the bootstrap proposal');
@@ -159,22 +155,19 @@ async function agreeOnLayout(coordinator: EtcdClient, members: number): Promise<
 }
 
 async function initialiseMember(client: EtcdClient, identity: Identity, layout: Layout): Promise<void> {
-  try {
-    await client.txn(
-      txn(
-        [cmp.createEqual(InternalKey.identity, 0), cmp.createEqual(InternalKey.clock, 0)],
-        [
-          op.put(InternalKey.identity, Buffer.from(JSON.stringify(identity))),
-          op.put(InternalKey.layout, encodeLayout(layout)),
-          op.put(InternalKey.clock, encodeClockRecord({ revision: 0, kind: ClockKind.Bootstrap, allocation: [] })),
-          op.put(InternalKey.ceiling, encodeU64BE(0)),
-          op.put(InternalKey.compacted, encodeU64BE(0)),
-        ],
-      ),
-    );
-  } catch (err) {
-    throw fromUpstream(err, `${client.name} (${urls(client)})`);
-  }
+  await client.txn(
+    txn(
+      [cmp.createEqual(InternalKey.identity, 0), cmp.createEqual(InternalKey.clock, 0)],
+      [
+        op.put(InternalKey.identity, Buffer.from(JSON.stringify(identity))),
+        op.put(InternalKey.layout, encodeLayout(layout)),
+        op.put(InternalKey.clock, encodeClockRecord({ revision: 0, kind: ClockKind.Bootstrap, allocation: [] })),
+        op.put(InternalKey.ceiling, encodeU64BE(0)),
+        op.put(InternalKey.compacted, encodeU64BE(0)),
+      ],
+    ),
+    { context: urls(client) },
+  );
 }
 
 function urls(client: EtcdClient): string {

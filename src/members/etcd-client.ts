@@ -44,7 +44,8 @@ import {
   type WatchRequest,
   type WatchResponse,
 } from '../proto/gen/rpc.js';
-import { isServiceError } from '../server/errors.js';
+import { isServiceError, upstreamError } from './upstream-error.js';
+import type { EtcdError } from '../errors/etcd-error.js';
 import type { Endpoint } from './endpoints.js';
 import { H2UnaryChannel } from './h2-unary.js';
 
@@ -67,6 +68,8 @@ export interface EtcdClientOptions {
 
 export interface CallOptions {
   timeoutMs?: number;
+  /** Said after the cluster's name in errors, e.g. "needed to rebuild the clock". */
+  context?: string;
 }
 
 interface Stubs {
@@ -212,6 +215,11 @@ export class EtcdClient {
     return this.currentStubs().lease.leaseKeepAlive();
   }
 
+  /** An upstream failure (of a call or a stream of this client) as the typed error the rest of the proxy handles. */
+  classify(err: unknown, context?: string): EtcdError {
+    return upstreamError(err, context ? `${this.name} (${context})` : this.name);
+  }
+
   /** Marks the current endpoint as failed so the next stream or call uses another one. */
   rotate(): void {
     this.current = (this.current + 1) % this.stubs.length;
@@ -239,11 +247,11 @@ export class EtcdClient {
         return method.res.decode(await stubs.unary.call(method.path, body, o?.timeoutMs ?? this.timeoutMs));
       } catch (err) {
         lastErr = err;
-        if (!isServiceError(err) || err.code !== Status.UNAVAILABLE) throw err;
+        if (!isServiceError(err) || err.code !== Status.UNAVAILABLE) break;
         if (this.stubs.length > 1) this.rotate();
       }
     }
-    throw lastErr;
+    throw this.classify(lastErr, o?.context);
   }
 }
 

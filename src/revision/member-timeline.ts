@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
-import { Errors, fromUpstream, isServiceError, unavailable } from '../server/errors.js';
+import { Errors, isKind, unavailable } from '../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
 import { StreamLink } from '../members/stream-link.js';
@@ -88,6 +88,16 @@ export class MemberTimeline {
     } else if (memberRev > this.processedRev) {
       this.processedRev = memberRev;
     }
+  }
+
+  /**
+   * Makes sure the member has a revision above `memberRev` (a reader of its
+   * history up to `memberRev` needs to see one to know it has seen everything):
+   * writes the empty bookkeeping key m/nudge when the stream has not shown one.
+   */
+  async passRevision(memberRev: number): Promise<void> {
+    if (this.processedRev > memberRev) return;
+    await this.client.txn(txn([], [op.put(InternalKey.nudge, Buffer.alloc(0))]));
   }
 
   /** Resolves once the watermark is at least `target`; fences stalled revisions; Unavailable at the deadline. */
@@ -195,8 +205,8 @@ export class MemberTimeline {
         const kv = resp.kvs[0];
         return kv ? decodeClockRecord(kv.value).revision : -1;
       } catch (err) {
-        if (isServiceError(err) && err.details === Errors.compacted().message) return 'compacted';
-        throw fromUpstream(err, `member ${this.member}`);
+        if (isKind(err, 'compacted')) return 'compacted';
+        throw err;
       }
     };
     try {

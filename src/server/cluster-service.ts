@@ -4,8 +4,8 @@
 // refused: member clusters are managed by their own operators.
 
 import type { ClusterServer } from '../proto/gen/rpc.js';
-import { unimplemented } from './errors.js';
-import type { HeaderFactory } from './header.js';
+import { unimplemented } from '../errors/etcd-error.js';
+import type { HeaderFactory } from '../proto/header.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface ClusterServiceDeps extends HandlerDeps {

@@ -4,9 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
-
-/** gRPC framing allowance on top of --max-request-bytes, as etcd (grpcOverheadBytes). */
-export const GRPC_OVERHEAD_BYTES = 512 * 1024;
+import { GRPC_OVERHEAD_BYTES } from '../limits.js';
 
 export interface GrpcServerOptions {
   maxRequestBytes: number;

@@ -1,28 +1,21 @@
 // The KV service: thin handlers that validate, delegate to kv/*, and build
 // responses with full headers.
 
-import type { EtcdClient } from '../members/etcd-client.js';
 import { DeleteRangeRequest, PutRequest, TxnRequest, type KVServer } from '../proto/gen/rpc.js';
 
-type Encoder<T> = { encode(m: T): { finish(): Uint8Array } };
-
-/** The request's size as received (or as encoded, for requests built in-process). */
-function sizeOf<T extends object>(req: T, codec: Encoder<T>): number {
-  return receivedSize(req) ?? codec.encode(req).finish().length;
-}
 import { compact } from '../kv/compact.js';
 import type { KvContext } from '../kv/context.js';
 import { deleteRange, put } from '../kv/put-delete.js';
 import { range, toRangeResponse } from '../kv/range.js';
 import { executeTxn } from '../kv/txn/execute.js';
 import { checkTxn } from '../kv/txn-check.js';
-import type { HeaderFactory } from './header.js';
-import { checkRequestSize, receivedSize } from './request-size.js';
+import type { HeaderFactory } from '../proto/header.js';
+import { checkRequestSize } from '../limits.js';
+import { receivedSize } from './request-size.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface KvServiceDeps extends HandlerDeps {
   kv: KvContext;
-  coordinator: EtcdClient;
   header: HeaderFactory;
 }
 
@@ -50,10 +43,17 @@ export function createKvService(d: KvServiceDeps): KVServer {
       return { header: d.header.make(r.revision), succeeded: r.succeeded, responses: r.responses };
     }),
     compact: unary('Compact', d, async (req) => {
-      const revision = await compact(d.kv, d.coordinator, req);
+      const revision = await compact(d.kv, req);
       return { header: d.header.make(revision) };
     }),
   };
+}
+
+type Encoder<T> = { encode(m: T): { finish(): Uint8Array } };
+
+/** The request's size as received (or as encoded, for requests built in-process). */
+function sizeOf<T extends object>(req: T, codec: Encoder<T>): number {
+  return receivedSize(req) ?? codec.encode(req).finish().length;
 }
 
 function hasWrites(t: TxnRequest): boolean {

@@ -10,7 +10,7 @@ import type { Clock } from '../clock/clock.js';
 import type { LeaseManager } from '../lease/lease-manager.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import type { LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseServer } from '../proto/gen/rpc.js';
-import type { HeaderFactory } from './header.js';
+import type { HeaderFactory } from '../proto/header.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface LeaseServiceDeps extends HandlerDeps {

@@ -8,8 +8,9 @@
 import type { Clock } from '../clock/clock.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { type MaintenanceServer, type StatusResponse } from '../proto/gen/rpc.js';
-import { fromUpstream, messageOf, toServiceStatus, unimplemented } from './errors.js';
-import type { HeaderFactory } from './header.js';
+import { messageOf, unimplemented } from '../errors/etcd-error.js';
+import { toServiceStatus } from '../errors/grpc-status.js';
+import type { HeaderFactory } from '../proto/header.js';
 import { withTimeout } from '../util/timeout.js';
 import { unary, type HandlerDeps } from './unary.js';
 
@@ -43,11 +44,7 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
   const all = async <T>(fn: (c: EtcdClient, i: number) => Promise<T>): Promise<T[]> =>
     Promise.all(
       d.members.map(async (c, i) => {
-        try {
-          return await fn(c, i);
-        } catch (err) {
-          throw fromUpstream(err, `member ${i}`);
-        }
+        return await fn(c, i);
       }),
     );
   return {
@@ -79,7 +76,7 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
         d.header.observeTerm(s.raftTerm);
         for (const e of s.errors) errors.push(`member ${i}: ${e}`);
       });
-      if (reached === 0) throw fromUpstream((settled[0] as PromiseRejectedResult).reason, 'member 0');
+      if (reached === 0) throw (settled[0] as PromiseRejectedResult).reason;
       const resp: StatusResponse = {
         header: d.header.make(revision),
         version: d.version(),

@@ -1,17 +1,7 @@
-// Request sizes. etcd refuses a write whose raft entry would exceed
-// --max-request-bytes with "etcdserver: request is too large"; the entry is the
-// request wrapped in an InternalRaftRequest with a request header. We account
-// for that wrapper so the threshold matches a plain etcd's byte for byte (with a
-// 3-byte key, a 1,572,838-byte value is the largest accepted at the default
-// limit). The size of each request as received is recorded when it is
-// deserialised, so it is never encoded again to be measured.
+// The size of each request as received, recorded when it is deserialised, so
+// that the request-size limit (limits.ts) never needs it encoded again.
 
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { varintLength } from '../util/varint.js';
-import { Errors } from './errors.js';
-
-/** Bytes InternalRaftRequest adds around a request body: header field (2-byte tag, length, 10-byte id field) and the body's tag. */
-const RAFT_WRAPPER_BYTES = 2 + 1 + 10 + 1;
 
 const sizes = new WeakMap<object, number>();
 
@@ -35,9 +25,4 @@ export function withRequestSizes<D extends ServiceDefinition>(def: D): D {
     };
   }
   return out as D;
-}
-
-export function checkRequestSize(encodedBodyLength: number, maxRequestBytes: number): void {
-  const total = encodedBodyLength + varintLength(encodedBodyLength) + RAFT_WRAPPER_BYTES;
-  if (total > maxRequestBytes) throw Errors.requestTooLarge();
 }

@@ -6,7 +6,7 @@
 import { status as Status, type handleUnaryCall, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { EtcdError, isServiceError, toServiceStatus } from './errors.js';
+import { isExpected, toServiceStatus } from '../errors/grpc-status.js';
 
 export interface HandlerDeps {
   metrics: Metrics;
@@ -35,7 +35,7 @@ export function unary<Req, Res>(
       (err: unknown) => {
         const st = toServiceStatus(err);
         deps.metrics.requestDuration.observe({ method, code: Status[st.code ?? Status.UNKNOWN] ?? 'UNKNOWN' }, (performance.now() - started) / 1000);
-        if (!(err instanceof EtcdError) && !isServiceError(err)) {
+        if (!isExpected(err)) {
           deps.log.error({ method, err: err instanceof Error ? err.stack : String(err) }, 'unexpected error serving a request');
         }
         callback(st);

@@ -20,6 +20,8 @@ export const InternalKey = {
   identity: Buffer.from('m/identity'),
   /** The meta cluster's layout (shard/layout.ts). */
   layout: Buffer.from('m/layout'),
+  /** Empty; written only to give the member a revision past a history being read (see MemberTimeline.passRevision). */
+  nudge: Buffer.from('m/nudge'),
 } as const;
 
 /** Prefix of every lease attachment index entry (see leaseIndexKey). */

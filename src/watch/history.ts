@@ -8,17 +8,15 @@
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import { Event_EventType, type Event } from '../proto/gen/kv.js';
 import { WatchRequest, type WatchResponse } from '../proto/gen/rpc.js';
-import { op, txn } from '../proto/build.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
-import { Errors, fromUpstream } from '../server/errors.js';
+import { Errors } from '../errors/etcd-error.js';
 import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
 import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
 import { inRange } from '../util/bytes.js';
 import { toClientEvents, type RevisionBatch } from './events.js';
 
 const ALL = Buffer.from([0]);
-const NUDGE_KEY = Buffer.from('m/nudge');
 
 export interface HistoryDeps {
   members: EtcdClient[];
@@ -81,7 +79,7 @@ export class HistoryReader {
   private async fill(c: Cursor): Promise<void> {
     const client = this.deps.members[c.member]!;
     // The watch below stops at the first revision past `end`; make sure one exists.
-    if (this.deps.timelines[c.member]!.processed <= c.end) await nudge(client, c.member);
+    await this.deps.timelines[c.member]!.passRevision(c.end);
     const groups = await readMemberRevisions(client, c.member, c.next, c.end, this.chunkEvents);
     for (const g of groups) {
       c.next = g.memberRevision + 1;
@@ -134,7 +132,7 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
         }
       }
     });
-    stream.on('error', (err: Error) => finish(fromUpstream(err, `member ${member}`)));
+    stream.on('error', (err: Error) => finish(client.classify(err)));
     stream.on('end', () => finish(new Error(`member ${member} ended a history watch early`)));
     stream.write(
       WatchRequest.fromPartial({
@@ -142,13 +140,4 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
       }),
     );
   });
-}
-
-/** Writes a bookkeeping key so that the member has a revision past the history being read. */
-async function nudge(client: EtcdClient, member: number): Promise<void> {
-  try {
-    await client.txn(txn([], [op.put(NUDGE_KEY, Buffer.alloc(0))]));
-  } catch (err) {
-    throw fromUpstream(err, `member ${member}`);
-  }
 }

@@ -22,7 +22,7 @@ import type { Metrics } from '../metrics.js';
 import type { MemberBatch } from '../members/member-stream.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import { ClockKind } from '../store/clock-record.js';
-import { unavailable } from '../server/errors.js';
+import { unavailable } from '../errors/etcd-error.js';
 import { EventBuffer } from './event-buffer.js';
 import { toClientEvents, type RevisionBatch } from './events.js';
 

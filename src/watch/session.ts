@@ -15,9 +15,10 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { Event, Event_EventType, type Event as EventT } from '../proto/gen/kv.js';
 import { WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.js';
-import { Errors, messageOf, statusOf, toServiceStatus } from '../server/errors.js';
-import { GRPC_OVERHEAD_BYTES } from '../server/grpc-server.js';
-import type { HeaderFactory } from '../server/header.js';
+import { isKind, messageOf, statusOf } from '../errors/etcd-error.js';
+import { toServiceStatus } from '../errors/grpc-status.js';
+import { GRPC_OVERHEAD_BYTES } from '../limits.js';
+import type { HeaderFactory } from '../proto/header.js';
 import { isFromKey } from '../util/bytes.js';
 import { varintLength } from '../util/varint.js';
 import { HistoryReader, type HistoryDeps } from './history.js';
@@ -223,7 +224,7 @@ export class WatchSession implements WatchSink {
       this.d.log.debug({ watchId: String(w.id), nextRev: w.nextRev, synced: w.synced }, 'watch caught up from member history');
     } catch (err) {
       if (w.canceled || this.closed) return;
-      if (messageOf(err) === Errors.compacted().message) {
+      if (isKind(err, 'compacted')) {
         this.compactedCancel(w);
         return;
       }

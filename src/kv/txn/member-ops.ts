@@ -6,7 +6,7 @@
 
 import { op, txn } from '../../proto/build.js';
 import type { PutRequest, RangeRequest, RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
-import { Errors } from '../../server/errors.js';
+import { Errors } from '../../errors/etcd-error.js';
 import { encodeEnvelope } from '../../store/envelope.js';
 import { InternalKey, toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import type { KeyMeta } from '../key-cache.js';

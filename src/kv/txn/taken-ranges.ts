@@ -3,7 +3,7 @@
 // when that range is on the branch taken (etcd checks after choosing it).
 
 import type { TxnRequest } from '../../proto/gen/rpc.js';
-import { Errors } from '../../server/errors.js';
+import { Errors } from '../../errors/etcd-error.js';
 import { walkTaken } from './walk.js';
 
 /**

@@ -6,7 +6,7 @@
 // it here, so that they cannot disagree on which op is which.
 
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
-import { Errors } from '../../server/errors.js';
+import { Errors } from '../../errors/etcd-error.js';
 
 /** An op of the branch taken other than a nested transaction. */
 export type LeafRequest = Exclude<NonNullable<RequestOp['request']>, { $case: 'requestTxn' }>;

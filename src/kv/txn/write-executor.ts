@@ -23,7 +23,7 @@ import type { Tick } from '../../clock/clock.js';
 import type { Slot } from '../../clock/slot-group.js';
 import { headerRevision } from '../../proto/build.js';
 import type { RequestOp, ResponseOp, TxnRequest, TxnResponse } from '../../proto/gen/rpc.js';
-import { Errors, fromUpstream, unavailable } from '../../server/errors.js';
+import { Errors, unavailable } from '../../errors/etcd-error.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
 import type { TxnPlan } from '../txn-plan.js';
@@ -147,7 +147,7 @@ class WriteRun implements WriteInput {
       return await sent.finally(() => seq.finished());
     } catch (err) {
       this.finishTick(undefined);
-      throw fromUpstream(err, `member ${this.member}`);
+      throw err;
     }
   }
 

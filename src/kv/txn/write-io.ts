@@ -3,7 +3,7 @@
 
 import { cmp, headerRevision, op, txn } from '../../proto/build.js';
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
-import { fromUpstream, unavailable } from '../../server/errors.js';
+import { unavailable } from '../../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
 import { InternalKey, toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
@@ -19,23 +19,19 @@ export async function readState(ctx: KvContext, member: number, plan: TxnPlan, r
   const known = stateFromCache(ctx.keyCache, plan);
   if (known) return known;
   const client = ctx.members[member]!;
-  try {
-    if (reads.length === 1 && plan.stateKeys.length === 1) {
-      const key = toMemberKey(plan.stateKeys[0]!);
-      // A possibly stale (serializable) read is fine: the write's guards check it.
-      const resp = await client.range({ key, serializable: true });
-      return {
-        memberRevision: headerRevision(resp),
-        clock: undefined,
-        keys: new Map([[key.toString('latin1'), resp.kvs[0]]]),
-        ranges: new Map(),
-      };
-    }
-    const resp = await client.txn(txn([], reads), { readOnly: true });
-    return stateFrom(headerRevision(resp), undefined, plan, resp.responses);
-  } catch (err) {
-    throw fromUpstream(err, `member ${member}`);
+  if (reads.length === 1 && plan.stateKeys.length === 1) {
+    const key = toMemberKey(plan.stateKeys[0]!);
+    // A possibly stale (serializable) read is fine: the write's guards check it.
+    const resp = await client.range({ key, serializable: true });
+    return {
+      memberRevision: headerRevision(resp),
+      clock: undefined,
+      keys: new Map([[key.toString('latin1'), resp.kvs[0]]]),
+      ranges: new Map(),
+    };
   }
+  const resp = await client.txn(txn([], reads), { readOnly: true });
+  return stateFrom(headerRevision(resp), undefined, plan, resp.responses);
 }
 
 /**

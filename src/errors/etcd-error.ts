@@ -1,0 +1,105 @@
+// The error vocabulary every layer shares: etcd's own statuses, with the exact
+// messages etcd sends (clients match on the text: clientv3 maps status messages
+// to typed errors, kube-apiserver checks the compacted and too-large errors, so
+// these strings must not change), metaetcd's caveat errors, and a kind on each
+// error so that code decides by kind, never by message.
+// Ref: etcd api/v3rpc/rpctypes/error.go.
+
+import { status as Status } from '@grpc/grpc-js';
+
+export { Status };
+
+/** What an error means to the code that handles it. */
+export type ErrorKind =
+  /** The request is malformed or not allowed (etcd's InvalidArgument and the like). */
+  | 'invalid'
+  | 'compacted'
+  | 'future-revision'
+  | 'lease-not-found'
+  | 'lease-exists'
+  /** A cluster (or part of the meta cluster) cannot be reached or has no leader: retryable. */
+  | 'unavailable'
+  /** A deadline passed (upstream or ours): retryable, the outcome may be unknown. */
+  | 'timeout'
+  | 'canceled'
+  | 'unimplemented'
+  /** Any other etcd status, passed through with its code and message. */
+  | 'etcd'
+  /** A failure that is a bug or an unexpected answer. */
+  | 'internal';
+
+export class EtcdError extends Error {
+  constructor(
+    readonly code: Status,
+    message: string,
+    readonly kind: ErrorKind,
+  ) {
+    super(message);
+    this.name = 'EtcdError';
+  }
+}
+
+const e = (code: Status, message: string, kind: ErrorKind) => (): EtcdError => new EtcdError(code, message, kind);
+
+export const Errors = {
+  emptyKey: e(Status.INVALID_ARGUMENT, 'etcdserver: key is not provided', 'invalid'),
+  keyNotFound: e(Status.INVALID_ARGUMENT, 'etcdserver: key not found', 'invalid'),
+  valueProvided: e(Status.INVALID_ARGUMENT, 'etcdserver: value is provided', 'invalid'),
+  leaseProvided: e(Status.INVALID_ARGUMENT, 'etcdserver: lease is provided', 'invalid'),
+  tooManyOps: e(Status.INVALID_ARGUMENT, 'etcdserver: too many operations in txn request', 'invalid'),
+  duplicateKey: e(Status.INVALID_ARGUMENT, 'etcdserver: duplicate key given in txn request', 'invalid'),
+  compacted: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision has been compacted', 'compacted'),
+  futureRev: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision is a future revision', 'future-revision'),
+  requestTooLarge: e(Status.INVALID_ARGUMENT, 'etcdserver: request is too large', 'invalid'),
+  leaseNotFound: e(Status.NOT_FOUND, 'etcdserver: requested lease not found', 'lease-not-found'),
+  leaseExist: e(Status.FAILED_PRECONDITION, 'etcdserver: lease already exists', 'lease-exists'),
+  leaseTTLTooLarge: e(Status.OUT_OF_RANGE, 'etcdserver: too large lease TTL', 'invalid'),
+  noLeader: e(Status.UNAVAILABLE, 'etcdserver: no leader', 'unavailable'),
+  timeout: e(Status.UNAVAILABLE, 'etcdserver: request timed out', 'timeout'),
+  canceled: e(Status.CANCELLED, 'etcdserver: request canceled', 'canceled'),
+  /** metaetcd's caveat: a transaction may only write to keys of one member. */
+  crossMemberTxn: e(
+    Status.INVALID_ARGUMENT,
+    'metaetcd: transaction writes keys held by different member clusters; ' +
+      'cross-member transactions are not supported (see the caveats in the metaetcd README)',
+    'invalid',
+  ),
+  /** metaetcd's caveat: a writing transaction reads other members only after its last write. */
+  crossMemberReadBeforeWrite: e(
+    Status.INVALID_ARGUMENT,
+    'metaetcd: transaction reads keys held by other member clusters before one of its writes; ' +
+      'such reads are supported only after the last write of the branch taken (see the caveats in the metaetcd README)',
+    'invalid',
+  ),
+};
+
+/** The kind of each etcd error message, for errors that arrive from an etcd (see members/upstream-error.ts). */
+export const KIND_OF_ETCD_MESSAGE: ReadonlyMap<string, ErrorKind> = new Map(Object.values(Errors).map((f) => [f().message, f().kind] as const));
+
+/** A retryable error naming which part of the meta cluster is unavailable. */
+export function unavailable(what: string): EtcdError {
+  return new EtcdError(Status.UNAVAILABLE, `metaetcd: ${what}`, 'unavailable');
+}
+
+export function unimplemented(what: string): EtcdError {
+  return new EtcdError(Status.UNIMPLEMENTED, `${what} is not implemented by metaetcd`, 'unimplemented');
+}
+
+export function isKind(err: unknown, kind: ErrorKind): boolean {
+  return err instanceof EtcdError && err.kind === kind;
+}
+
+/** The message of any error, for logs and for messages that embed another error (a gRPC status: its details). */
+export function messageOf(err: unknown): string {
+  if (err instanceof EtcdError) return err.message;
+  if (typeof err === 'object' && err !== null && typeof (err as { details?: unknown }).details === 'string') return (err as { details: string }).details;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** The gRPC status code of any error: an EtcdError's, a gRPC status's, or UNKNOWN. */
+export function statusOf(err: unknown): Status {
+  if (err instanceof EtcdError) return err.code;
+  if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err) return (err as unknown as { code: Status }).code;
+  return Status.UNKNOWN;
+}
