@@ -21,18 +21,18 @@ export async function compact(ctx: KvContext, req: CompactionRequest): Promise<n
 
   const value = encodeU64BE(revision + 1);
   await Promise.all(
-    members.map((m) => ctx.members[m]!.txn(txn([cmp.valueLess(InternalKey.compacted, value)], [op.put(InternalKey.compacted, value)]))),
+    members.map((m) => ctx.members.get(m).client.txn(txn([cmp.valueLess(InternalKey.compacted, value)], [op.put(InternalKey.compacted, value)]))),
   );
   ctx.compaction.raise(revision);
 
   // Each member is compacted at the revision of its last write at or below R, so
   // that everything after it (what a watch from R+1, or from R, reads) stays.
-  const at = await Promise.all(members.map((m) => ctx.timelines[m]!.recordRevisionAt(revision)));
+  const at = await Promise.all(members.map((m) => ctx.members.get(m).timeline.recordRevisionAt(revision)));
   await Promise.all(
     members.map(async (m, i) => {
       for (let attempt = 0; ; attempt++) {
         try {
-          await ctx.members[m]!.compact({ revision: BigInt(at[i]!), physical: req.physical });
+          await ctx.members.get(m).client.compact({ revision: BigInt(at[i]!), physical: req.physical });
           return;
         } catch (err) {
           // A member compacted further by itself (e.g. its own auto-compaction) is fine.

@@ -3,11 +3,9 @@
 import type { Clock } from '../clock/clock.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { EtcdClient } from '../members/etcd-client.js';
-import type { MemberTimeline } from '../revision/member-timeline.js';
+import type { MemberSet } from '../members/member.js';
 import type { Router } from '../shard/layout.js';
 import type { KeyCache } from './key-cache.js';
-import type { MemberSequencer } from './member-sequencer.js';
 
 /**
  * The meta revision the meta cluster is compacted at, as far as this proxy knows;
@@ -58,10 +56,7 @@ export interface KvLimits {
 
 export interface KvContext {
   router: Router;
-  members: EtcdClient[];
-  timelines: MemberTimeline[];
-  /** Per member: sends this proxy's writes to it in revision order. */
-  sequencers: MemberSequencer[];
+  members: MemberSet;
   /** Recently seen key metadata, to write without reading first. */
   keyCache: KeyCache;
   clock: Clock;

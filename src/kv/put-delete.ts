@@ -41,7 +41,7 @@ export async function deleteRange(ctx: KvContext, req: DeleteRangeRequest): Prom
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const counts = await Promise.all(
     members.map(async (m) => {
-      return Number((await ctx.members[m]!.range({ key, rangeEnd, countOnly: true })).count);
+      return Number((await ctx.members.get(m).client.range({ key, rangeEnd, countOnly: true })).count);
     }),
   );
   const holding = members.filter((_, i) => counts[i]! > 0);

@@ -46,7 +46,7 @@ async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: numb
   const limit = memberFetchLimit(req);
   const [snap, resp] = await Promise.all([
       ctx.clock.now(),
-      ctx.members[member]!.txn(
+      ctx.members.get(member).client.txn(
         txn([], [op.range(InternalKey.clock, { serializable: true }), op.range(key, { rangeEnd, limit: BigInt(limit), countOnly: req.countOnly, serializable: true })]),
         { readOnly: true },
       ),
@@ -123,7 +123,7 @@ async function fetchFirst(
  * waits for the apply to finish and cannot.
  */
 export async function readMemberAt(ctx: KvContext, member: number, req: Partial<RangeRequest>): Promise<RangeResponse> {
-  const client = ctx.members[member]!;
+  const client = ctx.members.get(member).client;
   try {
     return await client.range({ ...req, serializable: true });
   } catch (err) {

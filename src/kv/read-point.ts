@@ -34,7 +34,7 @@ export async function resolveReadPoint(
   const deadline = Date.now() + ctx.limits.requestTimeoutMs;
   if (revision > 0) {
     if (revision < ctx.compaction.revision) throw Errors.compacted();
-    const uncovered = members.filter((m) => ctx.timelines[m]!.watermark < revision);
+    const uncovered = members.filter((m) => ctx.members.get(m).timeline.watermark < revision);
     // When every member already shows `revision`, no write at or below it can still land:
     // the snapshot is final and needs no coordinator read (paged lists pinned to a revision).
     const cached = ctx.clock.latest();
@@ -42,26 +42,26 @@ export async function resolveReadPoint(
     // A clock record seen earlier also settles it when it is at or above `revision`
     // and every uncovered member has shown the last revision handed to it there:
     // later allocations are above that record, so above `revision`.
-    const settled = cached !== undefined && revision <= cached.revision && uncovered.every((m) => ctx.timelines[m]!.watermark >= cached.last[m]!);
+    const settled = cached !== undefined && revision <= cached.revision && uncovered.every((m) => ctx.members.get(m).timeline.watermark >= cached.last[m]!);
     if (!settled) {
       const snap = await ctx.clock.now();
       if (revision > snap.revision) throw Errors.futureRev();
       header = snap.revision;
-      await Promise.all(uncovered.map((m) => ctx.timelines[m]!.waitFor(snap.last[m]!, deadline)));
+      await Promise.all(uncovered.map((m) => ctx.members.get(m).timeline.waitFor(snap.last[m]!, deadline)));
     }
     return { header, revision, memberRevisions: await memberRevisions(ctx, members, revision) };
   }
   if (serializable) {
     // Every member was complete up to the compacted revision when it was compacted.
-    const snapshot = Math.max(ctx.compaction.revision, Math.min(...members.map((m) => ctx.timelines[m]!.watermark)));
+    const snapshot = Math.max(ctx.compaction.revision, Math.min(...members.map((m) => ctx.members.get(m).timeline.watermark)));
     return { header: snapshot, revision: snapshot, memberRevisions: await memberRevisions(ctx, members, snapshot) };
   }
   const snap = await ctx.clock.now();
-  await Promise.all(members.map((m) => ctx.timelines[m]!.waitFor(snap.last[m]!, deadline)));
+  await Promise.all(members.map((m) => ctx.members.get(m).timeline.waitFor(snap.last[m]!, deadline)));
   return { header: snap.revision, revision: snap.revision, memberRevisions: await memberRevisions(ctx, members, snap.revision) };
 }
 
 async function memberRevisions(ctx: KvContext, members: number[], revision: number): Promise<Map<number, number>> {
-  const revs = await Promise.all(members.map((m) => ctx.timelines[m]!.memberRevisionAt(revision)));
+  const revs = await Promise.all(members.map((m) => ctx.members.get(m).timeline.memberRevisionAt(revision)));
   return new Map(members.map((m, i) => [m, revs[i]!]));
 }

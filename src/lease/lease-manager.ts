@@ -20,13 +20,11 @@
 // and writes only where the lease has keys.
 
 import { randomBytes } from 'node:crypto';
-import type { Clock } from '../clock/clock.js';
 import type { KvContext, LeaseChecker } from '../kv/context.js';
 import { executeTxn } from '../kv/txn/execute.js';
 import { toClientKv } from '../kv/translate.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
-import type { Metrics } from '../metrics.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { Compare_CompareResult, Compare_CompareTarget, type RequestOp } from '../proto/gen/rpc.js';
 import { isKind, messageOf } from '../errors/etcd-error.js';
@@ -36,11 +34,11 @@ import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKe
 import { nextKey, prefixEnd } from '../util/bytes.js';
 
 export interface LeaseManagerOptions {
-  router: Router;
-  members: EtcdClient[];
-  clock: Clock;
-  log: Logger;
-  metrics: Metrics;
+  /**
+   * The KV context the lease manager deletes ended leases' keys through (the
+   * ordinary write path); the manager is the context's lease checker itself.
+   */
+  kv: Omit<KvContext, 'leases'>;
   sweepIntervalMs?: number;
 }
 
@@ -52,7 +50,9 @@ const INDEX_PAGE = 5000;
 export class LeaseManager implements LeaseChecker {
   private readonly o: LeaseManagerOptions;
   private readonly log: Logger;
-  private kv: KvContext | undefined;
+  private readonly kv: KvContext;
+  private readonly router: Router;
+  private readonly members: EtcdClient[];
   /** Lease ID → time (ms) until which it is known to exist. */
   private readonly aliveUntil = new Map<bigint, number>();
   private readonly reaping = new Map<bigint, Promise<number | undefined>>();
@@ -62,12 +62,15 @@ export class LeaseManager implements LeaseChecker {
 
   constructor(o: LeaseManagerOptions) {
     this.o = o;
-    this.log = o.log.child({ component: 'leases' });
+    this.kv = { ...o.kv, leases: this };
+    this.router = o.kv.router;
+    this.members = o.kv.members.clients;
+    this.log = o.kv.log.child({ component: 'leases' });
   }
 
-  /** Completes wiring (the KV context and the lease manager need each other). */
-  attach(kv: KvContext): void {
-    this.kv = kv;
+  /** The KV context whose writes check leases with this manager. */
+  get context(): KvContext {
+    return this.kv;
   }
 
   start(): void {
@@ -88,13 +91,13 @@ export class LeaseManager implements LeaseChecker {
   homeOf(id: bigint): number {
     const b = Buffer.alloc(8);
     b.writeBigUInt64BE(BigInt.asUintN(64, id));
-    return this.o.router.layout.assignment[partitionOf(b, this.o.router.layout.partitions)]!;
+    return this.router.layout.assignment[partitionOf(b, this.router.layout.partitions)]!;
   }
 
   async grant(ttl: bigint, requestedId: bigint): Promise<{ id: bigint; ttl: bigint }> {
     for (let attempt = 0; ; attempt++) {
       const id = requestedId !== 0n ? requestedId : randomLeaseId();
-      const home = this.o.members[this.homeOf(id)]!;
+      const home = this.members[this.homeOf(id)]!;
       let granted;
       try {
         granted = await home.leaseGrant({ ID: id, TTL: ttl });
@@ -110,7 +113,7 @@ export class LeaseManager implements LeaseChecker {
         throw err;
       }
       this.aliveUntil.set(id, Date.now() + Number(granted.TTL) * 1000 - 500);
-      this.o.metrics.leaseGrants.inc();
+      this.kv.metrics.leaseGrants.inc();
       return { id, ttl: granted.TTL };
     }
   }
@@ -120,14 +123,14 @@ export class LeaseManager implements LeaseChecker {
    * etcd does). Returns the highest revision of those deletions, if any.
    */
   async revoke(id: bigint): Promise<number | undefined> {
-    const home = this.o.members[this.homeOf(id)]!;
+    const home = this.members[this.homeOf(id)]!;
     await home.leaseRevoke({ ID: id });
     this.aliveUntil.delete(id);
     return this.reap(id);
   }
 
   async timeToLive(id: bigint, withKeys: boolean): Promise<{ ttl: bigint; grantedTtl: bigint; keys: Buffer[] }> {
-    const home = this.o.members[this.homeOf(id)]!;
+    const home = this.members[this.homeOf(id)]!;
     const resp = await home.leaseTimeToLive({ ID: id, keys: false });
     const keys = withKeys && resp.TTL >= 0n ? await this.keysOf(id) : [];
     return { ttl: resp.TTL, grantedTtl: resp.grantedTTL, keys };
@@ -135,10 +138,10 @@ export class LeaseManager implements LeaseChecker {
 
   async leases(): Promise<bigint[]> {
     const all = await Promise.all(
-      this.o.members.map(async (m) => (await m.leaseLeases()).leases.map((l) => l.ID)),
+      this.members.map(async (m) => (await m.leaseLeases()).leases.map((l) => l.ID)),
     );
     const ids = all.flat().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    this.o.metrics.leasesLive.set(ids.length);
+    this.kv.metrics.leasesLive.set(ids.length);
     return ids;
   }
 
@@ -153,7 +156,7 @@ export class LeaseManager implements LeaseChecker {
 
   async exists(id: bigint, fresh = false): Promise<boolean> {
     if (!fresh && (this.aliveUntil.get(id) ?? 0) > Date.now()) return true;
-    const home = this.o.members[this.homeOf(id)]!;
+    const home = this.members[this.homeOf(id)]!;
     let resp;
     try {
       resp = await home.leaseTimeToLive({ ID: id, keys: false });
@@ -186,7 +189,7 @@ export class LeaseManager implements LeaseChecker {
   onLeaseGone(id: bigint): void {
     this.aliveUntil.delete(id);
     this.reapInBackground(id);
-    const grace = (this.kv?.limits.requestTimeoutMs ?? 5000) + 1000;
+    const grace = this.kv.limits.requestTimeoutMs + 1000;
     setTimeout(() => {
       if (!this.stopped) this.reapInBackground(id);
     }, grace).unref();
@@ -236,13 +239,12 @@ export class LeaseManager implements LeaseChecker {
 
   private async doReap(id: bigint): Promise<number | undefined> {
     const kv = this.kv;
-    if (!kv) throw new Error('lease manager is not attached');
     // A lease ID may be granted again (clients may choose IDs): then its keys are the new lease's.
     if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
     await Promise.all(
-      this.o.members.map(async (client, member) => {
+      this.members.map(async (client, member) => {
         const keys = await this.attachedKeys(client, member, id);
         for (let i = 0; i < keys.length; i += REAP_CHUNK) {
           const chunk = keys.slice(i, i + REAP_CHUNK);
@@ -274,8 +276,8 @@ export class LeaseManager implements LeaseChecker {
       }),
     );
     if (deleted > 0) {
-      this.o.metrics.leaseExpiries.inc();
-      this.o.metrics.leaseKeysDeleted.inc(deleted);
+      this.kv.metrics.leaseExpiries.inc();
+      this.kv.metrics.leaseKeysDeleted.inc(deleted);
       this.log.info({ lease: id.toString(), keys: deleted }, 'deleted the keys of an ended lease');
     }
     return revision;
@@ -303,7 +305,7 @@ export class LeaseManager implements LeaseChecker {
   }
 
   private async keysOf(id: bigint): Promise<Buffer[]> {
-    const perMember = await Promise.all(this.o.members.map((client, member) => this.attachedKeys(client, member, id)));
+    const perMember = await Promise.all(this.members.map((client, member) => this.attachedKeys(client, member, id)));
     return perMember.flat().sort(Buffer.compare);
   }
 
@@ -313,7 +315,7 @@ export class LeaseManager implements LeaseChecker {
     try {
       const ids = new Set<bigint>();
       await Promise.all(
-        this.o.members.map(async (client, member) => {
+        this.members.map(async (client, member) => {
           for await (const key of indexKeys(client, LEASE_INDEX_PREFIX)) {
             const parsed = parseLeaseIndexKey(key);
             if (parsed) ids.add(parsed.lease);

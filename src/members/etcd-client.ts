@@ -64,6 +64,12 @@ export interface EtcdClientOptions {
   keepaliveTimeoutMs?: number;
   /** Default deadline of unary calls. */
   requestTimeoutMs?: number;
+  /**
+   * Fail with the gRPC status exactly as received instead of a classified
+   * EtcdError: for tests and tools that use this class as any etcd client would,
+   * to compare statuses on the wire.
+   */
+  rawErrors?: boolean;
 }
 
 export interface CallOptions {
@@ -115,11 +121,13 @@ export class EtcdClient {
   private readonly stubs: Stubs[];
   private current = 0;
   private readonly timeoutMs: number;
+  private readonly rawErrors: boolean;
 
   constructor(opts: EtcdClientOptions) {
     if (opts.endpoints.length === 0) throw new Error(`${opts.name}: no endpoints`);
     this.name = opts.name;
     this.timeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.rawErrors = opts.rawErrors ?? false;
     const channelOptions = {
       // etcd refuses pings more often than every 5 s, and any ping on a connection
       // without calls (GOAWAY too_many_pings), so never ping an idle connection.
@@ -251,7 +259,7 @@ export class EtcdClient {
         if (this.stubs.length > 1) this.rotate();
       }
     }
-    throw this.classify(lastErr, o?.context);
+    throw this.rawErrors ? lastErr : this.classify(lastErr, o?.context);
   }
 }
 

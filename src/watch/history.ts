@@ -9,7 +9,7 @@ import type { ClientDuplexStream } from '@grpc/grpc-js';
 import { Event_EventType, type Event } from '../proto/gen/kv.js';
 import { WatchRequest, type WatchResponse } from '../proto/gen/rpc.js';
 import type { EtcdClient } from '../members/etcd-client.js';
-import type { MemberTimeline } from '../revision/member-timeline.js';
+import type { MemberSet } from '../members/member.js';
 import { Errors } from '../errors/etcd-error.js';
 import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
 import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
@@ -18,10 +18,8 @@ import { toClientEvents, type RevisionBatch } from './events.js';
 
 const ALL = Buffer.from([0]);
 
-export interface HistoryDeps {
-  members: EtcdClient[];
-  timelines: MemberTimeline[];
-}
+/** The member clusters whose history is read. */
+export type HistoryDeps = MemberSet;
 
 interface Cursor {
   member: number;
@@ -67,7 +65,7 @@ export class HistoryReader {
 
   private async open(): Promise<Cursor[]> {
     return Promise.all(
-      this.deps.timelines.map(async (t, member) => {
+      this.deps.map(async ({ timeline: t, index: member }) => {
         const start = this.from <= 1 ? 1 : (await t.memberRevisionAt(this.from - 1)) + 1;
         const end = await t.memberRevisionAt(this.to);
         return { member, next: start, end, batches: [] };
@@ -77,9 +75,9 @@ export class HistoryReader {
 
   /** Reads member revisions from c.next on, up to c.end or about chunkEvents events. */
   private async fill(c: Cursor): Promise<void> {
-    const client = this.deps.members[c.member]!;
+    const { client, timeline } = this.deps.get(c.member);
     // The watch below stops at the first revision past `end`; make sure one exists.
-    await this.deps.timelines[c.member]!.passRevision(c.end);
+    await timeline.passRevision(c.end);
     const groups = await readMemberRevisions(client, c.member, c.next, c.end, this.chunkEvents);
     for (const g of groups) {
       c.next = g.memberRevision + 1;

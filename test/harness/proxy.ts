@@ -38,5 +38,5 @@ export async function startTestProxy(set: EtcdSet, overrides: Partial<ProxyConfi
 
 /** A client of one endpoint URL (the proxy or a plain etcd). Close it when done. */
 export function clientFor(url: string, name = url, timeoutMs = 10_000): EtcdClient {
-  return new EtcdClient({ name, endpoints: [parseEndpoint(url)], requestTimeoutMs: timeoutMs });
+  return new EtcdClient({ name, endpoints: [parseEndpoint(url)], requestTimeoutMs: timeoutMs, rawErrors: true });
 }

@@ -8,6 +8,9 @@ import type { Tick } from '../../src/clock/clock.js';
 import { SlotGroup } from '../../src/clock/slot-group.js';
 import { CompactionState, type KvContext } from '../../src/kv/context.js';
 import { KeyCache } from '../../src/kv/key-cache.js';
+import { Member, MemberSet } from '../../src/members/member.js';
+import type { EtcdClient } from '../../src/members/etcd-client.js';
+import type { MemberTimeline } from '../../src/revision/member-timeline.js';
 import { MemberSequencer } from '../../src/kv/member-sequencer.js';
 import { executeTxn } from '../../src/kv/txn/execute.js';
 import { cmp, op, txn } from '../../src/proto/build.js';
@@ -81,9 +84,14 @@ function fake(groups: number[][], answers: TxnResponse[], first = 0): Fake {
   };
   f.ctx = {
     router: new Router(newLayout('0123456789abcdef', 1)),
-    members: [member],
-    timelines: [{ connected: true, waitFor: async (target: number) => void f.waited.push(target) }],
-    sequencers: [new MemberSequencer(Infinity)],
+    members: new MemberSet([
+      new Member(
+        0,
+        member as unknown as EtcdClient,
+        { link: { connected: true }, waitFor: async (target: number) => void f.waited.push(target) } as unknown as MemberTimeline,
+        new MemberSequencer(Infinity),
+      ),
+    ]),
     keyCache: new KeyCache(100),
     clock: {
       tick: async (_m: number, priority: boolean) => {
@@ -111,7 +119,7 @@ test('landing at once: the put answered at the tick revision, nothing released',
   assert.deepEqual(out.responses, [{ response: { $case: 'responsePut', value: { header: header(7), prevKv: undefined } } }]);
   assert.deepEqual(f.outcomes, ['ok']);
   assert.deepEqual(f.released, []);
-  assert.equal(f.ctx.sequencers[0]!.pending, 0);
+  assert.equal(f.ctx.members.get(0).sequencer.pending, 0);
   assert.equal(f.ctx.keyCache.get(toMemberKey(b('k')).toString('latin1'))?.present?.modRevision, 7);
 });
 
@@ -143,7 +151,7 @@ test('every slot taken counts as an order loss; after three, the write asks for 
   assert.deepEqual(f.asked, [false, false, false, true]);
   // 3 and 4 are released; the group [1, 2] was handed to two writes and the other one has not finished.
   assert.deepEqual(f.released, [3, 4]);
-  assert.equal(f.ctx.sequencers[0]!.pending, 0);
+  assert.equal(f.ctx.members.get(0).sequencer.pending, 0);
 });
 
 test('priority wait: a refused write allocated after a priority revision waits for it, then retries in the same tick', async () => {
@@ -159,5 +167,5 @@ test('a write that fails gives its tick up', async () => {
   const f = fake([[7]], []);
   await assert.rejects(executeTxn(f.ctx, PUT), /no scripted answer left/);
   assert.deepEqual(f.released, [7]);
-  assert.equal(f.ctx.sequencers[0]!.pending, 0);
+  assert.equal(f.ctx.members.get(0).sequencer.pending, 0);
 });

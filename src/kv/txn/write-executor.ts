@@ -43,7 +43,7 @@ export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPla
   // A revision taken for a member whose stream is down could not be resolved, and
   // would hold back every watcher until --watch-timeout: wait for the stream to
   // come back (a member that just restarted), or fail once it is known unreachable.
-  const link = ctx.timelines[member]!.link;
+  const link = ctx.members.get(member).timeline.link;
   if (!link.connected && !(await link.usable(Date.now() + ctx.limits.requestTimeoutMs))) {
     throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
   }
@@ -139,10 +139,10 @@ class WriteRun implements WriteInput {
 
   /** Sends in the sequencer's order for this member. */
   private async send(request: TxnRequest): Promise<TxnResponse> {
-    const seq = this.ctx.sequencers[this.member]!;
+    const seq = this.ctx.members.get(this.member).sequencer;
     try {
       await seq.turn(this.tick.revision);
-      const sent = this.ctx.members[this.member]!.txn(request);
+      const sent = this.ctx.members.get(this.member).client.txn(request);
       seq.sent(this.tick.revision);
       return await sent.finally(() => seq.finished());
     } catch (err) {
@@ -166,7 +166,7 @@ class WriteRun implements WriteInput {
 
   private async waitForPriority(): Promise<void> {
     try {
-      await this.ctx.timelines[this.member]!.waitFor(this.tick.first, Date.now() + this.ctx.limits.requestTimeoutMs);
+      await this.ctx.members.get(this.member).timeline.waitFor(this.tick.first, Date.now() + this.ctx.limits.requestTimeoutMs);
     } catch (err) {
       this.finishTick(undefined);
       throw err;
@@ -185,7 +185,7 @@ class WriteRun implements WriteInput {
 /** A tick for a write on `member`, registered with the member's sequencer as soon as it is handed out. */
 function takeTick(ctx: KvContext, member: number, priority: boolean): Promise<Tick> {
   return ctx.clock.tick(member, priority).then((t) => {
-    ctx.sequencers[member]!.register(t.revision);
+    ctx.members.get(member).sequencer.register(t.revision);
     return t;
   });
 }
@@ -196,6 +196,6 @@ function takeTick(ctx: KvContext, member: number, priority: boolean): Promise<Ti
  * write of the group used.
  */
 function finishTick(ctx: KvContext, member: number, tick: Tick, landed: number | undefined): void {
-  ctx.sequencers[member]!.sent(tick.revision);
+  ctx.members.get(member).sequencer.sent(tick.revision);
   if (tick.group.finish(landed)) releaseUnused(ctx, member, tick.group.top.revision);
 }

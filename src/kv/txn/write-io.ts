@@ -18,7 +18,7 @@ import { stateFrom, stateFromCache, type WriteState } from './write-state.js';
 export async function readState(ctx: KvContext, member: number, plan: TxnPlan, reads: RequestOp[]): Promise<WriteState> {
   const known = stateFromCache(ctx.keyCache, plan);
   if (known) return known;
-  const client = ctx.members[member]!;
+  const client = ctx.members.get(member).client;
   if (reads.length === 1 && plan.stateKeys.length === 1) {
     const key = toMemberKey(plan.stateKeys[0]!);
     // A possibly stale (serializable) read is fine: the write's guards check it.
@@ -91,7 +91,7 @@ export async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: num
  */
 export function releaseUnused(ctx: KvContext, member: number, top: number): void {
   const record = encodeClockRecord({ revision: top, kind: ClockKind.Fence, allocation: [] });
-  ctx.members[member]!
+  ctx.members.get(member).client
     .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(top))], [op.put(InternalKey.clock, record)]))
     .catch((err: unknown) => ctx.log.debug({ member, revision: top, err: String(err) }, 'could not release unused revisions; readers will fence them'));
 }
