@@ -5,6 +5,7 @@ import type { Server } from '@grpc/grpc-js';
 import type { Clock } from '../clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from '../config.js';
 import type { CompactionState, KvContext } from '../kv/context.js';
+import { KeepAliveMux } from '../lease/keepalive.js';
 import type { LeaseManager } from '../lease/lease-manager.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
@@ -18,7 +19,8 @@ import { createKvService } from '../server/kv-service.js';
 import { createLeaseService } from '../server/lease-service.js';
 import { createMaintenanceService } from '../server/maintenance-service.js';
 import { withRequestSizes } from '../server/request-size.js';
-import { WatchService } from '../server/watch-service.js';
+import { createWatchService } from '../server/watch-service.js';
+import { WatchFanout } from '../watch/fanout.js';
 import type { WatchHub } from '../watch/hub.js';
 import type { StopStack } from './stack.js';
 
@@ -78,9 +80,11 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     MaintenanceService,
     createMaintenanceService({ ...deps, members: clients, coordinator: d.coordinator, clock: d.clock, header, version: () => REPORTED_ETCD_VERSION }),
   );
-  server.addService(LeaseService, createLeaseService({ ...deps, leases: d.leases, members: clients, clock: d.clock, header }));
+  const keepAlive = new KeepAliveMux({ members: clients, homeOf: (id) => d.leases.homeOf(id), observe: (r) => d.leases.observeTtl(r.ID, r.TTL) });
+  stack.defer('lease keep-alive streams', () => keepAlive.stop());
+  server.addService(LeaseService, createLeaseService({ ...deps, leases: d.leases, keepAlive, clock: d.clock, header }));
   server.addService(ClusterService, createClusterService({ ...deps, header, name: 'metaetcd', clientUrls: urls }));
-  const watchService = new WatchService({
+  const fanout = new WatchFanout({
     hub: d.hub,
     clock: d.clock,
     compaction: d.compaction,
@@ -94,8 +98,8 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     maxStreamBytes: Math.max(16 * 1024 * 1024, 4 * config.maxRequestBytes),
   });
   // Registered after the server: client watch streams end first, so the server's drain does not wait for them.
-  stack.defer('watch streams', () => watchService.stop());
-  server.addService(WatchServiceDef, watchService.server());
+  stack.defer('watch streams', () => fanout.stop());
+  server.addService(WatchServiceDef, createWatchService(fanout, d.metrics));
 
   if (!config.serverCert && !isLoopbackHost(listenHost(config.listenAddr))) {
     d.log.warn({ listenAddr: config.listenAddr }, 'serving plaintext beyond loopback: anyone who can reach this address can read and write every key');

@@ -1,21 +1,17 @@
-// The Lease service over the lease manager. LeaseKeepAlive keeps, per client
-// stream, one upstream keep-alive stream per home member (opened on first use)
-// and routes each request by lease ID; every upstream answer (the remaining
-// TTL, or 0 for a lease that no longer exists, as etcd answers) goes back to the
-// client with our header. If an upstream stream fails, the client stream ends
-// with Unavailable and the client opens a new one (clientv3 does so by itself).
+// The Lease service over the lease manager; LeaseKeepAlive streams are served
+// by the keep-alive multiplexer (lease/keepalive.ts), each reply with our header.
 
-import { status as Status, type ClientDuplexStream, type handleBidiStreamingCall } from '@grpc/grpc-js';
+import { status as Status, type handleBidiStreamingCall } from '@grpc/grpc-js';
 import type { Clock } from '../clock/clock.js';
 import type { LeaseManager } from '../lease/lease-manager.js';
-import type { EtcdClient } from '../members/etcd-client.js';
+import type { KeepAliveMux } from '../lease/keepalive.js';
 import type { LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseServer } from '../proto/gen/rpc.js';
 import type { HeaderFactory } from '../proto/header.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface LeaseServiceDeps extends HandlerDeps {
   leases: LeaseManager;
-  members: EtcdClient[];
+  keepAlive: KeepAliveMux;
   clock: Clock;
   header: HeaderFactory;
 }
@@ -26,56 +22,23 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
   const leaseKeepAlive: handleBidiStreamingCall<LeaseKeepAliveRequest, LeaseKeepAliveResponse> = (call) => {
     d.metrics.requestCount.inc({ method: 'LeaseKeepAlive' });
     d.metrics.leaseKeepAliveStreams.inc();
-    const upstreams = new Map<number, ClientDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>>();
-    // Replies go back in request order, as etcd answers one stream: each upstream
-    // stream answers its own requests in order, so a reply fills the oldest
-    // unanswered request sent to the same member.
-    const pending: { member: number; reply?: LeaseKeepAliveResponse }[] = [];
-    let closed = false;
-    const close = (err?: { code: Status; details: string }) => {
-      if (closed) return;
-      closed = true;
+    let ended = false;
+    const end = (err?: { code: Status; details: string }) => {
+      if (ended) return;
+      ended = true;
       d.metrics.leaseKeepAliveStreams.dec();
-      for (const u of upstreams.values()) u.cancel();
-      upstreams.clear();
+      client.close();
       if (err) call.emit('error', Object.assign(new Error(err.details), err));
       else call.end();
     };
-    const flush = () => {
-      while (pending.length > 0 && pending[0]!.reply) {
-        const resp = pending.shift()!.reply!;
-        if (!closed) call.write({ header: d.header.make(d.clock.latest()?.revision ?? 0), ID: resp.ID, TTL: resp.TTL });
-      }
-    };
-    const upstream = (member: number) => {
-      let u = upstreams.get(member);
-      if (u) return u;
-      u = d.members[member]!.leaseKeepAlive();
-      upstreams.set(member, u);
-      u.on('data', (resp: LeaseKeepAliveResponse) => {
-        d.leases.observeTtl(resp.ID, resp.TTL);
-        const slot = pending.find((p) => p.member === member && !p.reply);
-        if (slot) slot.reply = resp;
-        flush();
-      });
-      u.on('error', (err: Error & { code?: number }) => {
-        if (closed || err.code === Status.CANCELLED) return;
-        close({ code: Status.UNAVAILABLE, details: `metaetcd: keep-alive stream to member ${member} failed: ${err.message}` });
-      });
-      u.on('end', () => {
-        if (!closed) close({ code: Status.UNAVAILABLE, details: `metaetcd: keep-alive stream to member ${member} ended` });
-      });
-      return u;
-    };
-    call.on('data', (req: LeaseKeepAliveRequest) => {
-      if (closed) return;
-      const member = d.leases.homeOf(req.ID);
-      pending.push({ member });
-      upstream(member).write(req);
+    const client = d.keepAlive.open({
+      reply: (resp) => call.write({ header: d.header.make(d.clock.latest()?.revision ?? 0), ID: resp.ID, TTL: resp.TTL }),
+      fail: (status) => end(status),
     });
-    call.on('end', () => close());
-    call.on('error', () => close());
-    call.on('cancelled', () => close());
+    call.on('data', (req: LeaseKeepAliveRequest) => client.send(req));
+    call.on('end', () => end());
+    call.on('error', () => end());
+    call.on('cancelled', () => end());
   };
 
   return {

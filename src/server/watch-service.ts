@@ -1,65 +1,15 @@
-// The Watch service: one WatchSession per client stream, all fed by the hub.
-// Released revisions are matched once against the registry of watchers and
-// handed to their sessions; late revisions and lost continuity cut off the
-// watches they concern (with compact_revision set, so clients relist instead of
-// silently missing a change).
+// The Watch service: each client stream is handed to the watch fan-out
+// (watch/fanout.ts), which serves it from the hub.
 
-import type { handleBidiStreamingCall } from '@grpc/grpc-js';
-import type { Event } from '../proto/gen/kv.js';
-import type { WatchRequest, WatchResponse, WatchServer } from '../proto/gen/rpc.js';
-import type { RevisionBatch } from '../watch/events.js';
-import type { HubListener } from '../watch/hub.js';
-import { WatcherRegistry } from '../watch/registry.js';
-import { WatchSession, type SessionDeps } from '../watch/session.js';
-import type { Watcher } from '../watch/watcher.js';
+import type { Metrics } from '../metrics.js';
+import type { WatchServer } from '../proto/gen/rpc.js';
+import type { WatchFanout } from '../watch/fanout.js';
 
-export class WatchService implements HubListener {
-  readonly registry = new WatcherRegistry();
-  private readonly sessions = new Set<WatchSession>();
-  private readonly deps: SessionDeps;
-  private readonly unsubscribe: () => void;
-
-  constructor(deps: Omit<SessionDeps, 'registry'>) {
-    this.deps = { ...deps, registry: this.registry };
-    this.unsubscribe = deps.hub.subscribe(this);
-  }
-
-  get streams(): number {
-    return this.sessions.size;
-  }
-
-  server(): WatchServer {
-    const watch: handleBidiStreamingCall<WatchRequest, WatchResponse> = (call) => {
-      this.deps.metrics.requestCount.inc({ method: 'Watch' });
-      const session = new WatchSession(call, this.deps, (s) => this.sessions.delete(s));
-      this.sessions.add(session);
-    };
-    return { watch };
-  }
-
-  onRevision(b: RevisionBatch): void {
-    this.registry.forEachMatch(b, (w: Watcher, events: Event[]) => w.sink.deliver(w, b.revision, events));
-  }
-
-  onLate(b: RevisionBatch): void {
-    const hit: Watcher[] = [];
-    this.registry.forEachMatch(b, (w) => {
-      if (w.nextRev > b.revision) hit.push(w);
-    });
-    for (const w of hit) {
-      (w.sink as WatchSession).invalidate(w, 'metaetcd: a change older than this watch position arrived late; relist and watch again');
-    }
-  }
-
-  onReset(): void {
-    for (const s of this.sessions) {
-      for (const w of [...s.allWatchers()]) s.invalidate(w, 'metaetcd: the proxy lost track of a member cluster; relist and watch again');
-    }
-  }
-
-  /** Ends every client stream (with Unavailable) and detaches from the hub. */
-  stop(): void {
-    for (const s of [...this.sessions]) s.shutdown();
-    this.unsubscribe();
-  }
+export function createWatchService(fanout: WatchFanout, metrics: Metrics): WatchServer {
+  return {
+    watch: (call) => {
+      metrics.requestCount.inc({ method: 'Watch' });
+      fanout.open(call);
+    },
+  };
 }

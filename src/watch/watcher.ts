@@ -6,8 +6,11 @@ import { Event_EventType, type Event } from '../proto/gen/kv.js';
 import { WatchCreateRequest_FilterType as Filter, type WatchCreateRequest } from '../proto/gen/rpc.js';
 import { inRange } from '../util/bytes.js';
 
+/** Where a watcher's events go: its client stream. */
 export interface WatchSink {
   deliver(w: Watcher, revision: number, events: Event[]): void;
+  /** Cuts the watch off (the client relists): its continuity cannot be kept. */
+  invalidate(w: Watcher, reason: string): void;
 }
 
 export class Watcher {
