@@ -6,7 +6,7 @@ import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
-import { runSandbox } from './sandbox.js';
+import { runSandbox } from './sandbox/sandbox.js';
 import { WORKER_INDEX_ENV } from './workers/messages.js';
 import { runPrimary } from './workers/primary.js';
 import { runWorker } from './workers/worker.js';

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
-import { defaultScratchRoot, freePort } from '../../src/etcd/etcd-process.js';
+import { defaultScratchRoot, freePort } from '../../src/sandbox/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
 import { buildIfStale, healthOf } from '../harness/faults.js';

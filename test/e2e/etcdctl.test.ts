@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { EtcdProcess } from '../../src/etcd/etcd-process.js';
+import { EtcdProcess } from '../../src/sandbox/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
 import { startTestProxy, type TestProxy } from '../harness/proxy.js';

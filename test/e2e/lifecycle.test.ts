@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale, canConnect, ROOT, sleep, waitUntil } from '../harness/faults.js';
-import { freePort } from '../../src/etcd/etcd-process.js';
+import { freePort } from '../../src/sandbox/etcd-process.js';
 import { clientFor } from '../harness/proxy.js';
 
 let set: EtcdSet;

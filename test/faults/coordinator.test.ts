@@ -21,7 +21,7 @@
 import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { freePort } from '../../src/etcd/etcd-process.js';
+import { freePort } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { allKvs, codeOf, describeErr, healthOf, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';

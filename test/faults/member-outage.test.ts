@@ -15,7 +15,7 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
-import { freePort } from '../../src/etcd/etcd-process.js';
+import { freePort } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Router } from '../../src/shard/layout.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';

@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultScratchRoot, EtcdProcess, type EtcdProcessOptions } from '../../src/etcd/etcd-process.js';
-import { memberEtcdSettings } from '../../src/etcd/member-settings.js';
+import { defaultScratchRoot, EtcdProcess, type EtcdProcessOptions } from '../../src/sandbox/etcd-process.js';
+import { memberEtcdSettings } from '../../src/sandbox/member-settings.js';
 
 export interface EtcdSet {
   coordinator: EtcdProcess;

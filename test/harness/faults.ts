@@ -11,7 +11,7 @@ import { connect as http2Connect, constants as h2 } from 'node:http2';
 import { createConnection } from 'node:net';
 import { join, resolve } from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
-import { freePort, type EtcdProcess } from '../../src/etcd/etcd-process.js';
+import { freePort, type EtcdProcess } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Metrics } from '../../src/metrics.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { after, before, test } from 'node:test';
-import { freePort } from '../../src/etcd/etcd-process.js';
+import { freePort } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';

@@ -7,7 +7,7 @@ import { get as httpGet } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { defaultScratchRoot, EtcdProcess, freePort } from '../../src/etcd/etcd-process.js';
+import { defaultScratchRoot, EtcdProcess, freePort } from '../../src/sandbox/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl } from '../harness/etcdctl.js';
 

@@ -3,18 +3,14 @@
 // one that writes goes to its member as one member transaction
 // (write-executor.ts).
 
-import type { ResponseOp, TxnRequest } from '../../proto/gen/rpc.js';
+import type { TxnRequest } from '../../proto/gen/rpc.js';
 import type { KvContext } from '../context.js';
 import { planTxn } from '../txn-plan.js';
 import { executeReadOnly } from './read-only.js';
 import { executeWrite } from './write-executor.js';
+import type { TxnOutcome } from './outcome.js';
 
-/** A transaction's outcome; `revision` is the meta revision for the response header. */
-export interface TxnOutcome {
-  revision: number;
-  succeeded: boolean;
-  responses: ResponseOp[];
-}
+export type { TxnOutcome };
 
 /** Runs `req`; with `onMember`, every key is taken to live in that member (see planTxn). */
 export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {

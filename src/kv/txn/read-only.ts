@@ -11,7 +11,7 @@ import { rangeAt } from '../range.js';
 import { resolveReadPoint, type ReadPoint } from '../read-point.js';
 import { compareToPath } from '../txn-compare.js';
 import { rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
-import type { TxnOutcome } from './execute.js';
+import type { TxnOutcome } from './outcome.js';
 import { innerHeader } from './responses.js';
 import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';

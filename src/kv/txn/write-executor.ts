@@ -27,7 +27,7 @@ import { Errors, unavailable } from '../../errors/etcd-error.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
 import type { TxnPlan } from '../txn-plan.js';
-import type { TxnOutcome } from './execute.js';
+import type { TxnOutcome } from './outcome.js';
 import { cachedMeta, compileClientOps, type ClientOps, type WriteInput } from './member-ops.js';
 import { attemptOutcome, buildMemberTxn, type MemberWrite } from './member-txn.js';
 import { translateResponses } from './responses.js';

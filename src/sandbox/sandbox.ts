@@ -5,12 +5,12 @@
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { startProxy, type ProxyHandle } from './app.js';
-import { applyFlags, defaultProxyConfig, parseFlags, PROXY_FLAGS, type ProxyConfig } from './config.js';
-import { defaultScratchRoot, EtcdProcess } from './etcd/etcd-process.js';
-import { memberEtcdSettings } from './etcd/member-settings.js';
-import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
-import { createLogger, type Logger } from './log.js';
+import { startProxy, type ProxyHandle } from '../app.js';
+import { applyFlags, defaultProxyConfig, parseFlags, PROXY_FLAGS, type ProxyConfig } from '../config.js';
+import { defaultScratchRoot, EtcdProcess } from './etcd-process.js';
+import { memberEtcdSettings } from './member-settings.js';
+import { keepServingOnStrayRejections, usage, waitForSignal } from '../lifecycle.js';
+import { createLogger, type Logger } from '../log.js';
 
 export const SANDBOX_FLAGS = {
   ...Object.fromEntries(Object.entries(PROXY_FLAGS).filter(([name]) => name !== 'coordinator' && name !== 'members')),
