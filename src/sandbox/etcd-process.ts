@@ -15,105 +15,38 @@
 // the exit hook kills the child.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { get as httpGet, type IncomingMessage } from 'node:http';
 import { get as httpsGet } from 'node:https';
-import { createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import type { Socket } from 'node:net';
+import {
+  canRetryPorts,
+  etcdArgs,
+  etcdEnv,
+  isMissingOrEmpty,
+  PortInUseError,
+  portInUse,
+  resolveConfig,
+  validateOptions,
+  type Config,
+  type EtcdProcessOptions,
+  type EtcdTls,
+} from './etcd-config.js';
+import { DEFAULT_HOST } from './local-resources.js';
 
-export interface EtcdProcessOptions {
-  /** etcd --name; also used in log/error messages. */
-  name: string;
-  /** Created (recursive) if missing. */
-  dataDir: string;
-  /** Default '127.0.0.1'. */
-  host?: string;
-  /** A free loopback port is chosen when absent. */
-  clientPort?: number;
-  /** A free loopback port is chosen when absent. */
-  peerPort?: number;
-  /** Passed as --max-request-bytes when set. */
-  maxRequestBytes?: number;
-  /** Default 'error' (etcd 3.4: --logger=zap --log-level). */
-  logLevel?: 'debug' | 'info' | 'warn' | 'error';
-  extraArgs?: string[];
-  /** Default 'etcd' (from PATH). */
-  binary?: string;
-  /** Default 30000. */
-  startTimeoutMs?: number;
-  /** Serve clients over TLS (https) with these PEM files; with clientCertAuth, require client certificates signed by `ca`. */
-  tls?: EtcdTls;
-}
+export type { EtcdProcessOptions, EtcdTls } from './etcd-config.js';
+export { defaultScratchRoot, freePort } from './local-resources.js';
 
-export interface EtcdTls {
-  cert: string;
-  key: string;
-  ca: string;
-  clientCertAuth?: boolean;
-  /** Client certificate and key the health probe presents (needed with clientCertAuth). */
-  probeCert?: string;
-  probeKey?: string;
-}
-
-const DEFAULT_HOST = '127.0.0.1';
-const DEFAULT_START_TIMEOUT_MS = 30_000;
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const LOG_CAPACITY_BYTES = 64 * 1024;
 const ERROR_LOG_TAIL_CHARS = 4_000;
 const PORT_ATTEMPTS = 5;
 const HEALTH_POLL_MS = 50;
 const HEALTH_REQUEST_TIMEOUT_MS = 1_000;
-/** Environment variables etcd would read as flags; dropped so runs are hermetic. */
-const ETCD_ENV_KEEP = new Set(['ETCD_UNSUPPORTED_ARCH']);
-
-// ---------------------------------------------------------------------------
-// Public helpers
-
-/** Binds port 0 on `host`, reads the port the kernel chose, closes. Avoids
- *  handing out the same port twice within this process (recent ports are remembered). */
-export async function freePort(host: string = DEFAULT_HOST): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await bindEphemeral(host);
-    if (!recentPorts.has(port)) {
-      rememberPort(port);
-      return port;
-    }
-  }
-  throw new Error(`freePort(${host}): the kernel kept returning recently used ports`);
-}
-
-/** '/dev/shm' when it exists and is writable, else os.tmpdir(). */
-export function defaultScratchRoot(): string {
-  try {
-    if (statSync('/dev/shm').isDirectory()) {
-      accessSync('/dev/shm', fsConstants.W_OK | fsConstants.X_OK);
-      return '/dev/shm';
-    }
-  } catch {
-    // fall through
-  }
-  return tmpdir();
-}
 
 // ---------------------------------------------------------------------------
 // EtcdProcess
-
-interface Config {
-  name: string;
-  dataDir: string;
-  host: string;
-  clientPort: number;
-  peerPort: number;
-  maxRequestBytes: number | undefined;
-  logLevel: 'debug' | 'info' | 'warn' | 'error';
-  extraArgs: string[];
-  binary: string;
-  startTimeoutMs: number;
-  clusterToken: string;
-  tls: EtcdTls | undefined;
-}
 
 /** One incarnation of the etcd binary. */
 interface Incarnation {
@@ -272,107 +205,6 @@ export class EtcdProcess {
     const tail = this.#log.toString().slice(-ERROR_LOG_TAIL_CHARS).trimEnd();
     return tail ? `\n--- last output of etcd ${this.name} ---\n${tail}` : ' (no output)';
   }
-}
-
-// ---------------------------------------------------------------------------
-// Configuration
-
-class PortInUseError extends Error {
-  constructor(
-    message: string,
-    readonly port: number,
-  ) {
-    super(message);
-    this.name = 'PortInUseError';
-  }
-}
-
-function validateOptions(opts: EtcdProcessOptions): void {
-  if (!opts.name || /[\s=,]/.test(opts.name)) throw new Error(`invalid etcd name ${JSON.stringify(opts.name)}`);
-  if (!opts.dataDir) throw new Error(`etcd ${opts.name}: dataDir is required`);
-  for (const key of ['clientPort', 'peerPort'] as const) {
-    const port = opts[key];
-    if (port !== undefined && (!Number.isInteger(port) || port <= 0 || port > 65535)) {
-      throw new Error(`etcd ${opts.name}: invalid ${key} ${port}`);
-    }
-  }
-}
-
-async function resolveConfig(opts: EtcdProcessOptions, host: string): Promise<Config> {
-  const clientPort = opts.clientPort ?? (await freePort(host));
-  let peerPort = opts.peerPort ?? (await freePort(host));
-  while (peerPort === clientPort && opts.peerPort === undefined) peerPort = await freePort(host);
-  if (peerPort === clientPort) throw new Error(`etcd ${opts.name}: clientPort and peerPort are both ${clientPort}`);
-  return {
-    name: opts.name,
-    dataDir: opts.dataDir,
-    host,
-    clientPort,
-    peerPort,
-    maxRequestBytes: opts.maxRequestBytes,
-    logLevel: opts.logLevel ?? 'error',
-    extraArgs: opts.extraArgs ?? [],
-    binary: opts.binary ?? 'etcd',
-    startTimeoutMs: opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
-    clusterToken: `${opts.name}-${randomBytes(6).toString('hex')}`,
-    tls: opts.tls,
-  };
-}
-
-/** Retrying with new ports only helps when the busy port is one we chose. */
-function canRetryPorts(opts: EtcdProcessOptions, busyPort: number): boolean {
-  return busyPort !== opts.clientPort && busyPort !== opts.peerPort;
-}
-
-function etcdArgs(c: Config): string[] {
-  const clientUrl = `${c.tls ? 'https' : 'http'}://${c.host}:${c.clientPort}`;
-  const peerUrl = `http://${c.host}:${c.peerPort}`;
-  const args = [
-    `--name=${c.name}`,
-    `--data-dir=${c.dataDir}`,
-    `--listen-client-urls=${clientUrl}`,
-    `--advertise-client-urls=${clientUrl}`,
-    `--listen-peer-urls=${peerUrl}`,
-    `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=${c.name}=${peerUrl}`,
-    '--initial-cluster-state=new',
-    `--initial-cluster-token=${c.clusterToken}`,
-    '--logger=zap',
-    `--log-level=${c.logLevel}`,
-    // 'default' means journald when run under systemd; we want the output.
-    '--log-outputs=stderr',
-  ];
-  if (c.maxRequestBytes !== undefined) args.push(`--max-request-bytes=${c.maxRequestBytes}`);
-  if (c.tls) {
-    args.push(`--cert-file=${c.tls.cert}`, `--key-file=${c.tls.key}`, `--trusted-ca-file=${c.tls.ca}`);
-    if (c.tls.clientCertAuth) args.push('--client-cert-auth');
-  }
-  return [...args, ...c.extraArgs];
-}
-
-function etcdEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith('ETCD_') && !ETCD_ENV_KEEP.has(key)) continue;
-    env[key] = value;
-  }
-  return env;
-}
-
-function isMissingOrEmpty(dir: string): boolean {
-  try {
-    return readdirSync(dir).length === 0;
-  } catch {
-    return !existsSync(dir);
-  }
-}
-
-/** Finds "listen tcp HOST:PORT: bind: address already in use" in etcd's output. */
-function portInUse(output: string, host: string): number | undefined {
-  if (!/address already in use/i.test(output)) return undefined;
-  const escapedHost = host.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const match = new RegExp(`listen tcp \\[?${escapedHost}\\]?:(\\d+): bind: address already in use`).exec(output);
-  return match ? Number(match[1]) : -1;
 }
 
 // ---------------------------------------------------------------------------
@@ -561,28 +393,3 @@ class LogRing {
   }
 }
 
-// ---------------------------------------------------------------------------
-// Port bookkeeping
-
-const recentPorts = new Set<number>();
-const RECENT_PORTS_MAX = 4096;
-
-function rememberPort(port: number): void {
-  recentPorts.add(port);
-  if (recentPorts.size > RECENT_PORTS_MAX) {
-    const oldest = recentPorts.values().next().value;
-    if (oldest !== undefined) recentPorts.delete(oldest);
-  }
-}
-
-function bindEphemeral(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', (err) => reject(new Error(`freePort(${host}): ${err.message}`)));
-    server.listen({ port: 0, host, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error(`freePort(${host}): no port assigned`))));
-    });
-  });
-}
