@@ -45,7 +45,7 @@ async function runProxy(argv: string[]): Promise<number> {
   const log = createLogger(config.logLevel);
   if (cluster.isWorker) return runWorker(config, log, Number(process.env[WORKER_INDEX_ENV] ?? 0));
   if (pprofPort) log.warn({ pprofPort }, '--pprof-port is accepted for compatibility but profiling is not served');
-  if (config.workers > 1) return runPrimary(config, log);
+  if (config.workers > 1) return runPrimary(config, argv, log);
   keepServingOnStrayRejections(log);
   const proxy = await startProxy(config, log);
   await waitForSignal(log);

@@ -12,6 +12,8 @@
 
 import cluster, { type Worker } from 'node:cluster';
 import type { Server as HttpServer } from 'node:http';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { HealthReport } from '../health.js';
@@ -33,11 +35,13 @@ interface Slot {
   backoffMs: number;
 }
 
-export async function runPrimary(config: ProxyConfig, log: Logger): Promise<number> {
+export async function runPrimary(config: ProxyConfig, argv: string[], log: Logger): Promise<number> {
   const plog = log.child({ component: 'primary' });
   const slots: Slot[] = Array.from({ length: config.workers }, (_, index) => ({ index, worker: undefined, ready: false, backoffMs: RESTART_BACKOFF_MS.first }));
   let stopping = false;
   const aggregator = new AggregatorRegistry();
+  // Workers run the command with the same flags, whichever way this process was started.
+  cluster.setupPrimary({ exec: workerEntry(), args: argv });
   let metricsServer: HttpServer | undefined;
   // Signals from now on: one that comes while workers start stops them once they have.
   const signalled = waitForSignal(log);
@@ -108,6 +112,12 @@ export async function runPrimary(config: ProxyConfig, log: Logger): Promise<numb
   await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
   plog.info('stopped');
   return 0;
+}
+
+/** worker-entry beside this module (.ts when running from source through tsx). */
+function workerEntry(): string {
+  const here = fileURLToPath(import.meta.url);
+  return join(dirname(here), `worker-entry${extname(here)}`);
 }
 
 function stopWorker(worker: Worker, ready: boolean): Promise<void> {

@@ -185,7 +185,7 @@ test('a real proxy process survives a lease ending while one member is down (and
   const id = leaseIdWithHome(router, down, 53_000n, true);
   const port = await freePort();
   const root = resolve(import.meta.dirname, '../..');
-  const args = ['--listen-addr', `127.0.0.1:${port}`, '--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(','), '--metrics-port', '0'];
+  const args = ['--listen-addr', `127.0.0.1:${port}`, '--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(','), '--metrics-port', '0', '--workers', '1'];
   const script = `import('./src/cli.ts').then((m) => m.main(process.argv.slice(1))).then((code) => process.exit(code))`;
   const child = spawn(process.execPath, ['--import', 'tsx', '-e', script, '--', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
