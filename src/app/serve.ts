@@ -80,7 +80,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     MaintenanceService,
     createMaintenanceService({ ...deps, members: clients, coordinator: d.coordinator, clock: d.clock, header, version: () => REPORTED_ETCD_VERSION }),
   );
-  const keepAlive = new KeepAliveMux({ members: clients, homeOf: (id) => d.leases.homeOf(id), observe: (r) => d.leases.observeTtl(r.ID, r.TTL) });
+  const keepAlive = new KeepAliveMux({ members: d.members, homeOf: (id) => d.leases.homeOf(id), observe: (r) => d.leases.observeTtl(r.ID, r.TTL) });
   stack.defer('lease keep-alive streams', () => keepAlive.stop());
   server.addService(LeaseService, createLeaseService({ ...deps, leases: d.leases, keepAlive, clock: d.clock, header }));
   server.addService(ClusterService, createClusterService({ ...deps, header, name: 'metaetcd', clientUrls: urls }));

@@ -12,7 +12,7 @@
 // the others carry on.
 
 import { status as Status, type ClientDuplexStream } from '@grpc/grpc-js';
-import type { EtcdClient } from '../members/etcd-client.js';
+import type { MemberSet } from '../members/member.js';
 import type { LeaseKeepAliveRequest, LeaseKeepAliveResponse } from '../proto/gen/rpc.js';
 
 /** One client keep-alive stream, as the multiplexer sees it. */
@@ -36,7 +36,7 @@ interface ClientState {
 }
 
 export interface KeepAliveOptions {
-  members: EtcdClient[];
+  members: MemberSet;
   /** The member holding lease `id`. */
   homeOf(id: bigint): number;
   /** Every reply, for the lease manager's view of which leases are alive. */
@@ -75,7 +75,7 @@ export class KeepAliveMux {
   private upstream(member: number) {
     const existing = this.upstreams.get(member);
     if (existing) return existing;
-    const stream = this.o.members[member]!.leaseKeepAlive();
+    const stream = this.o.members.get(member).client.leaseKeepAlive();
     const up = { stream, waiting: [] as Waiting[] };
     this.upstreams.set(member, up);
     stream.on('data', (resp: LeaseKeepAliveResponse) => {

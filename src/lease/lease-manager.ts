@@ -87,6 +87,11 @@ export class LeaseManager implements LeaseChecker {
     this.retry.clear();
   }
 
+  /** The client of the member holding lease `id`. */
+  private home(id: bigint): EtcdClient {
+    return this.kv.members.get(this.homeOf(id)).client;
+  }
+
   /** The member holding lease `id`. */
   homeOf(id: bigint): number {
     const b = Buffer.alloc(8);
@@ -97,7 +102,7 @@ export class LeaseManager implements LeaseChecker {
   async grant(ttl: bigint, requestedId: bigint): Promise<{ id: bigint; ttl: bigint }> {
     for (let attempt = 0; ; attempt++) {
       const id = requestedId !== 0n ? requestedId : randomLeaseId();
-      const home = this.members[this.homeOf(id)]!;
+      const home = this.home(id);
       let granted;
       try {
         granted = await home.leaseGrant({ ID: id, TTL: ttl });
@@ -123,14 +128,14 @@ export class LeaseManager implements LeaseChecker {
    * etcd does). Returns the highest revision of those deletions, if any.
    */
   async revoke(id: bigint): Promise<number | undefined> {
-    const home = this.members[this.homeOf(id)]!;
+    const home = this.home(id);
     await home.leaseRevoke({ ID: id });
     this.aliveUntil.delete(id);
     return this.reap(id);
   }
 
   async timeToLive(id: bigint, withKeys: boolean): Promise<{ ttl: bigint; grantedTtl: bigint; keys: Buffer[] }> {
-    const home = this.members[this.homeOf(id)]!;
+    const home = this.home(id);
     const resp = await home.leaseTimeToLive({ ID: id, keys: false });
     const keys = withKeys && resp.TTL >= 0n ? await this.keysOf(id) : [];
     return { ttl: resp.TTL, grantedTtl: resp.grantedTTL, keys };
@@ -156,7 +161,7 @@ export class LeaseManager implements LeaseChecker {
 
   async exists(id: bigint, fresh = false): Promise<boolean> {
     if (!fresh && (this.aliveUntil.get(id) ?? 0) > Date.now()) return true;
-    const home = this.members[this.homeOf(id)]!;
+    const home = this.home(id);
     let resp;
     try {
       resp = await home.leaseTimeToLive({ ID: id, keys: false });

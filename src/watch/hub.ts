@@ -171,6 +171,12 @@ export class WatchHub {
     }
   }
 
+  private timeline(m: number): MemberTimeline {
+    const t = this.o.timelines[m];
+    if (!t) throw new Error(`no member cluster in slot ${m}`);
+    return t;
+  }
+
   stop(): void {
     if (this.stallTimer) clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
@@ -231,7 +237,7 @@ export class WatchHub {
   private pursue(p: Pending, lag: number[], waited: number): void {
     if (waited >= this.o.fenceAfterMs) {
       this.log.debug(
-        { revision: p.revision, waitedMs: waited, lagging: lag.map((m) => ({ member: m, watermark: this.o.timelines[m]!.watermark, needs: p.batch.record!.allocation[m] })) },
+        { revision: p.revision, waitedMs: waited, lagging: lag.map((m) => ({ member: m, watermark: this.timeline(m).watermark, needs: p.batch.record!.allocation[m] })) },
         'a released revision is waiting for lagging members',
       );
     }
@@ -239,7 +245,7 @@ export class WatchHub {
       this.lastFence = Date.now();
       const alloc = p.batch.record!.allocation;
       for (const m of lag) {
-        this.o.timelines[m]!.fence(alloc[m]!).catch((err: unknown) => this.log.warn({ member: m, err: String(err) }, 'fence failed'));
+        this.timeline(m).fence(alloc[m]!).catch((err: unknown) => this.log.warn({ member: m, err: String(err) }, 'fence failed'));
       }
     }
     if (this.stallTimer) return;
