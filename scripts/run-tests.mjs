@@ -24,7 +24,8 @@ const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 2));
 /**
  * Files that run alone: they kill or SIGSTOP processes and assert that the rest
  * recovers within bounded times, measure memory, or load the machine on their
- * own (fuzz, thousands of streams); a neighbour competing for the 2 cores could
+ * own (fuzz, thousands of streams, 100 MiB lists under a deadline); a neighbour
+ * competing for the 2 cores could
  * make their bounds flaky.
  */
 const ALONE = new Set([
@@ -38,6 +39,7 @@ const ALONE = new Set([
   'test/faults/multi-proxy.test.ts',
   'test/faults/proxy-crash.test.ts',
   'test/kube/cacher.test.ts',
+  'test/kube/transport.test.ts',
   'test/lease/lease-faults.test.ts',
   'test/watch/clients.test.ts',
   'test/watch/slow-consumer.test.ts',
