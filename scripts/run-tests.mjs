@@ -24,9 +24,8 @@ const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 2));
 /**
  * Files that run alone: they kill or SIGSTOP processes and assert that the rest
  * recovers within bounded times, measure memory, or load the machine on their
- * own (fuzz, thousands of streams, 100 MiB lists under a deadline); a neighbour
- * competing for the 2 cores could
- * make their bounds flaky.
+ * own (fuzz, thousands of streams, 100 MiB lists under a deadline); a
+ * neighbour competing for the 2 cores could make their bounds flaky.
  */
 const ALONE = new Set([
   'test/e2e/cli.test.ts',
