@@ -40,6 +40,7 @@ const ALONE = new Set([
   'test/kube/cacher.test.ts',
   'test/kube/transport.test.ts',
   'test/lease/lease-faults.test.ts',
+  'test/lease/lease-kube-pattern.test.ts',
   'test/watch/clients.test.ts',
   'test/watch/slow-consumer.test.ts',
 ]);
