@@ -1,12 +1,49 @@
-// Runs every test file under test/ with node's test runner (through tsx), one
-// file at a time (files start real etcd processes; the machine has 2 cores).
-// `npm test -- <substring>` runs only the files whose path contains it.
-import { spawnSync } from 'node:child_process';
+// Runs the test files under test/ with node's test runner (through tsx), one
+// process per file: first the unit layer (test/unit, no etcd, one process), then the files
+// that start their own etcd processes two at a time, then the timing-sensitive
+// files (listed in ALONE) one at a time with nothing else running. Each file's
+// spec output is printed in one piece when it finishes, and one summary for the
+// whole run comes last ("ℹ tests N", "ℹ pass N", "ℹ fail N", ...).
+//
+//   npm test                     everything
+//   npm test -- <substring>...   only the files whose path contains one of them
+//   npm run test:unit            only test/unit
+//   TEST_CONCURRENCY=1 npm test  everything one file at a time
+//
+// Sharing the machine is safe: etcd ports come from the kernel and etcd is
+// restarted on other ports when one was taken meanwhile, proxies and metrics
+// listen on port 0, and every etcd gets its own mkdtemp data directory.
+import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
 const filter = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 2));
+
+/**
+ * Files that run alone: they kill or SIGSTOP processes and assert that the rest
+ * recovers within bounded times, measure memory, or load the machine on their
+ * own (fuzz, thousands of streams, 100 MiB lists under a deadline); a
+ * neighbour competing for the 2 cores could make their bounds flaky.
+ */
+const ALONE = new Set([
+  'test/e2e/cli.test.ts',
+  'test/e2e/etcd-process.test.ts',
+  'test/faults/bad-input.test.ts',
+  'test/faults/coordinator.test.ts',
+  'test/faults/fuzz.test.ts',
+  'test/faults/member-cluster.test.ts',
+  'test/faults/member-outage.test.ts',
+  'test/faults/multi-proxy.test.ts',
+  'test/faults/proxy-crash.test.ts',
+  'test/kube/cacher.test.ts',
+  'test/kube/transport.test.ts',
+  'test/lease/lease-faults.test.ts',
+  'test/lease/lease-kube-pattern.test.ts',
+  'test/watch/clients.test.ts',
+  'test/watch/slow-consumer.test.ts',
+]);
 
 function find(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -24,8 +61,62 @@ if (files.length === 0) {
   console.error(`no test files match ${filter.join(' ')}`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], {
-  cwd: root,
-  stdio: 'inherit',
-});
-process.exit(r.status ?? 1);
+
+const SUMMARY = /^ℹ (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) (\d+(?:\.\d+)?)$/;
+const totals = { tests: 0, suites: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0 };
+const failedFiles = [];
+
+/** Runs test files in one process; prints their output (without its summary) and adds its counts to the totals. */
+function runFiles(batch) {
+  const name = batch.length === 1 ? batch[0] : `${batch.length} files (${batch.join(', ')})`;
+  const started = performance.now();
+  return new Promise((done) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${concurrency}`, ...batch], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: process.stdout.isTTY ? { ...process.env, FORCE_COLOR: '1' } : process.env,
+    });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (out += c));
+    child.on('close', (code, signal) => {
+      const counted = {};
+      const lines = out.split('\n').filter((line) => {
+        const m = SUMMARY.exec(line.replace(/\x1b\[[0-9;]*m/g, ''));
+        if (m) counted[m[1]] = Number(m[2]);
+        return !m;
+      });
+      for (const k of Object.keys(totals)) totals[k] += counted[k] ?? 0;
+      const failed = code !== 0 || (counted.fail ?? 0) > 0 || counted.tests === undefined;
+      if (failed) failedFiles.push(`${name} (exit ${signal ?? code})`);
+      if (counted.tests === undefined) totals.fail += 1; // crashed before reporting: count it as a failure
+      const secs = ((performance.now() - started) / 1000).toFixed(1);
+      process.stdout.write(`\n▶ ${name} (${secs} s)${failed ? ' FAILED' : ''}\n${lines.join('\n').trimEnd()}\n`);
+      done();
+    });
+  });
+}
+
+/** Runs `list` with at most `n` files at a time. */
+async function runPool(list, n) {
+  const queue = [...list];
+  const worker = async () => {
+    while (queue.length > 0) await runFiles([queue.shift()]);
+  };
+  await Promise.all(Array.from({ length: Math.min(n, list.length) }, worker));
+}
+
+const started = performance.now();
+const unit = files.filter((f) => f.startsWith('test/unit/'));
+const alone = files.filter((f) => ALONE.has(f));
+const shared = files.filter((f) => !unit.includes(f) && !ALONE.has(f));
+// The unit layer is quick: one process for all of it saves a tsx start per file.
+if (unit.length > 0) await runFiles(unit);
+await runPool(shared, concurrency);
+await runPool(alone, 1);
+
+if (failedFiles.length > 0) console.log(`\n✖ failed files:\n${failedFiles.map((f) => `  ${f}`).join('\n')}`);
+console.log('');
+for (const [k, v] of Object.entries(totals)) console.log(`ℹ ${k} ${v}`);
+console.log(`ℹ duration_ms ${(performance.now() - started).toFixed(3)}`);
+process.exit(failedFiles.length > 0 ? 1 : 0);

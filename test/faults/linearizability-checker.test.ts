@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { checkHistories, checkRegister, checkRevisions, replay, shrink, type HistoryOp, type RegisterOp, type RegisterResult } from '../harness/linearizability.js';
+import { checkHistories, checkRegister, checkRevisions, replay, shrink, type CheckResult, type HistoryOp, type RegisterOp, type RegisterResult } from '../harness/linearizability.js';
 
 let nextId = 0;
 function op(client: string, start: number, end: number, o: RegisterOp, result?: RegisterResult, extra: Partial<HistoryOp> = {}): HistoryOp {
@@ -18,22 +18,24 @@ const get = (c: string, s: number, e: number, v: string | null, rev?: number) =>
 const cas = (c: string, s: number, e: number, expect: string | null, v: string, ok: boolean, saw?: string | null) =>
   op(c, s, e, { kind: 'cas', expect, value: v }, { succeeded: ok, ...(saw !== undefined ? { value: saw } : {}) });
 const del = (c: string, s: number, e: number, deleted: number) => op(c, s, e, { kind: 'delete' }, { deleted });
+const lin = (r: CheckResult, why = '') => assert.equal(r.outcome, 'linearizable', why);
+const viol = (r: CheckResult, why = '') => assert.equal(r.outcome, 'violation', why);
 
 test('accepts sequential and overlapping linearizable histories', () => {
-  assert.ok(checkRegister([put('a', 0, 1, 'x'), get('b', 2, 3, 'x'), del('a', 4, 5, 1), get('b', 6, 7, null)]).ok);
+  lin(checkRegister([put('a', 0, 1, 'x'), get('b', 2, 3, 'x'), del('a', 4, 5, 1), get('b', 6, 7, null)]));
   // Overlapping put and get: the get may see either value.
-  assert.ok(checkRegister([put('a', 0, 1, 'x'), put('a', 2, 10, 'y'), get('b', 3, 4, 'x'), get('c', 5, 6, 'y')]).ok);
+  lin(checkRegister([put('a', 0, 1, 'x'), put('a', 2, 10, 'y'), get('b', 3, 4, 'x'), get('c', 5, 6, 'y')]));
   // Concurrent CAS from the same value: only one succeeds.
-  assert.ok(checkRegister([put('a', 0, 1, 'x'), cas('b', 2, 5, 'x', 'y', true), cas('c', 2, 5, 'x', 'z', false, 'y'), get('a', 6, 7, 'y')]).ok);
+  lin(checkRegister([put('a', 0, 1, 'x'), cas('b', 2, 5, 'x', 'y', true), cas('c', 2, 5, 'x', 'z', false, 'y'), get('a', 6, 7, 'y')]));
   // Create-if-absent.
-  assert.ok(checkRegister([cas('a', 0, 1, null, 'x', true), cas('b', 2, 3, null, 'y', false, 'x'), get('c', 4, 5, 'x')]).ok);
+  lin(checkRegister([cas('a', 0, 1, null, 'x', true), cas('b', 2, 3, null, 'y', false, 'x'), get('c', 4, 5, 'x')]));
 });
 
 test('indeterminate operations may take effect late or never', () => {
   const failedPut = { ...put('a', 0, 1, 'x'), ok: false, error: 'UNAVAILABLE' };
-  assert.ok(checkRegister([failedPut, get('b', 5, 6, null)]).ok, 'never applied');
-  assert.ok(checkRegister([{ ...failedPut, id: nextId++ }, get('b', 5, 6, null), get('b', 7, 8, 'x')]).ok, 'applied late');
-  assert.ok(!checkRegister([{ ...failedPut, id: nextId++ }, get('b', 5, 6, 'x'), get('b', 7, 8, null)]).ok, 'but not undone');
+  lin(checkRegister([failedPut, get('b', 5, 6, null)]), 'never applied');
+  lin(checkRegister([{ ...failedPut, id: nextId++ }, get('b', 5, 6, null), get('b', 7, 8, 'x')]), 'applied late');
+  viol(checkRegister([{ ...failedPut, id: nextId++ }, get('b', 5, 6, 'x'), get('b', 7, 8, null)]), 'but not undone');
 });
 
 test('failed writes nobody saw are pruned; failed writes somebody saw are kept', () => {
@@ -44,13 +46,13 @@ test('failed writes nobody saw are pruned; failed writes somebody saw are kept',
     h.push(get('r', 2.5 + i, 2.7 + i, 'x'));
   }
   const r = checkRegister(h);
-  assert.ok(r.ok && r.states < 1000, JSON.stringify({ ok: r.ok, states: r.states }));
+  assert.ok(r.outcome === 'linearizable' && r.states < 1000, JSON.stringify(r));
   // A failed put that a later read saw must be kept (and applied).
   const seen = [put('a', 0, 1, 'x'), { ...put('b', 2, 3, 'y'), ok: false, error: 'UNAVAILABLE' }, get('c', 4, 5, 'y')];
-  assert.ok(checkRegister(seen).ok);
+  lin(checkRegister(seen));
   // A delete that reports what it deleted must have deleted that value.
   const wrongPrev = [put('a', 0, 1, 'x'), op('b', 2, 3, { kind: 'delete' }, { deleted: 1, prev: 'zzz' })];
-  assert.ok(!checkRegister(wrongPrev).ok);
+  viol(checkRegister(wrongPrev));
 });
 
 test('refuses a stale read, a lost write, a double CAS and a value from nowhere; shrinks to a minimal replay', () => {
@@ -61,10 +63,9 @@ test('refuses a stale read, a lost write, a double CAS and a value from nowhere;
   const deleteOfNothing = [put('a', 0, 1, 'x'), del('b', 2, 3, 0)];
   for (const [name, h] of Object.entries({ stale, lost, double, nowhere, deleteOfNothing })) {
     const r = checkRegister(h);
-    assert.equal(r.ok, false, `${name} must be refused`);
-    assert.ok(!r.unknown, name);
+    assert.equal(r.outcome, 'violation', `${name} must be refused`);
     const min = shrink(h);
-    assert.ok(!checkRegister(min).ok, `${name}: the shrunk history still fails`);
+    viol(checkRegister(min), `${name}: the shrunk history still fails`);
     assert.ok(min.length <= h.length, name);
     assert.match(replay(min), /key k, initially <absent>:/);
   }
@@ -96,7 +97,7 @@ test('a long linearizable history with many overlapping clients is checked quick
   }
   const started = performance.now();
   const r = checkRegister(h);
-  assert.ok(r.ok && !r.unknown, JSON.stringify({ ok: r.ok, unknown: r.unknown, states: r.states }));
+  assert.equal(r.outcome, 'linearizable', JSON.stringify(r));
   assert.ok(performance.now() - started < 5000, `took ${performance.now() - started} ms`);
 });
 
@@ -105,9 +106,53 @@ test('checkHistories reports failing keys with replays; checkRevisions finds reu
   const b = { ...put('b', 2, 3, 'y', 5), key: 'other' };
   const c = get('c', 4, 5, 'x', 4);
   const report = checkHistories([a, c, { ...get('d', 6, 7, 'zzz'), key: 'k' }]);
-  assert.equal(report.failures.length, 1);
-  assert.match(report.failures[0]!.replay!, /get\(\) => zzz/);
+  assert.equal(report.violations.length, 1);
+  assert.equal(report.inconclusive.length, 0);
+  assert.match(report.violations[0]!.detail, /get\(\) => zzz/);
   const problems = checkRevisions([a, b, c]);
   assert.ok(problems.some((p) => p.includes('acknowledged to two writes')), problems.join('\n'));
   assert.ok(problems.some((p) => p.includes('had returned 5 before it started')), problems.join('\n'));
+});
+
+/** `n` operations on one register, each overlapping its neighbours (no quiescent point), linearizable in index order. */
+function overlapping(n: number, from = 0): HistoryOp[] {
+  const h: HistoryOp[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = from + i;
+    h.push(i % 2 === 0 ? op(`c${i % 6}`, t - 3, t + 3, { kind: 'put', value: `w${t}` }) : op(`c${i % 6}`, t - 3, t + 3, { kind: 'get' }, { value: `w${t - 1}` }));
+  }
+  return h;
+}
+
+test('three outcomes: a search that runs out of states is inconclusive, never a pass or a violation', () => {
+  const h = overlapping(200);
+  assert.equal(checkRegister(h).outcome, 'linearizable');
+  assert.equal(checkRegister(h, null, 10).outcome, 'inconclusive');
+  const report = checkHistories(h, () => null, 10);
+  assert.equal(report.violations.length, 0, 'windows of a linearizable history hold no violation');
+  assert.equal(report.inconclusive.length, 1);
+  assert.match(report.inconclusive[0]!.detail, /search gave up after \d+ and then \d+ states over 200 operations/);
+});
+
+test('a violation in a hard history is reported as one; with too small a budget it is inconclusive, not a violation', () => {
+  const h: HistoryOp[] = [...overlapping(40), put('a', 100, 101, 'x'), put('a', 102, 103, 'y'), get('b', 104, 105, 'x'), ...overlapping(200, 200)];
+  const small = checkHistories(h, () => null, 10);
+  assert.deepEqual([small.violations.length, small.inconclusive.length], [0, 1]);
+  const report = checkHistories(h);
+  assert.deepEqual([report.violations.length, report.inconclusive.length], [1, 0]);
+  assert.match(report.violations[0]!.detail, /get\(\) => x/);
+});
+
+test('quiescent points split the search; every end state of a part is carried into the next', () => {
+  // Two concurrent puts, then (after both returned) a read: either value may be the one left.
+  const race = () => [put('a', 0, 3, 'x'), put('b', 1, 2, 'y')];
+  lin(checkRegister([...race(), get('c', 4, 5, 'x')]));
+  lin(checkRegister([...race(), get('c', 4, 5, 'y')]));
+  viol(checkRegister([...race(), get('c', 4, 5, null)]));
+  // Many parts, each cheap: the whole is checked in few states.
+  const parts: HistoryOp[] = [];
+  for (let i = 0; i < 300; i++) parts.push(...overlapping(6, i * 100));
+  const r = checkRegister(parts);
+  assert.equal(r.outcome, 'linearizable');
+  assert.ok(r.states < 300 * 1000, `${r.states} states for 300 parts of 6 operations`);
 });

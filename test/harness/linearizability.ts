@@ -1,7 +1,10 @@
 // A linearizability checker for single-key register histories (Wing & Gong's
 // search with Lowe's memoisation, as in Knossos/Porcupine), plus a shrinker
 // that turns a violation into a minimal replay, and cheaper sufficient checks
-// that use the server-assigned revisions.
+// that use the server-assigned revisions. A search has three outcomes:
+// linearizable, violation, or inconclusive (it ran out of states); the history
+// is split at quiescent points (no operation in flight) and each part searched
+// from every state the previous part can end in, which keeps most searches small.
 //
 // Operations on one key (values are unique per write, so the model is a plain
 // register holding a value or nothing):
@@ -93,10 +96,11 @@ export function hasEffect(h: HistoryOp): boolean {
   }
 }
 
+/** What a search established: a proof, a refutation, or neither (it ran out of states). */
+export type Outcome = 'linearizable' | 'violation' | 'inconclusive';
+
 export interface CheckResult {
-  ok: boolean;
-  /** The search gave up (too many states): neither proven nor refuted. */
-  unknown?: boolean;
+  outcome: Outcome;
   /** Longest linearized prefix found (ids), for diagnostics. */
   partial?: number[];
   states: number;
@@ -145,11 +149,60 @@ export function relevant(history: HistoryOp[]): HistoryOp[] {
   });
 }
 
-/** Is this history of ONE key linearizable from `initial`? */
+/**
+ * Splits operations (sorted by invocation) at quiescent points: every operation
+ * before a cut returned before every operation after it was invoked, so every
+ * linearization is one of the first part followed by one of the rest.
+ */
+function quiescentSegments(ops: HistoryOp[]): HistoryOp[][] {
+  const sorted = [...ops].sort((a, b) => a.start - b.start);
+  const segments: HistoryOp[][] = [];
+  let maxEnd = -Infinity;
+  for (const h of sorted) {
+    if (segments.length === 0 || h.start > maxEnd) segments.push([]);
+    segments[segments.length - 1]!.push(h);
+    maxEnd = Math.max(maxEnd, h.ok ? h.end : Number.POSITIVE_INFINITY);
+  }
+  return segments;
+}
+
+/** Is this history of ONE key linearizable from `initial`? Searches each quiescent segment from every state the previous one can end in. */
 export function checkRegister(history: HistoryOp[], initial: State = null, maxStates = 2_000_000): CheckResult {
-  const ops = relevant(history);
+  const segments = quiescentSegments(relevant(history));
+  let starts = new Set<State>([initial]);
+  let states = 0;
+  const done: number[] = [];
+  for (const [i, seg] of segments.entries()) {
+    const last = i === segments.length - 1;
+    const ends = new Set<State>();
+    let best: number[] = [];
+    for (const s of starts) {
+      const r = search(seg, s, maxStates - states, !last);
+      states += r.states;
+      if (r.partial.length > best.length) best = r.partial;
+      if (r.exhausted) return { outcome: 'inconclusive', partial: [...done, ...best], states };
+      for (const e of r.ends) ends.add(e);
+      if (last && ends.size > 0) break;
+    }
+    if (ends.size === 0) return { outcome: 'violation', partial: [...done, ...best], states };
+    starts = ends;
+    done.push(...seg.map((h) => h.id));
+  }
+  return { outcome: 'linearizable', states };
+}
+
+interface SearchResult {
+  /** States the register can be in after a linearization of all of `ops` (only the first one found unless `all`). */
+  ends: Set<State>;
+  /** The budget ran out before the search finished. */
+  exhausted: boolean;
+  partial: number[];
+  states: number;
+}
+
+function search(ops: HistoryOp[], initial: State, maxStates: number, all: boolean): SearchResult {
   const n = ops.length;
-  if (n === 0) return { ok: true, states: 0 };
+  const ends = new Set<State>();
   // Events: calls before returns at equal times (such operations overlap).
   const entries: Entry[] = [];
   ops.forEach((h, i) => {
@@ -195,47 +248,42 @@ export function checkRegister(history: HistoryOp[], initial: State = null, maxSt
   let entry = head.next;
   let states = 0;
   let best: number[] = [];
+  const result = (exhausted: boolean): SearchResult => ({ ends, exhausted, partial: best, states });
 
-  while (head.next) {
-    if (++states > maxStates) return { ok: false, unknown: true, partial: best, states };
-    if (!entry) {
-      // Nothing more can be linearized here: backtrack.
+  for (;;) {
+    if (!head.next) {
+      // Everything linearized: note the end state; look for other ones only when asked to.
+      ends.add(state);
+      if (!all) return result(false);
+    }
+    if (++states > maxStates) return result(true);
+    if (!entry || entry.kind === 'return') {
+      // Nothing more can be linearized here (or a return whose call is not linearized yet: every order from here on is impossible): backtrack.
       const top = stack.pop();
-      if (!top) return { ok: false, partial: best, states };
+      if (!top) return result(false);
       state = top.state;
       setBit(top.entry.op, false);
       unlift(top.entry);
       entry = top.entry.next;
       continue;
     }
-    if (entry.kind === 'call') {
-      const r = step(state, ops[entry.op]!);
-      if (r) {
-        setBit(entry.op, true);
-        const key = `${bits.join(',')}|${r.next === null ? '\u0000null' : r.next}`;
-        if (!cache.has(key)) {
-          cache.add(key);
-          stack.push({ entry, state });
-          if (stack.length > best.length) best = stack.map((s) => ops[s.entry.op]!.id);
-          state = r.next;
-          lift(entry);
-          entry = head.next;
-          continue;
-        }
-        setBit(entry.op, false);
+    const r = step(state, ops[entry.op]!);
+    if (r) {
+      setBit(entry.op, true);
+      const key = `${bits.join(',')}|${r.next === null ? '\u0000null' : r.next}`;
+      if (!cache.has(key)) {
+        cache.add(key);
+        stack.push({ entry, state });
+        if (stack.length > best.length) best = stack.map((s) => ops[s.entry.op]!.id);
+        state = r.next;
+        lift(entry);
+        entry = head.next;
+        continue;
       }
-      entry = entry.next;
-    } else {
-      // A return whose call is not linearized yet: every order from here on is impossible.
-      const top = stack.pop();
-      if (!top) return { ok: false, partial: best, states };
-      state = top.state;
-      setBit(top.entry.op, false);
-      unlift(top.entry);
-      entry = top.entry.next;
+      setBit(entry.op, false);
     }
+    entry = entry.next;
   }
-  return { ok: true, states };
 }
 
 // ---------------------------------------------------------------------------
@@ -275,8 +323,7 @@ function closedPrefix(byStart: HistoryOp[], k: number): HistoryOp[] {
 export function shrink(history: HistoryOp[], initial: State = null): HistoryOp[] {
   const byStart = relevant(history).sort((a, b) => a.start - b.start);
   const fails = (h: HistoryOp[]) => {
-    const r = checkRegister(h, initial, 200_000);
-    return !r.ok && !r.unknown;
+    return checkRegister(h, initial, 200_000).outcome === 'violation';
   };
   let lo = 1;
   let hi = byStart.length;
@@ -326,21 +373,40 @@ export interface KeyReport {
   key: string;
   ops: number;
   result: CheckResult;
-  replay?: string;
+  /** A violation: a minimal replay. Inconclusive: what was tried. */
+  detail: string;
 }
 
-/** Checks each key's history; returns the reports of the keys that failed (with minimal replays). */
-export function checkHistories(history: HistoryOp[], initial: (key: string) => State = () => null): { checked: number; failures: KeyReport[]; states: number } {
+export interface HistoryReport {
+  checked: number;
+  violations: KeyReport[];
+  /** Keys whose search gave up: neither proven linearizable nor refuted. */
+  inconclusive: KeyReport[];
+  states: number;
+}
+
+const RETRY_FACTOR = 4;
+
+/** Checks each key's history: violations (with minimal replays) and inconclusive keys, reported apart. */
+export function checkHistories(history: HistoryOp[], initial: (key: string) => State = () => null, maxStates = 2_000_000): HistoryReport {
   const byKey = new Map<string, HistoryOp[]>();
   for (const h of history) byKey.set(h.key, [...(byKey.get(h.key) ?? []), h]);
-  const failures: KeyReport[] = [];
-  let states = 0;
+  const report: HistoryReport = { checked: byKey.size, violations: [], inconclusive: [], states: 0 };
   for (const [key, ops] of byKey) {
-    const result = checkRegister(ops, initial(key));
-    states += result.states;
-    if (!result.ok) failures.push({ key, ops: ops.length, result, replay: result.unknown ? undefined : replay(shrink(ops, initial(key)), initial(key)) });
+    const init = initial(key);
+    const result = checkRegister(ops, init, maxStates);
+    report.states += result.states;
+    if (result.outcome === 'violation') {
+      report.violations.push({ key, ops: ops.length, result, detail: replay(shrink(ops, init), init) });
+    } else if (result.outcome === 'inconclusive') {
+      // One retry with a larger budget before giving up on the key.
+      const retry = checkRegister(ops, init, maxStates * RETRY_FACTOR);
+      report.states += retry.states;
+      if (retry.outcome === 'violation') report.violations.push({ key, ops: ops.length, result: retry, detail: replay(shrink(ops, init), init) });
+      else if (retry.outcome === 'inconclusive') report.inconclusive.push({ key, ops: ops.length, result: retry, detail: `key ${key}: search gave up after ${result.states} and then ${retry.states} states over ${ops.length} operations` });
+    }
   }
-  return { checked: byKey.size, failures, states };
+  return report;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// Real etcd processes: start, health, etcdctl, restart with data surviving,
+// Real etcd processes (not a unit test: it starts etcd): start, health, etcdctl, restart with data surviving,
 // SIGSTOP/SIGCONT, stop (pid gone), port-retry, and the etcd-set harness.
 
 import assert from 'node:assert/strict';
