@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { ProxyConfig } from '../config.js';
-import { MemberSequencer } from '../kv/member-sequencer.js';
+import { MemberSequencer } from '../members/member-sequencer.js';
 import type { Logger } from '../log.js';
 import { bootstrap, type BootstrapResult } from '../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../members/endpoints.js';

@@ -5,7 +5,7 @@
 // stream that feeds the timeline is attached once the composition root has
 // wired its listeners.
 
-import type { MemberSequencer } from '../kv/member-sequencer.js';
+import type { MemberSequencer } from './member-sequencer.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { EtcdClient } from './etcd-client.js';
 import type { StreamLink } from './stream-link.js';

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MemberSequencer } from '../../src/kv/member-sequencer.js';
+import { MemberSequencer } from '../../src/members/member-sequencer.js';
 
 /** Lets pending promise callbacks run. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -11,7 +11,7 @@ import { KeyCache } from '../../src/kv/key-cache.js';
 import { Member, MemberSet } from '../../src/members/member.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { MemberTimeline } from '../../src/revision/member-timeline.js';
-import { MemberSequencer } from '../../src/kv/member-sequencer.js';
+import { MemberSequencer } from '../../src/members/member-sequencer.js';
 import { executeTxn } from '../../src/kv/txn/execute.js';
 import { cmp, op, txn } from '../../src/proto/build.js';
 import type { DeepPartial, ResponseOp, TxnRequest, TxnResponse } from '../../src/proto/gen/rpc.js';
