@@ -13,7 +13,8 @@ import { addService, bind, createGrpcServer, serverCredentials } from '../src/se
 
 const self = fileURLToPath(import.meta.url);
 
-async function child(impl: 'node' | 'grpc-js'): Promise<void> {
+async function child(impl: 'node' | 'grpc-js' | 'raw'): Promise<void> {
+  if (impl === 'raw') return rawChild();
   const o = { maxRequestBytes: 1.5 * 1024 * 1024, keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 20_000, maxIdleMs: 0, impl };
   const server = createGrpcServer(o);
   const resp = RangeResponse.fromPartial({
@@ -26,7 +27,26 @@ async function child(impl: 'node' | 'grpc-js'): Promise<void> {
     Promise.resolve().then(() => cb(null, resp));
   };
   addService(server, withRequestSizes(KVService), { range: handler } as never);
-  const port = await bind(server, '127.0.0.1:0', serverCredentials(o));
+  reportTo(await bind(server, '127.0.0.1:0', serverCredentials(o)));
+}
+
+/** The floor: bare node:http2 answering every stream with a fixed response (no gRPC at all). */
+async function rawChild(): Promise<void> {
+  const srv = http2.createServer();
+  const reply = Buffer.alloc(300, 0);
+  srv.on('stream', (st) => {
+    st.on('data', () => {});
+    st.on('end', () => {
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      st.once('wantTrailers', () => st.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'OK' }));
+      st.end(reply);
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  reportTo((srv.address() as { port: number }).port);
+}
+
+function reportTo(port: number): void {
   let start = process.cpuUsage();
   process.on('message', (m: string) => {
     if (m === 'reset') {
@@ -40,7 +60,7 @@ async function child(impl: 'node' | 'grpc-js'): Promise<void> {
   process.send!({ port });
 }
 
-async function run(impl: 'node' | 'grpc-js', calls: number, conns: number, conc: number): Promise<number> {
+async function run(impl: 'node' | 'grpc-js' | 'raw', calls: number, conns: number, conc: number): Promise<number> {
   const c = fork(self, ['child', impl], { execArgv: ['--import', 'tsx'] });
   const ask = (m: string) => new Promise<any>((res) => c.once('message', res).send(m));
   const port: number = await new Promise((res) => c.once('message', (m: any) => res(m.port)));
@@ -54,6 +74,7 @@ async function run(impl: 'node' | 'grpc-js', calls: number, conns: number, conc:
       const st = s.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Range', 'content-type': 'application/grpc', te: 'trailers' });
       st.on('data', () => {});
       st.on('trailers', (t) => (t['grpc-status'] === '0' ? undefined : rej(new Error(String(t['grpc-message'])))));
+      st.on('response', (h) => (h['grpc-status'] !== undefined && h['grpc-status'] !== '0' ? rej(new Error(String(h['grpc-message']))) : undefined));
       st.on('close', () => res());
       st.on('error', rej);
       st.end(framed);
@@ -82,11 +103,12 @@ async function run(impl: 'node' | 'grpc-js', calls: number, conns: number, conc:
 }
 
 if (process.argv[2] === 'child') {
-  void child(process.argv[3] as 'node' | 'grpc-js');
+  void child(process.argv[3] as 'node' | 'grpc-js' | 'raw');
 } else {
   const [calls = 30000, conns = 4, conc = 64] = process.argv.slice(2).map(Number);
   for (let i = 0; i < 2; i++) {
     await run('grpc-js', calls, conns, conc);
     await run('node', calls, conns, conc);
+    await run('raw', calls, conns, conc);
   }
 }
