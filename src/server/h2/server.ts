@@ -90,7 +90,10 @@ function frame(payload: Buffer): Buffer {
   return out;
 }
 
+const OK_TRAILERS: http2.OutgoingHttpHeaders = { 'grpc-status': '0', 'grpc-message': 'OK' };
+
 function trailersOf(st: Status): http2.OutgoingHttpHeaders {
+  if (st.code === OK && (st.details === 'OK' || st.details === undefined) && !st.metadata) return OK_TRAILERS;
   const code = typeof st.code === 'number' ? st.code : UNKNOWN;
   const t: http2.OutgoingHttpHeaders = { 'grpc-status': String(code) };
   const details = st.details ?? (code === OK ? 'OK' : st.message ?? '');
@@ -223,7 +226,7 @@ class CallBase extends EventEmitter {
     this.stream.once('wantTrailers', () => {
       if (this.stream.destroyed) return;
       try {
-        this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(OK), 'grpc-message': 'OK' });
+        this.stream.sendTrailers(this.trailers ?? OK_TRAILERS);
       } catch {
         /* the stream is gone */
       }
@@ -540,7 +543,6 @@ export class H2Server {
     stream.once('close', () => {
       if (!call.finished) call.markCancelled();
     });
-    stream.once('aborted', () => call.markCancelled());
     const timeout = headers['grpc-timeout'];
     if (typeof timeout === 'string') {
       const m = DEADLINE_RE.exec(timeout);
