@@ -28,6 +28,8 @@ export interface ProxyConfig {
   requestTimeoutMs: number;
   fenceAfterMs: number;
   grpcServerKeepaliveMaxIdleMs: number;
+  /** Which gRPC server implementation serves clients. */
+  grpcServer: 'node' | 'grpc-js';
   grpcServerKeepaliveIntervalMs: number;
   grpcServerKeepaliveTimeoutMs: number;
   grpcClientKeepaliveIntervalMs: number;
@@ -81,6 +83,7 @@ export const PROXY_FLAGS: Record<string, FlagSpec> = {
     kind: 'duration',
     help: 'how long a revision taken by a write may stay unresolved before readers close it (default 1s)',
   },
+  'grpc-server': { key: 'grpcServer', kind: 'string', help: 'gRPC server implementation: node (lean, on node:http2) or grpc-js (default node)' },
   'grpc-server-keepalive-max-idle': { key: 'grpcServerKeepaliveMaxIdleMs', kind: 'duration', help: 'close client connections idle this long (default 5s; 0 = never)' },
   'grpc-server-keepalive-interval': { key: 'grpcServerKeepaliveIntervalMs', kind: 'duration', help: 'ping clients after this much inactivity (default 10s)' },
   'grpc-server-keepalive-timeout': { key: 'grpcServerKeepaliveTimeoutMs', kind: 'duration', help: 'drop a client that does not answer a ping within (default 20s)' },
@@ -117,6 +120,7 @@ export function defaultProxyConfig(): ProxyConfig {
     requestTimeoutMs: 5000,
     fenceAfterMs: 1000,
     grpcServerKeepaliveMaxIdleMs: 5000,
+    grpcServer: 'node',
     grpcServerKeepaliveIntervalMs: 10_000,
     grpcServerKeepaliveTimeoutMs: 20_000,
     grpcClientKeepaliveIntervalMs: 10_000,
@@ -215,6 +219,7 @@ export function validateProxyConfig(c: ProxyConfig): void {
   if (c.watchBufferLen < 1) throw new Error('--watch-buffer-len must be at least 1');
   if (c.maxTxnOps < 1) throw new Error('--max-txn-ops must be at least 1');
   if (c.workers < 1) throw new Error('--workers must be at least 1');
+  if (c.grpcServer !== 'node' && c.grpcServer !== 'grpc-js') throw new Error('--grpc-server must be node or grpc-js');
 }
 
 /** Client URLs this proxy advertises: the flag, or the listen address with a usable host. */

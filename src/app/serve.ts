@@ -1,7 +1,6 @@
 // The composition root's client-facing part: the gRPC server with the KV, Watch,
 // Lease, Maintenance and Cluster services over the domain.
 
-import type { Server } from '@grpc/grpc-js';
 import type { Clock } from '../clock/clock.js';
 import { advertisedUrls, isLoopbackHost, listenHost, type ProxyConfig } from '../config.js';
 import type { CompactionState, KvContext } from '../kv/context.js';
@@ -14,7 +13,7 @@ import type { Metrics } from '../metrics.js';
 import { HeaderFactory } from '../proto/header.js';
 import { ClusterService, KVService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from '../proto/gen/rpc.js';
 import { createClusterService } from '../server/cluster-service.js';
-import { bind, createGrpcServer, serverCredentials } from '../server/grpc-server.js';
+import { bind, createGrpcServer, serverCredentials, type ProxyServer } from '../server/grpc-server.js';
 import { createKvService } from '../server/kv-service.js';
 import { createLeaseService } from '../server/lease-service.js';
 import { createMaintenanceService } from '../server/maintenance-service.js';
@@ -60,6 +59,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     serverCert: config.serverCert,
     serverCertKey: config.serverCertKey,
     caCert: config.caCert,
+    impl: config.grpcServer,
   };
   const server = createGrpcServer(grpcOpts);
   let port: number;
@@ -108,7 +108,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
 }
 
 /** Stops accepting calls, lets running ones finish for up to `graceMs`, then cuts the rest. */
-function shutdownGrpc(server: Server, graceMs: number): Promise<void> {
+function shutdownGrpc(server: ProxyServer, graceMs: number): Promise<void> {
   return new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
       server.forceShutdown();

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { GRPC_OVERHEAD_BYTES } from '../limits.js';
+import { H2Server } from './h2/server.js';
 
 export interface GrpcServerOptions {
   maxRequestBytes: number;
@@ -14,9 +15,26 @@ export interface GrpcServerOptions {
   serverCert?: string | undefined;
   serverCertKey?: string | undefined;
   caCert?: string | undefined;
+  /** 'node': the lean server on node:http2 (src/server/h2); 'grpc-js': @grpc/grpc-js's Server. */
+  impl?: 'node' | 'grpc-js' | undefined;
 }
 
-export function createGrpcServer(o: GrpcServerOptions): Server {
+/** The part of a gRPC server the app uses; both implementations have it. */
+export type ProxyServer = Server | H2Server;
+
+export function createGrpcServer(o: GrpcServerOptions): ProxyServer {
+  if ((o.impl ?? 'node') === 'node') {
+    return new H2Server({
+      maxReceiveMessageLength: o.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+      keepaliveIntervalMs: o.keepaliveIntervalMs,
+      keepaliveTimeoutMs: o.keepaliveTimeoutMs,
+      maxIdleMs: o.maxIdleMs,
+      tls:
+        o.serverCert && o.serverCertKey
+          ? { cert: readFileSync(o.serverCert), key: readFileSync(o.serverCertKey), ca: o.caCert ? readFileSync(o.caCert) : undefined }
+          : undefined,
+    });
+  }
   const options: Record<string, number> = {
     'grpc.max_receive_message_length': o.maxRequestBytes + GRPC_OVERHEAD_BYTES,
     'grpc.max_send_message_length': -1,
@@ -39,12 +57,14 @@ export function serverCredentials(o: GrpcServerOptions): ServerCredentials {
   );
 }
 
-export function bind(server: Server, address: string, creds: ServerCredentials): Promise<number> {
+export function bind(server: ProxyServer, address: string, creds: ServerCredentials): Promise<number> {
+  if (server instanceof H2Server) return server.listen(address);
   return new Promise((resolve, reject) => {
     server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port)));
   });
 }
 
-export function addService<S extends UntypedServiceImplementation>(server: Server, def: ServiceDefinition, impl: S): void {
-  server.addService(def, impl);
+export function addService<S extends UntypedServiceImplementation>(server: ProxyServer, def: ServiceDefinition, impl: S): void {
+  if (server instanceof H2Server) server.addService(def, impl);
+  else server.addService(def, impl);
 }
