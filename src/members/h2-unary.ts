@@ -100,6 +100,8 @@ export class H2UnaryChannel {
       maxSessionMemory: 256,
     });
     session.on('connect', () => {
+      // Many calls share the connection: Nagle would hold each small request back until the previous one is acknowledged.
+      session.socket.setNoDelay(true);
       session.setLocalWindowSize(WINDOW_BYTES);
       this.backoffMs = BACKOFF_MS.first;
     });

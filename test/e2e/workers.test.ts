@@ -71,6 +71,8 @@ test('N worker processes serve one address; every connection sees one meta clust
 });
 
 test('/metrics sums the workers; /health answers', async () => {
+  // The primary serves /metrics once every worker is ready, which can be a moment after the first one serves gRPC.
+  await waitUntil('/metrics answers', () => fetch(`http://127.0.0.1:${proxy.metricsPort}/metrics`).then((r) => r.ok, () => false), 20_000, 100);
   const before = await scrape();
   const n = 20;
   await Promise.all(Array.from({ length: n }, (_, i) => clients[i % CONNECTIONS]!.range({ key: key('k0') })));

@@ -441,6 +441,8 @@ export class H2Server {
     const st: SessionState = { calls: 0, idleTimer: undefined, pingTimer: undefined };
     this.sessions.set(s, st);
     s.on('error', () => {});
+    // Replies to many concurrent calls share the connection: send each at once (no Nagle).
+    s.socket?.setNoDelay?.(true);
     try {
       s.setLocalWindowSize(WINDOW);
     } catch {
