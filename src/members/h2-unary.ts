@@ -14,7 +14,9 @@
 // the same way whichever transport carried the call.
 
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2';
+import { connect as netConnect, isIP, type NetConnectOpts } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type SecureClientSessionOptions, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2';
 
 export interface H2Tls {
   ca?: Buffer;
@@ -96,12 +98,20 @@ export class H2UnaryChannel {
     const tls = this.o.tls ?? {};
     const session = http2.connect(this.url, {
       ...(this.o.secure ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}),
+      // Many calls share the connection: Nagle would hold each small request back until the previous one is acknowledged.
+      createConnection: (authority: URL, options: SecureClientSessionOptions) => {
+        const host = authority.hostname.replace(/^\[|\]$/g, '');
+        const port = Number(authority.port);
+        const socket = this.o.secure
+          ? tlsConnect({ ...options, host, port, ALPNProtocols: ['h2'], servername: serverName(host) })
+          : netConnect({ ...(options as NetConnectOpts), host, port } as NetConnectOpts);
+        socket.setNoDelay(true);
+        return socket;
+      },
       settings: { enablePush: false, initialWindowSize: WINDOW_BYTES },
       maxSessionMemory: 256,
     });
     session.on('connect', () => {
-      // Many calls share the connection: Nagle would hold each small request back until the previous one is acknowledged.
-      session.socket.setNoDelay(true);
       session.setLocalWindowSize(WINDOW_BYTES);
       this.backoffMs = BACKOFF_MS.first;
     });
@@ -223,6 +233,11 @@ class UnaryCall {
     if (this.timer) clearTimeout(this.timer);
     this.done();
   }
+}
+
+/** SNI takes host names only. */
+function serverName(host: string): string | undefined {
+  return isIP(host) ? undefined : host;
 }
 
 function frame(body: Uint8Array): Buffer {

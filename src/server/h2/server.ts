@@ -6,6 +6,7 @@
 // texts follow grpc-js where clients or tests can see them.
 
 import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
@@ -422,6 +423,8 @@ export class H2Server {
       srv = http2.createServer(common);
     }
     this.server = srv;
+    // Replies to many concurrent calls share a connection: send each at once (no Nagle).
+    srv.on('connection', (socket: Socket) => socket.setNoDelay(true));
     srv.on('session', (s: http2.Http2Session) => this.onSession(s));
     srv.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
     srv.on('sessionError', () => {});
@@ -441,8 +444,6 @@ export class H2Server {
     const st: SessionState = { calls: 0, idleTimer: undefined, pingTimer: undefined };
     this.sessions.set(s, st);
     s.on('error', () => {});
-    // Replies to many concurrent calls share the connection: send each at once (no Nagle).
-    s.socket?.setNoDelay?.(true);
     try {
       s.setLocalWindowSize(WINDOW);
     } catch {
