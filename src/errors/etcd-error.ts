@@ -5,7 +5,7 @@
 // error so that code decides by kind, never by message.
 // Ref: etcd api/v3rpc/rpctypes/error.go.
 
-import { status as Status } from '@grpc/grpc-js';
+import { status as Status, type ServiceError } from '@grpc/grpc-js';
 
 export { Status };
 
@@ -89,10 +89,15 @@ export function isKind(err: unknown, kind: ErrorKind): boolean {
   return err instanceof EtcdError && err.kind === kind;
 }
 
+/** A gRPC status as grpc-js (or the HTTP/2 unary channel) fails a call with it. */
+export function isServiceError(err: unknown): err is ServiceError {
+  return typeof err === 'object' && err !== null && 'code' in err && 'details' in err && 'metadata' in err;
+}
+
 /** The message of any error, for logs and for messages that embed another error (a gRPC status: its details). */
 export function messageOf(err: unknown): string {
   if (err instanceof EtcdError) return err.message;
-  if (typeof err === 'object' && err !== null && typeof (err as { details?: unknown }).details === 'string') return (err as { details: string }).details;
+  if (isServiceError(err)) return err.details;
   if (err instanceof Error) return err.message;
   return String(err);
 }
@@ -100,6 +105,6 @@ export function messageOf(err: unknown): string {
 /** The gRPC status code of any error: an EtcdError's, a gRPC status's, or UNKNOWN. */
 export function statusOf(err: unknown): Status {
   if (err instanceof EtcdError) return err.code;
-  if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err) return (err as unknown as { code: Status }).code;
+  if (isServiceError(err)) return err.code;
   return Status.UNKNOWN;
 }

@@ -4,8 +4,7 @@
 // sessions, which end their client streams themselves.
 
 import { Metadata, type ServiceError } from '@grpc/grpc-js';
-import { EtcdError, messageOf, Status } from './etcd-error.js';
-import { isServiceError } from '../members/upstream-error.js';
+import { EtcdError, isServiceError, messageOf, Status } from './etcd-error.js';
 
 /** Whether an error is one the proxy meant to return (not a bug). */
 export function isExpected(err: unknown): boolean {

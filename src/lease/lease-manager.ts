@@ -250,7 +250,7 @@ export class LeaseManager implements LeaseChecker {
     let revision: number | undefined;
     await Promise.all(
       this.members.map(async (client, member) => {
-        const keys = await this.attachedKeys(client, member, id);
+        const keys = await this.attachedKeys(client, id);
         for (let i = 0; i < keys.length; i += REAP_CHUNK) {
           const chunk = keys.slice(i, i + REAP_CHUNK);
           // Each key goes only if it is still attached to this lease when the deletion commits.
@@ -289,7 +289,7 @@ export class LeaseManager implements LeaseChecker {
   }
 
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
-  private async attachedKeys(client: EtcdClient, member: number, id: bigint): Promise<Buffer[]> {
+  private async attachedKeys(client: EtcdClient, id: bigint): Promise<Buffer[]> {
     const candidates: Buffer[] = [];
     for await (const key of indexKeys(client, leaseIndexPrefix(id))) candidates.push(parseLeaseIndexKey(key)!.clientKey);
     return (await this.currentLeases(client, candidates)).filter((c) => c.lease === id).map((c) => c.key);
@@ -310,7 +310,7 @@ export class LeaseManager implements LeaseChecker {
   }
 
   private async keysOf(id: bigint): Promise<Buffer[]> {
-    const perMember = await Promise.all(this.members.map((client, member) => this.attachedKeys(client, member, id)));
+    const perMember = await Promise.all(this.members.map((client) => this.attachedKeys(client, id)));
     return perMember.flat().sort(Buffer.compare);
   }
 
@@ -320,7 +320,7 @@ export class LeaseManager implements LeaseChecker {
     try {
       const ids = new Set<bigint>();
       await Promise.all(
-        this.members.map(async (client, member) => {
+        this.members.map(async (client) => {
           for await (const key of indexKeys(client, LEASE_INDEX_PREFIX)) {
             const parsed = parseLeaseIndexKey(key);
             if (parsed) ids.add(parsed.lease);

@@ -44,8 +44,8 @@ import {
   type WatchRequest,
   type WatchResponse,
 } from '../proto/gen/rpc.js';
-import { isServiceError, upstreamError } from './upstream-error.js';
-import type { EtcdError } from '../errors/etcd-error.js';
+import { upstreamError } from './upstream-error.js';
+import { isServiceError, type EtcdError } from '../errors/etcd-error.js';
 import type { Endpoint } from './endpoints.js';
 import { H2UnaryChannel } from './h2-unary.js';
 

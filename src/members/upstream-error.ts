@@ -6,12 +6,7 @@
 // Unavailable (or a timeout) naming the cluster. This is done once, where the
 // answer arrives (EtcdClient), never again by callers.
 
-import type { ServiceError } from '@grpc/grpc-js';
-import { EtcdError, KIND_OF_ETCD_MESSAGE, Status, unavailable } from '../errors/etcd-error.js';
-
-export function isServiceError(err: unknown): err is ServiceError {
-  return typeof err === 'object' && err !== null && 'code' in err && 'details' in err && 'metadata' in err;
-}
+import { EtcdError, isServiceError, KIND_OF_ETCD_MESSAGE, Status, unavailable } from '../errors/etcd-error.js';
 
 /** `cluster` names who answered, e.g. "member 2" or "coordinator". */
 export function upstreamError(err: unknown, cluster: string): EtcdError {

@@ -15,10 +15,7 @@ export type FromWorker =
 /** The environment variable that tells a forked process which worker it is. */
 export const WORKER_INDEX_ENV = 'METAETCD_WORKER_INDEX';
 
-export function isFromWorker(m: unknown): m is FromWorker {
+/** One of our messages (the channel also carries prom-client's and node:cluster's own); the receiver names which side's. */
+export function isOurMessage<T extends ToWorker | FromWorker>(m: unknown): m is T {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string' && (m as { type: string }).type.startsWith('metaetcd:');
-}
-
-export function isToWorker(m: unknown): m is ToWorker {
-  return isFromWorker(m);
 }

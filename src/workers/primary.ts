@@ -20,7 +20,7 @@ import type { HealthReport } from '../health.js';
 import { waitForSignal } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import { startMetricsServer } from '../metrics-server.js';
-import { isFromWorker, WORKER_INDEX_ENV, type ToWorker } from './messages.js';
+import { isOurMessage, WORKER_INDEX_ENV, type FromWorker, type ToWorker } from './messages.js';
 
 /** How long a stopping worker may take before it is killed. */
 const STOP_GRACE_MS = 10_000;
@@ -52,7 +52,7 @@ export async function runPrimary(config: ProxyConfig, argv: string[], log: Logge
     slot.ready = false;
     const ready = new Promise<number>((resolve, reject) => {
       const onMessage = (m: unknown) => {
-        if (!isFromWorker(m)) return;
+        if (!isOurMessage<FromWorker>(m)) return;
         if (m.type === 'metaetcd:ready') {
           slot.ready = true;
           resolve(m.port);
@@ -149,7 +149,7 @@ function healthFromWorkers(slots: Slot[]): () => Promise<HealthReport> {
         resolve(report);
       };
       const onMessage = (m: unknown) => {
-        if (isFromWorker(m) && m.type === 'metaetcd:health' && m.id === id) done(m.report);
+        if (isOurMessage<FromWorker>(m) && m.type === 'metaetcd:health' && m.id === id) done(m.report);
       };
       const timer = setTimeout(() => done({ healthy: false, reason: `worker ${worker.id} did not answer the health check` }), HEALTH_TIMEOUT_MS);
       worker.on('message', onMessage);

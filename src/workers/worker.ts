@@ -9,7 +9,7 @@ import type { ProxyConfig } from '../config.js';
 import { keepServingOnStrayRejections } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
-import { isToWorker, type FromWorker } from './messages.js';
+import { isOurMessage, type FromWorker, type ToWorker } from './messages.js';
 
 export async function runWorker(config: ProxyConfig, log: Logger, index: number): Promise<number> {
   const wlog = log.child({ worker: index });
@@ -39,7 +39,7 @@ export async function runWorker(config: ProxyConfig, log: Logger, index: number)
   }
   // The primary sends requests only after this (a worker still starting is killed, not asked).
   process.on('message', (m: unknown) => {
-    if (!isToWorker(m)) return;
+    if (!isOurMessage<ToWorker>(m)) return;
     // Leave at once when stopped: the IPC channel would keep the process alive.
     if (m.type === 'metaetcd:stop') void proxy.stop().then(() => process.exit(0));
     else if (m.type === 'metaetcd:health') {
