@@ -11,6 +11,14 @@ export const protobufPackage = "mvccpb";
 
 export const protobufFileName = "kv.proto";
 
+/** A Buffer over the same memory (no copy). */
+function view(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** The value of every unset bytes field (never written to: it has no bytes). */
+const NO_BYTES: Buffer = Buffer.alloc(0);
+
 /** Wire-compatible definitions of etcd's mvccpb messages (field numbers as etcd v3). */
 
 export interface KeyValue {
@@ -35,7 +43,7 @@ export enum Event_EventType {
 }
 
 function createBaseKeyValue(): KeyValue {
-  return { key: Buffer.alloc(0), createRevision: 0n, modRevision: 0n, version: 0n, value: Buffer.alloc(0), lease: 0n };
+  return { key: NO_BYTES, createRevision: 0n, modRevision: 0n, version: 0n, value: NO_BYTES, lease: 0n };
 }
 
 export const KeyValue: MessageFns<KeyValue> = {
@@ -91,7 +99,7 @@ export const KeyValue: MessageFns<KeyValue> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 2: {
@@ -123,7 +131,7 @@ export const KeyValue: MessageFns<KeyValue> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.value = Buffer.from(reader.bytes());
+            message.value = view(reader.bytes());
             continue;
           }
           case 6: {
@@ -151,7 +159,7 @@ export const KeyValue: MessageFns<KeyValue> = {
   },
   fromPartial(object: DeepPartial<KeyValue>): KeyValue {
     const message = createBaseKeyValue();
-    message.key = object.key ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
     message.createRevision = (object.createRevision !== undefined && object.createRevision !== null)
       ? BigInt(object.createRevision)
       : 0n;
@@ -159,7 +167,7 @@ export const KeyValue: MessageFns<KeyValue> = {
       ? BigInt(object.modRevision)
       : 0n;
     message.version = (object.version !== undefined && object.version !== null) ? BigInt(object.version) : 0n;
-    message.value = object.value ?? Buffer.alloc(0);
+    message.value = object.value ?? NO_BYTES;
     message.lease = (object.lease !== undefined && object.lease !== null) ? BigInt(object.lease) : 0n;
     return message;
   },

@@ -28,6 +28,14 @@ export const protobufPackage = "etcdserverpb";
 
 export const protobufFileName = "rpc.proto";
 
+/** A Buffer over the same memory (no copy). */
+function view(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** The value of every unset bytes field (never written to: it has no bytes). */
+const NO_BYTES: Buffer = Buffer.alloc(0);
+
 /**
  * Wire-compatible definitions of the etcd v3 gRPC API (package etcdserverpb) that
  * metaetcd serves and calls: KV, Watch, Lease, Cluster and Maintenance. Field
@@ -523,8 +531,8 @@ export const ResponseHeader: MessageFns<ResponseHeader> = {
 
 function createBaseRangeRequest(): RangeRequest {
   return {
-    key: Buffer.alloc(0),
-    rangeEnd: Buffer.alloc(0),
+    key: NO_BYTES,
+    rangeEnd: NO_BYTES,
     limit: 0n,
     revision: 0n,
     sortOrder: 0,
@@ -619,7 +627,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 2: {
@@ -627,7 +635,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.rangeEnd = Buffer.from(reader.bytes());
+            message.rangeEnd = view(reader.bytes());
             continue;
           }
           case 3: {
@@ -735,8 +743,8 @@ export const RangeRequest: MessageFns<RangeRequest> = {
   },
   fromPartial(object: DeepPartial<RangeRequest>): RangeRequest {
     const message = createBaseRangeRequest();
-    message.key = object.key ?? Buffer.alloc(0);
-    message.rangeEnd = object.rangeEnd ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
     message.limit = (object.limit !== undefined && object.limit !== null) ? BigInt(object.limit) : 0n;
     message.revision = (object.revision !== undefined && object.revision !== null) ? BigInt(object.revision) : 0n;
     message.sortOrder = object.sortOrder ?? 0;
@@ -858,8 +866,8 @@ export const RangeResponse: MessageFns<RangeResponse> = {
 
 function createBasePutRequest(): PutRequest {
   return {
-    key: Buffer.alloc(0),
-    value: Buffer.alloc(0),
+    key: NO_BYTES,
+    value: NO_BYTES,
     lease: 0n,
     prevKv: false,
     ignoreValue: false,
@@ -911,7 +919,7 @@ export const PutRequest: MessageFns<PutRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 2: {
@@ -919,7 +927,7 @@ export const PutRequest: MessageFns<PutRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.value = Buffer.from(reader.bytes());
+            message.value = view(reader.bytes());
             continue;
           }
           case 3: {
@@ -971,8 +979,8 @@ export const PutRequest: MessageFns<PutRequest> = {
   },
   fromPartial(object: DeepPartial<PutRequest>): PutRequest {
     const message = createBasePutRequest();
-    message.key = object.key ?? Buffer.alloc(0);
-    message.value = object.value ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
+    message.value = object.value ?? NO_BYTES;
     message.lease = (object.lease !== undefined && object.lease !== null) ? BigInt(object.lease) : 0n;
     message.prevKv = object.prevKv ?? false;
     message.ignoreValue = object.ignoreValue ?? false;
@@ -1053,7 +1061,7 @@ export const PutResponse: MessageFns<PutResponse> = {
 };
 
 function createBaseDeleteRangeRequest(): DeleteRangeRequest {
-  return { key: Buffer.alloc(0), rangeEnd: Buffer.alloc(0), prevKv: false };
+  return { key: NO_BYTES, rangeEnd: NO_BYTES, prevKv: false };
 }
 
 export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
@@ -1088,7 +1096,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 2: {
@@ -1096,7 +1104,7 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.rangeEnd = Buffer.from(reader.bytes());
+            message.rangeEnd = view(reader.bytes());
             continue;
           }
           case 3: {
@@ -1124,8 +1132,8 @@ export const DeleteRangeRequest: MessageFns<DeleteRangeRequest> = {
   },
   fromPartial(object: DeepPartial<DeleteRangeRequest>): DeleteRangeRequest {
     const message = createBaseDeleteRangeRequest();
-    message.key = object.key ?? Buffer.alloc(0);
-    message.rangeEnd = object.rangeEnd ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
     message.prevKv = object.prevKv ?? false;
     return message;
   },
@@ -1458,7 +1466,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
 };
 
 function createBaseCompare(): Compare {
-  return { result: 0, target: 0, key: Buffer.alloc(0), targetUnion: undefined, rangeEnd: Buffer.alloc(0) };
+  return { result: 0, target: 0, key: NO_BYTES, targetUnion: undefined, rangeEnd: NO_BYTES };
 }
 
 export const Compare: MessageFns<Compare> = {
@@ -1541,7 +1549,7 @@ export const Compare: MessageFns<Compare> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 4: {
@@ -1573,7 +1581,7 @@ export const Compare: MessageFns<Compare> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.targetUnion = { $case: "value", value: Buffer.from(reader.bytes()) };
+            message.targetUnion = { $case: "value", value: view(reader.bytes()) };
             continue;
           }
           case 8: {
@@ -1589,7 +1597,7 @@ export const Compare: MessageFns<Compare> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.rangeEnd = Buffer.from(reader.bytes());
+            message.rangeEnd = view(reader.bytes());
             continue;
           }
         }
@@ -1611,7 +1619,7 @@ export const Compare: MessageFns<Compare> = {
     const message = createBaseCompare();
     message.result = object.result ?? 0;
     message.target = object.target ?? 0;
-    message.key = object.key ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
     switch (object.targetUnion?.$case) {
       case "version": {
         if (object.targetUnion?.value !== undefined && object.targetUnion?.value !== null) {
@@ -1644,7 +1652,7 @@ export const Compare: MessageFns<Compare> = {
         break;
       }
     }
-    message.rangeEnd = object.rangeEnd ?? Buffer.alloc(0);
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
     return message;
   },
 };
@@ -2236,7 +2244,7 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
 };
 
 function createBaseSnapshotResponse(): SnapshotResponse {
-  return { header: undefined, remainingBytes: 0n, blob: Buffer.alloc(0) };
+  return { header: undefined, remainingBytes: 0n, blob: NO_BYTES };
 }
 
 export const SnapshotResponse: MessageFns<SnapshotResponse> = {
@@ -2290,7 +2298,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.blob = Buffer.from(reader.bytes());
+            message.blob = view(reader.bytes());
             continue;
           }
         }
@@ -2316,7 +2324,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
     message.remainingBytes = (object.remainingBytes !== undefined && object.remainingBytes !== null)
       ? BigInt(object.remainingBytes)
       : 0n;
-    message.blob = object.blob ?? Buffer.alloc(0);
+    message.blob = object.blob ?? NO_BYTES;
     return message;
   },
 };
@@ -2439,8 +2447,8 @@ export const WatchRequest: MessageFns<WatchRequest> = {
 
 function createBaseWatchCreateRequest(): WatchCreateRequest {
   return {
-    key: Buffer.alloc(0),
-    rangeEnd: Buffer.alloc(0),
+    key: NO_BYTES,
+    rangeEnd: NO_BYTES,
     startRevision: 0n,
     progressNotify: false,
     filters: [],
@@ -2507,7 +2515,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.key = Buffer.from(reader.bytes());
+            message.key = view(reader.bytes());
             continue;
           }
           case 2: {
@@ -2515,7 +2523,7 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.rangeEnd = Buffer.from(reader.bytes());
+            message.rangeEnd = view(reader.bytes());
             continue;
           }
           case 3: {
@@ -2593,8 +2601,8 @@ export const WatchCreateRequest: MessageFns<WatchCreateRequest> = {
   },
   fromPartial(object: DeepPartial<WatchCreateRequest>): WatchCreateRequest {
     const message = createBaseWatchCreateRequest();
-    message.key = object.key ?? Buffer.alloc(0);
-    message.rangeEnd = object.rangeEnd ?? Buffer.alloc(0);
+    message.key = object.key ?? NO_BYTES;
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
     message.startRevision = (object.startRevision !== undefined && object.startRevision !== null)
       ? BigInt(object.startRevision)
       : 0n;
@@ -3451,7 +3459,7 @@ export const LeaseTimeToLiveResponse: MessageFns<LeaseTimeToLiveResponse> = {
               throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
             }
 
-            message.keys.push(Buffer.from(reader.bytes()));
+            message.keys.push(view(reader.bytes()));
             continue;
           }
         }
@@ -5110,45 +5118,45 @@ export const KVService = {
     path: "/etcdserverpb.KV/Range" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: RangeRequest): Buffer => Buffer.from(RangeRequest.encode(value).finish()),
+    requestSerialize: (value: RangeRequest): Buffer => view(RangeRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): RangeRequest => RangeRequest.decode(value),
-    responseSerialize: (value: RangeResponse): Buffer => Buffer.from(RangeResponse.encode(value).finish()),
+    responseSerialize: (value: RangeResponse): Buffer => view(RangeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RangeResponse => RangeResponse.decode(value),
   },
   put: {
     path: "/etcdserverpb.KV/Put" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: PutRequest): Buffer => Buffer.from(PutRequest.encode(value).finish()),
+    requestSerialize: (value: PutRequest): Buffer => view(PutRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): PutRequest => PutRequest.decode(value),
-    responseSerialize: (value: PutResponse): Buffer => Buffer.from(PutResponse.encode(value).finish()),
+    responseSerialize: (value: PutResponse): Buffer => view(PutResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PutResponse => PutResponse.decode(value),
   },
   deleteRange: {
     path: "/etcdserverpb.KV/DeleteRange" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: DeleteRangeRequest): Buffer => Buffer.from(DeleteRangeRequest.encode(value).finish()),
+    requestSerialize: (value: DeleteRangeRequest): Buffer => view(DeleteRangeRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): DeleteRangeRequest => DeleteRangeRequest.decode(value),
-    responseSerialize: (value: DeleteRangeResponse): Buffer => Buffer.from(DeleteRangeResponse.encode(value).finish()),
+    responseSerialize: (value: DeleteRangeResponse): Buffer => view(DeleteRangeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteRangeResponse => DeleteRangeResponse.decode(value),
   },
   txn: {
     path: "/etcdserverpb.KV/Txn" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: TxnRequest): Buffer => Buffer.from(TxnRequest.encode(value).finish()),
+    requestSerialize: (value: TxnRequest): Buffer => view(TxnRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): TxnRequest => TxnRequest.decode(value),
-    responseSerialize: (value: TxnResponse): Buffer => Buffer.from(TxnResponse.encode(value).finish()),
+    responseSerialize: (value: TxnResponse): Buffer => view(TxnResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): TxnResponse => TxnResponse.decode(value),
   },
   compact: {
     path: "/etcdserverpb.KV/Compact" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: CompactionRequest): Buffer => Buffer.from(CompactionRequest.encode(value).finish()),
+    requestSerialize: (value: CompactionRequest): Buffer => view(CompactionRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): CompactionRequest => CompactionRequest.decode(value),
-    responseSerialize: (value: CompactionResponse): Buffer => Buffer.from(CompactionResponse.encode(value).finish()),
+    responseSerialize: (value: CompactionResponse): Buffer => view(CompactionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CompactionResponse => CompactionResponse.decode(value),
   },
 } as const;
@@ -5245,9 +5253,9 @@ export const WatchService = {
     path: "/etcdserverpb.Watch/Watch" as const,
     requestStream: true as const,
     responseStream: true as const,
-    requestSerialize: (value: WatchRequest): Buffer => Buffer.from(WatchRequest.encode(value).finish()),
+    requestSerialize: (value: WatchRequest): Buffer => view(WatchRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): WatchRequest => WatchRequest.decode(value),
-    responseSerialize: (value: WatchResponse): Buffer => Buffer.from(WatchResponse.encode(value).finish()),
+    responseSerialize: (value: WatchResponse): Buffer => view(WatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchResponse => WatchResponse.decode(value),
   },
 } as const;
@@ -5274,18 +5282,18 @@ export const LeaseService = {
     path: "/etcdserverpb.Lease/LeaseGrant" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: LeaseGrantRequest): Buffer => Buffer.from(LeaseGrantRequest.encode(value).finish()),
+    requestSerialize: (value: LeaseGrantRequest): Buffer => view(LeaseGrantRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): LeaseGrantRequest => LeaseGrantRequest.decode(value),
-    responseSerialize: (value: LeaseGrantResponse): Buffer => Buffer.from(LeaseGrantResponse.encode(value).finish()),
+    responseSerialize: (value: LeaseGrantResponse): Buffer => view(LeaseGrantResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LeaseGrantResponse => LeaseGrantResponse.decode(value),
   },
   leaseRevoke: {
     path: "/etcdserverpb.Lease/LeaseRevoke" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: LeaseRevokeRequest): Buffer => Buffer.from(LeaseRevokeRequest.encode(value).finish()),
+    requestSerialize: (value: LeaseRevokeRequest): Buffer => view(LeaseRevokeRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): LeaseRevokeRequest => LeaseRevokeRequest.decode(value),
-    responseSerialize: (value: LeaseRevokeResponse): Buffer => Buffer.from(LeaseRevokeResponse.encode(value).finish()),
+    responseSerialize: (value: LeaseRevokeResponse): Buffer => view(LeaseRevokeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LeaseRevokeResponse => LeaseRevokeResponse.decode(value),
   },
   leaseKeepAlive: {
@@ -5293,10 +5301,10 @@ export const LeaseService = {
     requestStream: true as const,
     responseStream: true as const,
     requestSerialize: (value: LeaseKeepAliveRequest): Buffer =>
-      Buffer.from(LeaseKeepAliveRequest.encode(value).finish()),
+      view(LeaseKeepAliveRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): LeaseKeepAliveRequest => LeaseKeepAliveRequest.decode(value),
     responseSerialize: (value: LeaseKeepAliveResponse): Buffer =>
-      Buffer.from(LeaseKeepAliveResponse.encode(value).finish()),
+      view(LeaseKeepAliveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LeaseKeepAliveResponse => LeaseKeepAliveResponse.decode(value),
   },
   leaseTimeToLive: {
@@ -5304,19 +5312,19 @@ export const LeaseService = {
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: LeaseTimeToLiveRequest): Buffer =>
-      Buffer.from(LeaseTimeToLiveRequest.encode(value).finish()),
+      view(LeaseTimeToLiveRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): LeaseTimeToLiveRequest => LeaseTimeToLiveRequest.decode(value),
     responseSerialize: (value: LeaseTimeToLiveResponse): Buffer =>
-      Buffer.from(LeaseTimeToLiveResponse.encode(value).finish()),
+      view(LeaseTimeToLiveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LeaseTimeToLiveResponse => LeaseTimeToLiveResponse.decode(value),
   },
   leaseLeases: {
     path: "/etcdserverpb.Lease/LeaseLeases" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: LeaseLeasesRequest): Buffer => Buffer.from(LeaseLeasesRequest.encode(value).finish()),
+    requestSerialize: (value: LeaseLeasesRequest): Buffer => view(LeaseLeasesRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): LeaseLeasesRequest => LeaseLeasesRequest.decode(value),
-    responseSerialize: (value: LeaseLeasesResponse): Buffer => Buffer.from(LeaseLeasesResponse.encode(value).finish()),
+    responseSerialize: (value: LeaseLeasesResponse): Buffer => view(LeaseLeasesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LeaseLeasesResponse => LeaseLeasesResponse.decode(value),
   },
 } as const;
@@ -5410,48 +5418,48 @@ export const ClusterService = {
     path: "/etcdserverpb.Cluster/MemberAdd" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MemberAddRequest): Buffer => Buffer.from(MemberAddRequest.encode(value).finish()),
+    requestSerialize: (value: MemberAddRequest): Buffer => view(MemberAddRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MemberAddRequest => MemberAddRequest.decode(value),
-    responseSerialize: (value: MemberAddResponse): Buffer => Buffer.from(MemberAddResponse.encode(value).finish()),
+    responseSerialize: (value: MemberAddResponse): Buffer => view(MemberAddResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberAddResponse => MemberAddResponse.decode(value),
   },
   memberRemove: {
     path: "/etcdserverpb.Cluster/MemberRemove" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MemberRemoveRequest): Buffer => Buffer.from(MemberRemoveRequest.encode(value).finish()),
+    requestSerialize: (value: MemberRemoveRequest): Buffer => view(MemberRemoveRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MemberRemoveRequest => MemberRemoveRequest.decode(value),
     responseSerialize: (value: MemberRemoveResponse): Buffer =>
-      Buffer.from(MemberRemoveResponse.encode(value).finish()),
+      view(MemberRemoveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberRemoveResponse => MemberRemoveResponse.decode(value),
   },
   memberUpdate: {
     path: "/etcdserverpb.Cluster/MemberUpdate" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MemberUpdateRequest): Buffer => Buffer.from(MemberUpdateRequest.encode(value).finish()),
+    requestSerialize: (value: MemberUpdateRequest): Buffer => view(MemberUpdateRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MemberUpdateRequest => MemberUpdateRequest.decode(value),
     responseSerialize: (value: MemberUpdateResponse): Buffer =>
-      Buffer.from(MemberUpdateResponse.encode(value).finish()),
+      view(MemberUpdateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberUpdateResponse => MemberUpdateResponse.decode(value),
   },
   memberList: {
     path: "/etcdserverpb.Cluster/MemberList" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MemberListRequest): Buffer => Buffer.from(MemberListRequest.encode(value).finish()),
+    requestSerialize: (value: MemberListRequest): Buffer => view(MemberListRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MemberListRequest => MemberListRequest.decode(value),
-    responseSerialize: (value: MemberListResponse): Buffer => Buffer.from(MemberListResponse.encode(value).finish()),
+    responseSerialize: (value: MemberListResponse): Buffer => view(MemberListResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberListResponse => MemberListResponse.decode(value),
   },
   memberPromote: {
     path: "/etcdserverpb.Cluster/MemberPromote" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MemberPromoteRequest): Buffer => Buffer.from(MemberPromoteRequest.encode(value).finish()),
+    requestSerialize: (value: MemberPromoteRequest): Buffer => view(MemberPromoteRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MemberPromoteRequest => MemberPromoteRequest.decode(value),
     responseSerialize: (value: MemberPromoteResponse): Buffer =>
-      Buffer.from(MemberPromoteResponse.encode(value).finish()),
+      view(MemberPromoteResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberPromoteResponse => MemberPromoteResponse.decode(value),
   },
 } as const;
@@ -5554,63 +5562,63 @@ export const MaintenanceService = {
     path: "/etcdserverpb.Maintenance/Alarm" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: AlarmRequest): Buffer => Buffer.from(AlarmRequest.encode(value).finish()),
+    requestSerialize: (value: AlarmRequest): Buffer => view(AlarmRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): AlarmRequest => AlarmRequest.decode(value),
-    responseSerialize: (value: AlarmResponse): Buffer => Buffer.from(AlarmResponse.encode(value).finish()),
+    responseSerialize: (value: AlarmResponse): Buffer => view(AlarmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AlarmResponse => AlarmResponse.decode(value),
   },
   status: {
     path: "/etcdserverpb.Maintenance/Status" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
+    requestSerialize: (value: StatusRequest): Buffer => view(StatusRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
-    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
+    responseSerialize: (value: StatusResponse): Buffer => view(StatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
   },
   defragment: {
     path: "/etcdserverpb.Maintenance/Defragment" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: DefragmentRequest): Buffer => Buffer.from(DefragmentRequest.encode(value).finish()),
+    requestSerialize: (value: DefragmentRequest): Buffer => view(DefragmentRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): DefragmentRequest => DefragmentRequest.decode(value),
-    responseSerialize: (value: DefragmentResponse): Buffer => Buffer.from(DefragmentResponse.encode(value).finish()),
+    responseSerialize: (value: DefragmentResponse): Buffer => view(DefragmentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DefragmentResponse => DefragmentResponse.decode(value),
   },
   hash: {
     path: "/etcdserverpb.Maintenance/Hash" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: HashRequest): Buffer => Buffer.from(HashRequest.encode(value).finish()),
+    requestSerialize: (value: HashRequest): Buffer => view(HashRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): HashRequest => HashRequest.decode(value),
-    responseSerialize: (value: HashResponse): Buffer => Buffer.from(HashResponse.encode(value).finish()),
+    responseSerialize: (value: HashResponse): Buffer => view(HashResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HashResponse => HashResponse.decode(value),
   },
   hashKv: {
     path: "/etcdserverpb.Maintenance/HashKV" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: HashKVRequest): Buffer => Buffer.from(HashKVRequest.encode(value).finish()),
+    requestSerialize: (value: HashKVRequest): Buffer => view(HashKVRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): HashKVRequest => HashKVRequest.decode(value),
-    responseSerialize: (value: HashKVResponse): Buffer => Buffer.from(HashKVResponse.encode(value).finish()),
+    responseSerialize: (value: HashKVResponse): Buffer => view(HashKVResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HashKVResponse => HashKVResponse.decode(value),
   },
   snapshot: {
     path: "/etcdserverpb.Maintenance/Snapshot" as const,
     requestStream: false as const,
     responseStream: true as const,
-    requestSerialize: (value: SnapshotRequest): Buffer => Buffer.from(SnapshotRequest.encode(value).finish()),
+    requestSerialize: (value: SnapshotRequest): Buffer => view(SnapshotRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): SnapshotRequest => SnapshotRequest.decode(value),
-    responseSerialize: (value: SnapshotResponse): Buffer => Buffer.from(SnapshotResponse.encode(value).finish()),
+    responseSerialize: (value: SnapshotResponse): Buffer => view(SnapshotResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SnapshotResponse => SnapshotResponse.decode(value),
   },
   moveLeader: {
     path: "/etcdserverpb.Maintenance/MoveLeader" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: MoveLeaderRequest): Buffer => Buffer.from(MoveLeaderRequest.encode(value).finish()),
+    requestSerialize: (value: MoveLeaderRequest): Buffer => view(MoveLeaderRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): MoveLeaderRequest => MoveLeaderRequest.decode(value),
-    responseSerialize: (value: MoveLeaderResponse): Buffer => Buffer.from(MoveLeaderResponse.encode(value).finish()),
+    responseSerialize: (value: MoveLeaderResponse): Buffer => view(MoveLeaderResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MoveLeaderResponse => MoveLeaderResponse.decode(value),
   },
 } as const;
