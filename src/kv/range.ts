@@ -9,6 +9,7 @@ import { nextKey } from '../util/bytes.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
+import type { ClockSnapshot } from '../clock/clock.js';
 import type { KvContext } from './context.js';
 import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { resolveReadPoint, type ReadPoint } from './read-point.js';
@@ -24,12 +25,24 @@ export interface RangeResult {
 export async function range(ctx: KvContext, req: RangeRequest): Promise<RangeResult> {
   if (req.key.length === 0) throw Errors.emptyKey();
   const members = ctx.router.membersOf(req.key, req.rangeEnd);
-  if (members.length === 1 && req.revision <= 0n && !req.serializable) {
+  let snap: ClockSnapshot | undefined;
+  if (members.length === 1 && req.revision <= 0n && !req.serializable && !writeInFlight(ctx, members[0]!)) {
     const fast = await rangeOneMemberNow(ctx, req, members[0]!);
-    if (fast) return fast;
+    if (fast.result) return fast.result;
+    snap = fast.snap;
   }
-  const point = await resolveReadPoint(ctx, members, Number(req.revision), req.serializable);
+  const point = await resolveReadPoint(ctx, members, Number(req.revision), req.serializable, snap);
   return rangeAt(ctx, req, members, point);
+}
+
+/**
+ * Whether a write of this proxy on `member` is still unanswered. The
+ * one-round-trip read would then most likely find the member short of the clock
+ * and read it again; the general path (clock, wait for the member's stream, one
+ * member read) costs one member call instead of two.
+ */
+function writeInFlight(ctx: KvContext, member: number): boolean {
+  return ctx.members.get(member).sequencer.busy;
 }
 
 /**
@@ -39,9 +52,10 @@ export async function range(ctx: KvContext, req: RangeRequest): Promise<RangeRes
  * its data is exact at max(C, its own clock R): every write acknowledged before
  * the read is included (C covers it) and no write at or below that revision can
  * still land on it (per-member order). Otherwise (a write on it is still in
- * flight) the caller falls back to the general path, which waits for it.
+ * flight) the caller falls back to the general path, which waits for it from
+ * the same clock reading.
  */
-async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: number): Promise<RangeResult | undefined> {
+async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: number): Promise<{ result?: RangeResult; snap: ClockSnapshot }> {
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
   const [snap, resp] = await Promise.all([
@@ -53,8 +67,8 @@ async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: numb
     ]);
   const clockKv = asRange(resp.responses[0]).kvs[0];
   const memberClock = clockKv ? decodeClockRecord(clockKv.value).revision : -1;
-  if (memberClock < snap.last[member]!) return undefined;
-  return assemble(req, [asRange(resp.responses[1])], limit, Math.max(snap.revision, memberClock));
+  if (memberClock < snap.last[member]!) return { snap };
+  return { result: assemble(req, [asRange(resp.responses[1])], limit, Math.max(snap.revision, memberClock)), snap };
 }
 
 /** Serves `req` from an already resolved snapshot (also used inside read-only transactions). */

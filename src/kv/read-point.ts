@@ -14,6 +14,7 @@
 //   watermark among the members it touches, which needs no round trip.
 
 import { Errors } from '../errors/etcd-error.js';
+import type { ClockSnapshot } from '../clock/clock.js';
 import type { KvContext } from './context.js';
 
 export interface ReadPoint {
@@ -30,6 +31,8 @@ export async function resolveReadPoint(
   members: number[],
   revision: number,
   serializable: boolean,
+  /** A clock reading taken after the request arrived, if the caller already has one (latest-revision reads only). */
+  known?: ClockSnapshot,
 ): Promise<ReadPoint> {
   const deadline = Date.now() + ctx.limits.requestTimeoutMs;
   if (revision > 0) {
@@ -56,7 +59,7 @@ export async function resolveReadPoint(
     const snapshot = Math.max(ctx.compaction.revision, Math.min(...members.map((m) => ctx.members.get(m).timeline.watermark)));
     return { header: snapshot, revision: snapshot, memberRevisions: await memberRevisions(ctx, members, snapshot) };
   }
-  const snap = await ctx.clock.now();
+  const snap = known ?? (await ctx.clock.now());
   await Promise.all(members.map((m) => ctx.members.get(m).timeline.waitFor(snap.last[m]!, deadline)));
   return { header: snap.revision, revision: snap.revision, memberRevisions: await memberRevisions(ctx, members, snap.revision) };
 }

@@ -57,6 +57,11 @@ export class MemberSequencer {
     this.wake();
   }
 
+  /** Whether a write of this proxy holds a revision on this member and has not been answered. */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.outstanding.length > 0;
+  }
+
   get pending(): number {
     return this.outstanding.length;
   }
