@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { status as Status } from '@grpc/grpc-js';
+import { AggregatorRegistry } from 'prom-client';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseProxyArgs, PROXY_FLAGS, type ProxyConfig } from '../../src/config.js';
 import { Metrics } from '../../src/metrics.js';
@@ -195,6 +196,22 @@ test('the PromQL check finds typos, wrong suffixes, labels and codes', async () 
   bad('metaetcd_request_duration_seconds_count{code="Unavailable"}', /never writes "Unavailable"/);
   bad('metaetcd_request_count{method=~"Put|Range|Get"}', /never writes "Get"/);
   bad('vector(1)', /selects no series/);
+});
+
+test('with --workers, revision gauges are the highest worker\'s and counters the sum (the lag panels and alerts rely on it)', async () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.memberRevision.set({ member: '0' }, 100);
+  b.memberRevision.set({ member: '0' }, 120);
+  a.watchesRunning.set(3);
+  b.watchesRunning.set(3);
+  a.fences.inc({ member: '1' });
+  b.fences.inc({ member: '1' }, 2);
+  const merged = AggregatorRegistry.aggregate([await a.registry.getMetricsAsJSON(), await b.registry.getMetricsAsJSON()]);
+  const text = await merged.metrics();
+  assert.match(text, /^metaetcd_member_meta_revision\{member="0"\} 120$/m);
+  assert.match(text, /^metaetcd_watches_running 6$/m);
+  assert.match(text, /^metaetcd_fences_total\{member="1"\} 3$/m);
 });
 
 // ---------------------------------------------------------------------------
