@@ -67,6 +67,8 @@ export class Metrics {
     name: 'metaetcd_member_meta_revision',
     help: "Latest meta revision seen on each member's stream.",
     labelNames: ['member'] as const,
+    // With --workers, the primary reports the highest worker's value: a sum of revisions means nothing.
+    aggregator: 'max',
     registers: [this.registry],
   });
   readonly watchesRunning = new Gauge({
@@ -94,6 +96,8 @@ export class Metrics {
   readonly timeBufferVisibleMax = new Gauge({
     name: 'metaetcd_time_buffer_visible_max',
     help: 'Max revision visible from the time buffer.',
+    // With --workers, the primary reports the highest worker's value: a sum of revisions means nothing.
+    aggregator: 'max',
     registers: [this.registry],
   });
   readonly timeBufferTimeouts = new Counter({
@@ -116,6 +120,8 @@ export class Metrics {
   readonly leasesLive = new Gauge({
     name: 'metaetcd_leases_live',
     help: 'Live leases in the meta cluster, as of the last lease sweep.',
+    // With --workers, every worker counts the same leases: the primary reports the highest count, not the sum.
+    aggregator: 'max',
     registers: [this.registry],
   });
   readonly leaseGrants = new Counter({
