@@ -276,7 +276,19 @@ function cellMetrics(proxyCpuLabels: string[]): Metric<Cell>[] {
     ['coordinator calls per op (all)', (c) => perOpOrNone(c, (l) => l === 'coordinator'), 3],
     ['member calls per write (write attempts)', (c) => (c.rt.writeAttempts.size ? memberCallsPerWrite(c) : undefined), 3],
     ['member calls per op (all)', (c) => perOpOrNone(c, (l) => l.startsWith('member')), 3],
+    ...['Range', 'Txn', 'Put', 'DeleteRange'].map(
+      (method): Metric<Cell> => [`  member ${method} calls per op`, (c) => perOpOfMethod(c, (l) => l.startsWith('member'), method), 3],
+    ),
   ];
+}
+
+/** Upstream calls of one method per op on the etcds `pick` selects; undefined when the target has none of them. */
+function perOpOfMethod(c: Cell, pick: (label: string) => boolean, method: string): number | undefined {
+  const labels = [...c.rt.upstream.keys()].filter(pick);
+  if (labels.length === 0) return undefined;
+  let n = 0;
+  for (const l of labels) n += c.rt.upstream.get(l)!.get(method) ?? 0;
+  return n / Math.max(1, totalOps(c.mix));
 }
 
 /** Upstream calls per op on the etcds `pick` selects; undefined when the target has none of them. */
