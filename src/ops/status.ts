@@ -125,7 +125,9 @@ async function memberFacts(client: EtcdClient, index: number, timeoutMs: number)
     bounded(readMemberState(client), timeoutMs, 'records'),
     bounded(client.alarm({ action: AlarmRequest_AlarmAction.GET, memberID: 0n, alarm: AlarmType.NONE }), timeoutMs, 'alarm list'),
   ]);
-  if (etcd.status === 'fulfilled') status.etcd = etcdStatus(etcd.value);
+  // A cluster that does not answer its status is unreachable: that error alone says so (the others repeat it).
+  const reachable = etcd.status === 'fulfilled';
+  if (reachable) status.etcd = etcdStatus(etcd.value);
   else unhealthy(status, messageOf(etcd.reason));
   let compactedStored: number | undefined;
   let layoutMembers: number | undefined;
@@ -134,11 +136,11 @@ async function memberFacts(client: EtcdClient, index: number, timeoutMs: number)
     compactedStored = state.value.compacted;
     layoutMembers = state.value.layout?.members;
     if (!state.value.identity) unhealthy(status, 'no metaetcd identity recorded (never joined a meta cluster)');
-  } else unhealthy(status, messageOf(state.reason));
+  } else if (reachable) unhealthy(status, messageOf(state.reason));
   if (alarms.status === 'fulfilled') {
     status.alarms = alarms.value.alarms.filter((a) => a.alarm !== AlarmType.NONE).map((a) => AlarmType[a.alarm] ?? String(a.alarm));
     for (const a of status.alarms) unhealthy(status, `alarm ${a} raised`);
-  } else unhealthy(status, messageOf(alarms.reason));
+  } else if (reachable) unhealthy(status, messageOf(alarms.reason));
   return { status, compactedStored, layoutMembers };
 }
 
@@ -163,7 +165,8 @@ async function coordinatorStatus(client: EtcdClient, members: number, timeoutMs:
     bounded(client.status(), timeoutMs, 'status'),
     bounded(client.range({ key: CLOCK_KEY }), timeoutMs, 'clock read'),
   ]);
-  if (etcd.status === 'fulfilled') status.etcd = etcdStatus(etcd.value);
+  const reachable = etcd.status === 'fulfilled';
+  if (reachable) status.etcd = etcdStatus(etcd.value);
   else unhealthy(status, messageOf(etcd.reason));
   if (clock.status === 'fulfilled') {
     const kv = clock.value.kvs[0];
@@ -173,7 +176,7 @@ async function coordinatorStatus(client: EtcdClient, members: number, timeoutMs:
     } catch (err) {
       unhealthy(status, messageOf(err));
     }
-  } else unhealthy(status, messageOf(clock.reason));
+  } else if (reachable) unhealthy(status, messageOf(clock.reason));
   return status;
 }
 
