@@ -1,10 +1,11 @@
 // The composition root of one proxy process, in start order (and stopped in
 // reverse, see app/stack.ts): clients and bootstrap (app/members.ts); the clock;
 // the KV context and the lease manager; the watch hub fed by one stream per
-// member; the gRPC services (app/serve.ts); the metrics, /health and /readyz endpoints.
+// member; the gRPC services (app/serve.ts); the announcement in the coordinator
+// (app/heartbeat.ts); the metrics, /health and /readyz endpoints.
 
 import { Clock } from './clock/clock.js';
-import type { ProxyConfig } from './config.js';
+import { advertisedUrls, type ProxyConfig } from './config.js';
 import { createHealthCheck, type HealthReport } from './health.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { KeyCache } from './kv/key-cache.js';
@@ -16,6 +17,7 @@ import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
 import { Router } from './shard/layout.js';
 import { WatchHub } from './watch/hub.js';
+import { Heartbeat } from './app/heartbeat.js';
 import { connectClusters } from './app/members.js';
 import { serve } from './app/serve.js';
 import { StopStack } from './app/stack.js';
@@ -96,6 +98,9 @@ export async function startProxy(
     leases.start();
 
     const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub }, stack);
+    const heartbeat = new Heartbeat({ coordinator, urls: advertisedUrls(config, port), log });
+    heartbeat.start();
+    stack.defer('heartbeat', () => heartbeat.stop());
     const health = createHealthCheck({ clock, members: members.clients, streams: members.map((m) => m.timeline.link), timeoutMs: HEALTH_TIMEOUT_MS });
     const metricsPort = await serveMetrics(config, log, metrics, health, options, stack);
     log.info({ listen: config.listenAddr, port, members: members.size, clusterId: boot.layout.clusterId }, 'ready to serve');

@@ -12,7 +12,9 @@ export function formatStatus(s: MetaStatus, w: WriteOut): string {
 function statusTables(s: MetaStatus): string {
   const summary = [
     `meta cluster ${s.clusterId ?? '(unknown)'}: ${s.healthy ? 'healthy' : 'UNHEALTHY'}`,
-    `meta revision: ${s.metaRevision ?? 'unknown'}, compacted revision: ${s.compactedRevision ?? 'unknown'}, proxies: ${s.proxies}`,
+    `meta revision: ${s.metaRevision ?? 'unknown'}, compacted revision: ${s.compactedRevision ?? 'unknown'}`,
+    `proxies: ${s.proxies ? s.proxies.length : 'unknown'}`,
+    ...(s.proxies ?? []).map((p) => `  ${p.urls.join(',')} (host ${p.host}, pid ${p.pid}, since ${p.since})`),
   ];
   const members = table(
     ['INDEX', 'ENDPOINTS', 'HEALTHY', 'SLOT', 'PARTITIONS', 'KEYS', 'META REVISION', 'REVISION', 'LEADER', 'VERSION', 'DB SIZE'],

@@ -2,9 +2,10 @@
 // for every member cluster its etcd status, alarms and the records the proxy
 // keeps in it (identity, layout, clock record, compaction mark — the same read
 // as bootstrap's, members/bootstrap.ts), and the coordinator's status and clock
-// record. Every call is bounded by the command timeout; a cluster that fails to
+// record, and the proxies announced there (app/heartbeat.ts). Every call is bounded by the command timeout; a cluster that fails to
 // answer is reported unhealthy with the error, and the rest is still gathered.
 
+import { parseAnnouncements, PROXIES_END, PROXIES_PREFIX, type ProxyAnnouncement } from '../app/heartbeat.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { messageOf } from '../errors/etcd-error.js';
 import { readMemberState, type MemberState } from '../members/bootstrap.js';
@@ -73,8 +74,8 @@ export interface MetaStatus {
   metaRevision?: number;
   /** The meta revision last compacted at (0: never); absent if no member answered. */
   compactedRevision?: number;
-  /** Proxies serving these clusters: proxies leave no trace in the clusters, so this is not known. */
-  proxies: 'unknown';
+  /** The proxy processes announced in the coordinator (absent when it could not be read). */
+  proxies?: ProxyAnnouncement[];
   members: MemberStatus[];
   coordinator: CoordinatorStatus;
 }
@@ -101,7 +102,7 @@ export async function gatherStatus(o: StatusOptions): Promise<MetaStatus> {
     markDuplicateSlots(facts.map((f) => f.status));
     // The coordinator's clock record has one entry per member of the layout.
     const memberCount = facts.find((f) => f.layoutMembers !== undefined)?.layoutMembers ?? members.length;
-    const coord = await coordinatorStatus(coordinator, memberCount, o.timeoutMs);
+    const { status: coord, proxies } = await coordinatorStatus(coordinator, memberCount, o.timeoutMs);
     const statuses = facts.map((f) => f.status);
     const revisions = statuses.flatMap((m) => (m.metaRevision !== undefined ? [m.metaRevision] : []));
     return {
@@ -109,7 +110,7 @@ export async function gatherStatus(o: StatusOptions): Promise<MetaStatus> {
       ...(clusterId ? { clusterId } : {}),
       ...(revisions.length > 0 ? { metaRevision: Math.max(...revisions) } : {}),
       ...(answered.length > 0 ? { compactedRevision: Math.max(0, ...answered.map((f) => f.compactedStored! - 1)) } : {}),
-      proxies: 'unknown',
+      ...(proxies ? { proxies } : {}),
       members: statuses,
       coordinator: coord,
     };
@@ -159,11 +160,16 @@ function recorded(s: MemberState): Partial<MemberStatus> {
   return out;
 }
 
-async function coordinatorStatus(client: EtcdClient, members: number, timeoutMs: number): Promise<CoordinatorStatus> {
+async function coordinatorStatus(
+  client: EtcdClient,
+  members: number,
+  timeoutMs: number,
+): Promise<{ status: CoordinatorStatus; proxies: ProxyAnnouncement[] | undefined }> {
   const status: CoordinatorStatus = { endpoints: urls(client), healthy: true };
-  const [etcd, clock] = await Promise.allSettled([
+  const [etcd, clock, announced] = await Promise.allSettled([
     bounded(client.status(), timeoutMs, 'status'),
     bounded(client.range({ key: CLOCK_KEY }), timeoutMs, 'clock read'),
+    bounded(client.range({ key: PROXIES_PREFIX, rangeEnd: PROXIES_END }), timeoutMs, 'proxy list'),
   ]);
   const reachable = etcd.status === 'fulfilled';
   if (reachable) status.etcd = etcdStatus(etcd.value);
@@ -177,7 +183,9 @@ async function coordinatorStatus(client: EtcdClient, members: number, timeoutMs:
       unhealthy(status, messageOf(err));
     }
   } else if (reachable) unhealthy(status, messageOf(clock.reason));
-  return status;
+  if (announced.status === 'rejected' && reachable) unhealthy(status, messageOf(announced.reason));
+  const proxies = announced.status === 'fulfilled' ? parseAnnouncements(announced.value.kvs.map((kv) => kv.value)) : undefined;
+  return { status, proxies };
 }
 
 function etcdStatus(r: StatusResponse): EtcdStatus {

@@ -1,6 +1,7 @@
 // `metaetcd status` (bin/metaetcd.js, the compiled CLI) over real etcds after
 // writes through a proxy, and the proxy's /readyz, both with every cluster up
-// and with one member etcd killed.
+// and with one member etcd killed; /readyz and the proxies' announcements with
+// --workers.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -27,6 +28,8 @@ before(async () => {
   } finally {
     c.close();
   }
+  // The proxy announces itself in the coordinator in the background.
+  await waitUntil('the proxy announced', async () => parse(await status('-w', 'json')).proxies?.length === 1, 20_000, 200);
 });
 
 after(async () => {
@@ -83,7 +86,7 @@ test('status -w json over a healthy meta cluster: every member, its slot, partit
   assert.ok(s.metaRevision !== undefined && s.metaRevision >= KEYS, `meta revision ${s.metaRevision}`);
   assert.equal(s.metaRevision, Math.max(...s.members.map((m) => m.metaRevision!)));
   assert.equal(s.compactedRevision, 0);
-  assert.equal(s.proxies, 'unknown');
+  assert.deepEqual(s.proxies?.map((p) => [p.urls, p.pid]), [[[proxy.url], proxy.pid]], 'the proxy announces itself in the coordinator');
   assert.equal(s.coordinator.healthy, true);
   assert.ok(s.coordinator.clock, 'the coordinator holds the clock');
   assert.ok(s.coordinator.clock.revision >= s.metaRevision, `clock ${s.coordinator.clock.revision} >= meta revision ${s.metaRevision}`);
@@ -95,6 +98,7 @@ test('status (table) lists each member and the coordinator', async () => {
   assert.match(r.stdout, /: healthy\n/);
   for (const m of set.members) assert.ok(r.stdout.includes(m.clientUrl), `${m.clientUrl} in\n${r.stdout}`);
   assert.ok(r.stdout.includes(set.coordinator.clientUrl));
+  assert.match(r.stdout, new RegExp(`proxies: 1\n  ${proxy.url} \\(host .*, pid ${proxy.pid}, since `));
   assert.match(r.stdout, /\| INDEX \| ENDPOINTS/);
 });
 
@@ -138,4 +142,24 @@ test('one member etcd down: status exits 1 and reports that member unhealthy, th
   }
   await waitUntil('/readyz 200 after the member is back', async () => (await readyz()).status === 200, 30_000, 200);
   assert.equal((await status()).code, 0);
+});
+
+test('--workers 2: /readyz answered by a worker; each worker announces itself, and withdraws on stop', async () => {
+  const workers = await ChildProxy.start(set, { flags: ['--workers', '2'] });
+  try {
+    let v = { status: 0, body: '' };
+    await waitUntil('/readyz 200 from the workers', async () => {
+      const res = await fetch(`http://127.0.0.1:${workers.metricsPort}/readyz?verbose`, { signal: AbortSignal.timeout(10_000) }).catch(() => undefined);
+      v = res ? { status: res.status, body: await res.text() } : v;
+      return v.status === 200;
+    }, 20_000, 200);
+    assert.match(v.body, /\[\+\]watch-member-2 ok\n/);
+    await waitUntil('both workers announced', async () => (parse(await status('-w', 'json')).proxies ?? []).length === 3, 20_000, 200);
+    const s = parse(await status('-w', 'json'));
+    const pids = new Set(workers.childPids());
+    assert.equal(s.proxies!.filter((p) => pids.has(p.pid) && p.urls[0] === workers.url).length, 2, JSON.stringify(s.proxies));
+  } finally {
+    await workers.stop();
+  }
+  assert.deepEqual(parse(await status('-w', 'json')).proxies?.map((p) => p.pid), [proxy.pid], 'a stopped proxy withdraws its announcement');
 });
