@@ -45,6 +45,7 @@ export class Heartbeat {
   private stream: ClientDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private beating = false;
+  private stopped = false;
 
   constructor(private readonly o: HeartbeatOptions) {
     const a: ProxyAnnouncement = { urls: o.urls, host: hostname(), pid: process.pid, since: new Date().toISOString() };
@@ -60,6 +61,7 @@ export class Heartbeat {
 
   /** Stops beating and withdraws the announcement (bounded: a coordinator that does not answer lets the lease expire). */
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     this.stream?.cancel();
     const lease = this.lease;
@@ -84,7 +86,9 @@ export class Heartbeat {
     const ttl = this.o.ttlSeconds ?? DEFAULTS.ttlSeconds;
     const grant = await this.o.coordinator.leaseGrant({ TTL: BigInt(ttl), ID: 0n });
     await this.o.coordinator.put({ key: this.key, value: this.value, lease: grant.ID });
-    this.lease = grant.ID;
+    // Stopped meanwhile: withdraw at once rather than leave the key for its TTL.
+    if (this.stopped) await this.o.coordinator.leaseRevoke({ ID: grant.ID });
+    else this.lease = grant.ID;
   }
 
   private keepAlive(lease: bigint): void {
