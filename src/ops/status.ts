@@ -93,16 +93,16 @@ export async function gatherStatus(o: StatusOptions): Promise<MetaStatus> {
   const coordinator = new EtcdClient({ name: 'coordinator', endpoints: o.coordinator, ...opts });
   const members = o.members.map((endpoints, i) => new EtcdClient({ name: `member ${i}`, endpoints, ...opts }));
   try {
-    const facts = await Promise.all(members.map((c, i) => memberFacts(c, i, o.timeoutMs)));
+    const gathering = Promise.all(members.map((c, i) => memberFacts(c, i, o.timeoutMs)));
+    // The coordinator's clock record has one entry per member of the layout; it is read meanwhile.
+    const memberCount = gathering.then((facts) => facts.find((f) => f.layoutMembers !== undefined)?.layoutMembers ?? members.length);
+    const [facts, { status: coord, proxies }] = await Promise.all([gathering, coordinatorStatus(coordinator, memberCount, o.timeoutMs)]);
     const answered = facts.filter((f) => f.compactedStored !== undefined);
     const clusterId = mostCommon(answered.flatMap((f) => (f.status.clusterId ? [f.status.clusterId] : [])));
     for (const { status: m } of facts) {
       if (clusterId && m.clusterId && m.clusterId !== clusterId) unhealthy(m, `belongs to meta cluster ${m.clusterId}, not ${clusterId}`);
     }
     markDuplicateSlots(facts.map((f) => f.status));
-    // The coordinator's clock record has one entry per member of the layout.
-    const memberCount = facts.find((f) => f.layoutMembers !== undefined)?.layoutMembers ?? members.length;
-    const { status: coord, proxies } = await coordinatorStatus(coordinator, memberCount, o.timeoutMs);
     const statuses = facts.map((f) => f.status);
     const revisions = statuses.flatMap((m) => (m.metaRevision !== undefined ? [m.metaRevision] : []));
     return {
@@ -162,7 +162,7 @@ function recorded(s: MemberState): Partial<MemberStatus> {
 
 async function coordinatorStatus(
   client: EtcdClient,
-  members: number,
+  members: Promise<number>,
   timeoutMs: number,
 ): Promise<{ status: CoordinatorStatus; proxies: ProxyAnnouncement[] | undefined }> {
   const status: CoordinatorStatus = { endpoints: urls(client), healthy: true };
@@ -177,7 +177,7 @@ async function coordinatorStatus(
   if (clock.status === 'fulfilled') {
     const kv = clock.value.kvs[0];
     try {
-      const r = kv ? decodeCoordinatorRecord(kv.value, members) : undefined;
+      const r = kv ? decodeCoordinatorRecord(kv.value, await members) : undefined;
       status.clock = r ? { revision: r.revision, ceiling: r.ceiling, last: r.last } : null;
     } catch (err) {
       unhealthy(status, messageOf(err));
