@@ -23,8 +23,7 @@ const ALL = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
 /** Every client key's member key. */
 const DATA = toMemberRange(EMPTY, ALL.rangeEnd);
 
-/** What InternalKey.identity holds: which meta cluster and which member slot a cluster is. */
-export interface Identity {
+interface Identity {
   clusterId: string;
   index: number;
 }
@@ -42,8 +41,6 @@ export interface MemberState {
   keyCount: number;
   /** Client keys. */
   dataKeys: number;
-  /** The member's own revision when it answered. */
-  memberRevision: number;
 }
 
 export interface BootstrapResult {
@@ -142,7 +139,6 @@ export async function readMemberState(client: EtcdClient): Promise<MemberState> 
       compacted: compactedKv ? decodeU64BE(compactedKv.value) : 0,
       keyCount: Number(asRange(resp.responses[4]).count),
       dataKeys: Number(asRange(resp.responses[5]).count),
-      memberRevision: Number(resp.header?.revision ?? 0n),
     };
   } catch (err) {
     // An answer that does not parse is as much this cluster's failure as no answer.
