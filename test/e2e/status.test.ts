@@ -1,7 +1,7 @@
 // `metaetcd status` (bin/metaetcd.js, the compiled CLI) over real etcds after
 // writes through a proxy, and the proxy's /readyz, both with every cluster up
-// and with one member etcd killed; /readyz and the proxies' announcements with
-// --workers.
+// and with one member etcd killed; the coordinator lost and replaced; /readyz
+// and the proxies' announcements with --workers.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -142,6 +142,38 @@ test('one member etcd down: status exits 1 and reports that member unhealthy, th
   }
   await waitUntil('/readyz 200 after the member is back', async () => (await readyz()).status === 200, 30_000, 200);
   assert.equal((await status()).code, 0);
+});
+
+test('coordinator down: status exits 1, proxies unknown; replaced by an empty etcd: the proxy announces itself again', async () => {
+  await killHard(set.coordinator);
+  try {
+    const r = await status('-w', 'json', '--command-timeout', '2s');
+    const s = parse(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.equal(s.coordinator.healthy, false);
+    assert.ok(s.coordinator.error);
+    assert.equal(s.proxies, undefined);
+    assert.deepEqual(s.members.map((m) => m.healthy), [true, true, true]);
+    assert.match((await status('--command-timeout', '2s')).stdout, /proxies: unknown\n/);
+  } finally {
+    await set.coordinator.wipe();
+    await set.coordinator.restart();
+  }
+  // The proxy's lease is gone with the coordinator's data: it grants a new one and announces itself again.
+  await waitUntil('the proxy announced again', async () => parse(await status('-w', 'json')).proxies?.length === 1, 30_000, 200);
+  const before = parse(await status('-w', 'json'));
+  // The clock record is rebuilt when first needed; until then the coordinator is healthy without one.
+  assert.equal(before.healthy, true, JSON.stringify(before.coordinator));
+  const c = clientFor(proxy.url);
+  try {
+    await c.put({ key: Buffer.from('status/after-coordinator-loss'), value: Buffer.from('v') });
+  } finally {
+    c.close();
+  }
+  const r = await status('-w', 'json');
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const s = parse(r);
+  assert.ok(s.coordinator.clock && s.coordinator.clock.revision >= s.metaRevision!, JSON.stringify(s.coordinator));
 });
 
 test('--workers 2: /readyz answered by a worker; each worker announces itself, and withdraws on stop', async () => {
