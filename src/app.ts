@@ -1,10 +1,11 @@
 // The composition root of one proxy process, in start order (and stopped in
 // reverse, see app/stack.ts): clients and bootstrap (app/members.ts); the clock;
 // the KV context and the lease manager; the watch hub fed by one stream per
-// member; the gRPC services (app/serve.ts); the metrics and /health endpoint.
+// member; the gRPC services (app/serve.ts); the announcement in the coordinator
+// (app/heartbeat.ts); the metrics, /health and /readyz endpoints.
 
 import { Clock } from './clock/clock.js';
-import type { ProxyConfig } from './config.js';
+import { advertisedUrls, type ProxyConfig } from './config.js';
 import { createHealthCheck, type HealthReport } from './health.js';
 import { CompactionState, type KvContext } from './kv/context.js';
 import { KeyCache } from './kv/key-cache.js';
@@ -16,13 +17,14 @@ import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
 import { Router } from './shard/layout.js';
 import { WatchHub } from './watch/hub.js';
+import { Heartbeat } from './app/heartbeat.js';
 import { connectClusters } from './app/members.js';
 import { serve } from './app/serve.js';
 import { StopStack } from './app/stack.js';
 
 export { REPORTED_ETCD_VERSION } from './app/serve.js';
 
-/** How long each part of a /health check may take. */
+/** How long each part of a /health or /readyz check may take. */
 const HEALTH_TIMEOUT_MS = 2000;
 /** Recently written keys whose metadata the write path remembers (to skip reading before writing). */
 const KEY_CACHE_ENTRIES = 200_000;
@@ -34,7 +36,7 @@ export interface ProxyHandle {
   clusterId: string;
   /** The meta cluster's layout (which member holds which key). */
   router: Router;
-  /** The check behind /health: coordinator and every member reachable, no alarm raised. */
+  /** The check behind /health (coordinator and every member reachable, no alarm raised) and /readyz (also every watch stream up). */
   health(): Promise<HealthReport>;
   stop(): Promise<void>;
 }
@@ -96,7 +98,10 @@ export async function startProxy(
     leases.start();
 
     const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub }, stack);
-    const health = createHealthCheck({ clock, members: members.clients, timeoutMs: HEALTH_TIMEOUT_MS });
+    const heartbeat = new Heartbeat({ coordinator, urls: advertisedUrls(config, port), log });
+    heartbeat.start();
+    stack.defer('heartbeat', () => heartbeat.stop());
+    const health = createHealthCheck({ clock, members: members.clients, streams: members.map((m) => m.timeline.link), timeoutMs: HEALTH_TIMEOUT_MS });
     const metricsPort = await serveMetrics(config, log, metrics, health, options, stack);
     log.info({ listen: config.listenAddr, port, members: members.size, clusterId: boot.layout.clusterId }, 'ready to serve');
     return {
@@ -144,7 +149,7 @@ async function startMemberStreams(
   await Promise.all(streams.map((s) => s.start()));
 }
 
-/** /metrics and /health on the side port (none when --metrics-port is 0); returns the port. */
+/** /metrics, /health and /readyz on the side port (none when --metrics-port is 0); returns the port. */
 async function serveMetrics(
   config: ProxyConfig,
   log: Logger,

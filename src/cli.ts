@@ -1,11 +1,13 @@
 // The `metaetcd` command: runs the proxy (`metaetcd --coordinator URL --members
-// URL,...`) or the embedded sandbox (`metaetcd sandbox`).
+// URL,...`) or the embedded sandbox (`metaetcd sandbox`), or reports on the
+// clusters (`metaetcd status`).
 
 import cluster from 'node:cluster';
 import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
+import { runStatus } from './ops/status-command.js';
 import { runSandbox } from './sandbox/sandbox.js';
 import { WORKER_INDEX_ENV } from './workers/messages.js';
 import { runPrimary } from './workers/primary.js';
@@ -18,6 +20,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (first) {
     case 'sandbox':
       return runSandbox(rest);
+    case 'status':
+      return runStatus(rest);
     case 'version':
     case '--version':
       process.stdout.write(`metaetcd ${VERSION}\n`);
@@ -32,7 +36,12 @@ export async function main(argv: string[]): Promise<number> {
 
 function help(): string {
   return (
-    usage('metaetcd --coordinator URL --members URL[;URL...][,URL...] [flags]\n       metaetcd sandbox [flags]   (metaetcd sandbox --help)', PROXY_FLAGS)
+    usage(
+      'metaetcd --coordinator URL --members URL[;URL...][,URL...] [flags]\n' +
+        '       metaetcd sandbox [flags]   (metaetcd sandbox --help)\n' +
+        '       metaetcd status [flags]    (metaetcd status --help)',
+      PROXY_FLAGS,
+    )
   );
 }
 

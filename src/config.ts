@@ -38,7 +38,7 @@ export interface ProxyConfig {
   workers: number;
 }
 
-type Kind = 'string' | 'int' | 'duration' | 'list';
+export type Kind = 'string' | 'int' | 'duration' | 'list';
 
 interface FlagSpec {
   key: keyof ProxyConfig | 'pprofPort';

@@ -6,7 +6,7 @@ import type { Logger } from './log.js';
 
 export function usage(synopsis: string, flags: Record<string, { help: string }>): string {
   const lines = [`Usage: ${synopsis}`, '', 'Flags:'];
-  for (const [name, f] of Object.entries(flags)) lines.push(`  --${name}`.padEnd(36) + f.help);
+  for (const [name, f] of Object.entries(flags)) lines.push(`  ${name.length === 1 ? '-' : '--'}${name}`.padEnd(36) + f.help);
   return lines.join('\n') + '\n';
 }
 

@@ -43,7 +43,8 @@ export async function connectClusters(config: ProxyConfig, log: Logger, metrics:
   return { coordinator, members, boot };
 }
 
-function loadClientTls(c: ProxyConfig): ClientTls {
+/** The client certificate flags' files (also `metaetcd status`'s). */
+export function loadClientTls(c: Pick<ProxyConfig, 'caCert' | 'clientCert' | 'clientCertKey'>): ClientTls {
   const tls: ClientTls = {};
   if (c.caCert) tls.ca = readFileSync(c.caCert);
   if (c.clientCert) tls.cert = readFileSync(c.clientCert);

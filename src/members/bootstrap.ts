@@ -14,25 +14,33 @@ import { asRange, cmp, op, txn } from '../proto/build.js';
 
 import { decodeLayout, encodeLayout, newLayout, type Layout } from '../shard/layout.js';
 import { ClockKind, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
-import { InternalKey } from '../store/keyspace.js';
-import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
+import { InternalKey, toMemberRange } from '../store/keyspace.js';
+import { decodeU64BE, EMPTY, encodeU64BE } from '../util/bytes.js';
 import type { EtcdClient } from './etcd-client.js';
 
 const BOOTSTRAP_KEY = Buffer.from('metaetcd/bootstrap');
 const ALL = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
+/** Every client key's member key. */
+const DATA = toMemberRange(EMPTY, ALL.rangeEnd);
 
 interface Identity {
   clusterId: string;
   index: number;
 }
 
-interface MemberState {
+/** What a member cluster records about itself (also read by `metaetcd status`). */
+export interface MemberState {
   client: EtcdClient;
   identity: Identity | undefined;
   layout: Layout | undefined;
+  /** The meta revision of the member's latest write (its clock record). */
   clockRevision: number | undefined;
+  /** The value stored in m/compacted (the compacted revision plus one; 0 = never). */
   compacted: number;
+  /** Keys in the whole keyspace, bookkeeping included. */
   keyCount: number;
+  /** Client keys. */
+  dataKeys: number;
 }
 
 export interface BootstrapResult {
@@ -45,7 +53,7 @@ export interface BootstrapResult {
 
 export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdClient[]; log: Logger }): Promise<BootstrapResult> {
   const log = o.log.child({ component: 'bootstrap' });
-  let states = await Promise.all(o.candidates.map(readState));
+  let states = await Promise.all(o.candidates.map(readMemberState));
   let layout = newestLayout(states);
 
   if (!layout) {
@@ -82,7 +90,7 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
       free.splice(free.indexOf(index), 1);
       await initialiseMember(s.client, { clusterId: layout.clusterId, index }, layout);
     }
-    states = await Promise.all(o.candidates.map(readState));
+    states = await Promise.all(o.candidates.map(readMemberState));
   }
 
   const members: EtcdClient[] = new Array<EtcdClient>(layout.members);
@@ -102,7 +110,8 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
   return { layout, members, compacted };
 }
 
-async function readState(client: EtcdClient): Promise<MemberState> {
+/** Reads a member's records in one read-only transaction; fails with the cluster's classified error. */
+export async function readMemberState(client: EtcdClient): Promise<MemberState> {
   try {
     const resp = await client.txn(
       txn(
@@ -113,6 +122,7 @@ async function readState(client: EtcdClient): Promise<MemberState> {
           op.range(InternalKey.clock),
           op.range(InternalKey.compacted),
           op.range(ALL.key, { rangeEnd: ALL.rangeEnd, countOnly: true }),
+          op.range(DATA.key, { rangeEnd: DATA.rangeEnd, countOnly: true }),
         ],
       ),
       { readOnly: true, context: urls(client) },
@@ -128,6 +138,7 @@ async function readState(client: EtcdClient): Promise<MemberState> {
       clockRevision: clockKv ? decodeClockRecord(clockKv.value).revision : undefined,
       compacted: compactedKv ? decodeU64BE(compactedKv.value) : 0,
       keyCount: Number(asRange(resp.responses[4]).count),
+      dataKeys: Number(asRange(resp.responses[5]).count),
     };
   } catch (err) {
     // An answer that does not parse is as much this cluster's failure as no answer.

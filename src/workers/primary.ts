@@ -7,7 +7,7 @@
 // keep-alive streams — N workers cost what N proxies cost.
 //
 // The primary serves /metrics (the sum over workers, through prom-client's
-// cluster aggregator) and /health (answered by one worker), restarts a worker
+// cluster aggregator), /health and /readyz (answered by one worker), restarts a worker
 // that dies, and on SIGINT/SIGTERM stops every worker before it exits.
 
 import cluster, { type Worker } from 'node:cluster';
@@ -16,7 +16,7 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
-import type { HealthReport } from '../health.js';
+import { failedReport, type HealthReport } from '../health.js';
 import { waitForSignal } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import { startMetricsServer } from '../metrics-server.js';
@@ -133,13 +133,13 @@ function stopWorker(worker: Worker, ready: boolean): Promise<void> {
   });
 }
 
-/** /health answered by the live workers in turn (every worker checks the same clusters). */
+/** /health and /readyz answered by the live workers in turn (every worker checks the same clusters). */
 function healthFromWorkers(slots: Slot[]): () => Promise<HealthReport> {
   let next = 0;
   let ids = 0;
   return () => {
     const live = slots.flatMap((s) => (s.worker && s.ready && s.worker.isConnected() ? [s.worker] : []));
-    if (live.length === 0) return Promise.resolve({ healthy: false, reason: 'no worker process is running' });
+    if (live.length === 0) return Promise.resolve(failedReport('workers', 'no worker process is running'));
     const worker = live[next++ % live.length]!;
     const id = ids++;
     return new Promise<HealthReport>((resolve) => {
@@ -151,7 +151,7 @@ function healthFromWorkers(slots: Slot[]): () => Promise<HealthReport> {
       const onMessage = (m: unknown) => {
         if (isOurMessage<FromWorker>(m) && m.type === 'metaetcd:health' && m.id === id) done(m.report);
       };
-      const timer = setTimeout(() => done({ healthy: false, reason: `worker ${worker.id} did not answer the health check` }), HEALTH_TIMEOUT_MS);
+      const timer = setTimeout(() => done(failedReport('workers', `worker ${worker.id} did not answer the health check`)), HEALTH_TIMEOUT_MS);
       worker.on('message', onMessage);
       worker.send({ type: 'metaetcd:health', id } satisfies ToWorker);
     });

@@ -6,6 +6,7 @@
 import { AggregatorRegistry } from 'prom-client';
 import { startProxy, type ProxyHandle } from '../app.js';
 import type { ProxyConfig } from '../config.js';
+import { failedReport } from '../health.js';
 import { keepServingOnStrayRejections } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
@@ -45,7 +46,7 @@ export async function runWorker(config: ProxyConfig, log: Logger, index: number)
     else if (m.type === 'metaetcd:health') {
       void proxy.health().then(
         (r) => send({ type: 'metaetcd:health', id: m.id, report: r }),
-        (err: unknown) => send({ type: 'metaetcd:health', id: m.id, report: { healthy: false, reason: String(err) } }),
+        (err: unknown) => send({ type: 'metaetcd:health', id: m.id, report: failedReport('health', String(err)) }),
       );
     }
   });
