@@ -4,6 +4,7 @@
 import cluster from 'node:cluster';
 import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
+import { runSnapshot } from './ops/snapshot/cli.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
 import { runSandbox } from './sandbox/sandbox.js';
@@ -18,6 +19,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (first) {
     case 'sandbox':
       return runSandbox(rest);
+    case 'snapshot':
+      return runSnapshot(rest);
     case 'version':
     case '--version':
       process.stdout.write(`metaetcd ${VERSION}\n`);
