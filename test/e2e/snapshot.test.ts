@@ -13,6 +13,7 @@ import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { defaultScratchRoot } from '../../src/sandbox/etcd-process.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
+import { etcdctl } from '../harness/etcdctl.js';
 import { buildIfStale } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 
@@ -120,7 +121,7 @@ after(async () => {
 test('snapshot save writes the keyspace at one revision', BOUND, async () => {
   before_ = await fullRange(sp);
   assert.ok(before_.kvs.length > 250, `only ${before_.kvs.length} keys`);
-  const r = ok(await metaetcd(['snapshot', 'save', file, ...memberFlags(src)]), 'snapshot save');
+  const r = ok(await metaetcd(['snapshot', 'save', file, ...memberFlags(src), '--page-size', '37']), 'snapshot save');
   assert.match(r.stderr, new RegExp(`${before_.kvs.length} keys, 2 leases at revision ${before_.revision}`));
   // Written after the save: not in the snapshot.
   await sp.put({ key: Buffer.from('after/save'), value: Buffer.from('x') });
@@ -187,6 +188,16 @@ test('snapshot restore onto fresh members reproduces every key with its revision
   const after = (await dp.range({ key: Buffer.from('k/0000') })).kvs[0]!;
   assert.equal(Number(after.modRevision), Number(put.header!.revision));
   assert.equal(Number(after.version), Number(before_.kvs.find((kv) => kv.key.toString() === 'k/0000')!.version) + 1);
+  // Watches from after the snapshot see the new write.
+  const stop = new AbortController();
+  const watched = etcdctl(proxy.endpoint, ['watch', '--rev', String(before_.revision + 1), 'k/0000'], {
+    stop: stop.signal,
+    timeoutMs: 30_000,
+    onStdout: (out) => {
+      if (out.includes('new')) stop.abort();
+    },
+  });
+  assert.match((await watched).stdout, /PUT\nk\/0000\nnew/);
   // Revoking a restored lease deletes its keys.
   await dp.leaseRevoke({ ID: leaseB });
   assert.equal((await dp.range({ key: Buffer.from('lease/b/'), rangeEnd: Buffer.from('lease/b0'), countOnly: true })).count, 0n);

@@ -6,7 +6,7 @@ import { createLogger } from '../../log.js';
 import { restoreToEtcd, restoreToMetaCluster } from './restore.js';
 import { saveSnapshot } from './save.js';
 
-type Kind = 'string' | 'duration';
+type Kind = 'string' | 'duration' | 'int';
 
 interface SnapshotFlags {
   coordinator: string;
@@ -16,6 +16,7 @@ interface SnapshotFlags {
   clientCert: string | undefined;
   clientCertKey: string | undefined;
   requestTimeoutMs: number;
+  pageSize: number;
   logLevel: string;
 }
 
@@ -27,6 +28,7 @@ const FLAGS: Record<string, { key: keyof SnapshotFlags; kind: Kind; help: string
   'client-cert': { key: 'clientCert', kind: 'string', help: 'certificate presented to the etcd clusters' },
   'client-cert-key': { key: 'clientCertKey', kind: 'string', help: 'key of --client-cert' },
   'request-timeout': { key: 'requestTimeoutMs', kind: 'duration', help: 'bound on each request to the etcd clusters (default 30s)' },
+  'page-size': { key: 'pageSize', kind: 'int', help: 'save only: keys per Range page, the bound on what is held in memory (default 1000)' },
   v: { key: 'logLevel', kind: 'string', help: 'log level: debug, info, warn, error (default warn)' },
 };
 
@@ -48,7 +50,7 @@ export async function runSnapshot(argv: string[]): Promise<number> {
     return 0;
   }
   const flags = applyFlags<SnapshotFlags>(
-    { coordinator: '', members: '', etcd: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, logLevel: 'warn' },
+    { coordinator: '', members: '', etcd: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, pageSize: 1000, logLevel: 'warn' },
     parsed.values,
     FLAGS,
   );
@@ -64,7 +66,8 @@ export async function runSnapshot(argv: string[]): Promise<number> {
       if (flags.etcd) throw new Error('--etcd is for restore only: save reads a meta cluster (--coordinator, --members)');
       requireCluster(flags);
       const config: ProxyConfig = { ...defaultProxyConfig(), coordinator: flags.coordinator, members: flags.members, ...tls, requestTimeoutMs: flags.requestTimeoutMs, workers: 1, metricsPort: 0 };
-      await saveSnapshot({ file, config, log });
+      if (flags.pageSize < 1) throw new Error('--page-size must be at least 1');
+      await saveSnapshot({ file, config, log, pageSize: flags.pageSize });
     } else if (flags.etcd) {
       if (flags.coordinator || flags.members) throw new Error('give either --etcd or --coordinator and --members, not both');
       await restoreToEtcd({ file, etcd: flags.etcd, tls, requestTimeoutMs: flags.requestTimeoutMs, log });

@@ -110,17 +110,16 @@ function parseHeader(o: Record<string, unknown>): SnapshotHeader {
 function parseRecord(o: Record<string, unknown>): SnapshotRecord {
   if (o.t === 'lease') return { t: 'lease', lease: { id: leaseId(o.id), ttl: int(o.ttl, 'ttl'), grantedTtl: int(o.grantedTtl, 'granted ttl') } };
   if (o.t === 'kv') {
-    return {
-      t: 'kv',
-      kv: {
-        key: b64(o.k, 'key'),
-        value: b64(o.v, 'value'),
-        createRevision: int(o.c, 'create revision'),
-        modRevision: int(o.m, 'mod revision'),
-        version: int(o.ver, 'version'),
-        lease: leaseId(o.l),
-      },
+    const kv: SnapshotKv = {
+      key: b64(o.k, 'key'),
+      value: b64(o.v, 'value'),
+      createRevision: int(o.c, 'create revision'),
+      modRevision: int(o.m, 'mod revision'),
+      version: int(o.ver, 'version'),
+      lease: leaseId(o.l),
     };
+    if (kv.key.length === 0 || kv.version < 1 || kv.createRevision < 1 || kv.modRevision < kv.createRevision) throw new Error('impossible key record');
+    return { t: 'kv', kv };
   }
   throw new Error(`unknown record type ${JSON.stringify(o.t)}`);
 }
@@ -172,6 +171,7 @@ export async function* readSnapshot(file: string): AsyncGenerator<SnapshotHeader
           }
         } else {
           const record = parseRecord(o);
+          if (record.t === 'kv' && record.kv.modRevision > header.revision) throw new Error(`a key modified at ${record.kv.modRevision}, after the snapshot's revision`);
           hasher.update(line + '\n');
           if (record.t === 'kv') keys++;
           else leases++;

@@ -122,7 +122,7 @@ export async function restoreToMetaCluster(o: RestoreOptions & { coordinator: st
       keys++;
       progress.add(1);
     }
-    await Promise.all(batches.map((b, m) => b.flush(members[m]!)));
+    await Promise.all(batches.map((b, m) => b.drain(members[m]!)));
 
     // The clock at R in every member, the compaction at R, then the coordinator.
     const clock = encodeClockRecord({ revision: R, kind: ClockKind.Fence, allocation: [] });
@@ -159,6 +159,9 @@ export async function restoreToMetaCluster(o: RestoreOptions & { coordinator: st
 class MemberBatch {
   private kvs: SnapshotKv[] = [];
   private bytes = 0;
+  /** The previous batch's writes, still in flight (one at a time per member, while the next one fills). */
+  private inflight: Promise<void> = Promise.resolve();
+  private failure: unknown;
 
   fits(kv: SnapshotKv): boolean {
     return this.kvs.length === 0 || (2 * (this.kvs.length + 1) <= MAX_OPS && this.bytes + cost(kv) <= MAX_BYTES);
@@ -169,23 +172,37 @@ class MemberBatch {
     this.bytes += cost(kv);
   }
 
+  /** Waits for the previous batch, then starts writing this one; `drain` waits for it too. */
   async flush(client: EtcdClient): Promise<void> {
+    await this.inflight;
+    if (this.failure !== undefined) throw this.failure;
     const kvs = this.kvs;
     this.kvs = [];
     this.bytes = 0;
-    const rounds = Math.max(0, ...kvs.map((kv) => kv.version));
-    for (let j = 1; j <= rounds; j++) {
-      const ops: RequestOp[] = [];
-      for (const kv of kvs) {
-        if (kv.version < j) continue;
-        const last = kv.version === j;
-        const mkey = toMemberKey(kv.key);
-        const envelope = encodeEnvelope({ modRevision: kv.modRevision, createRevision: kv.createRevision, lease: kv.lease, value: last ? kv.value : EMPTY });
-        ops.push(op.put(mkey, envelope));
-        if (last && kv.lease !== 0n) ops.push(op.put(leaseIndexKey(kv.lease, kv.key), EMPTY));
-      }
-      await client.txn(txn([], ops));
+    this.inflight = write(client, kvs).catch((err: unknown) => {
+      this.failure = err;
+    });
+  }
+
+  async drain(client: EtcdClient): Promise<void> {
+    await this.flush(client);
+    await this.inflight;
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+async function write(client: EtcdClient, kvs: SnapshotKv[]): Promise<void> {
+  const rounds = Math.max(0, ...kvs.map((kv) => kv.version));
+  for (let j = 1; j <= rounds; j++) {
+    const ops: RequestOp[] = [];
+    for (const kv of kvs) {
+      if (kv.version < j) continue;
+      const last = kv.version === j;
+      const envelope = encodeEnvelope({ modRevision: kv.modRevision, createRevision: kv.createRevision, lease: kv.lease, value: last ? kv.value : EMPTY });
+      ops.push(op.put(toMemberKey(kv.key), envelope));
+      if (last && kv.lease !== 0n) ops.push(op.put(leaseIndexKey(kv.lease, kv.key), EMPTY));
     }
+    await client.txn(txn([], ops));
   }
 }
 
