@@ -143,6 +143,14 @@ test('a corrupted snapshot is refused before anything is written', BOUND, async 
   const r = await metaetcd(['snapshot', 'restore', bad, ...memberFlags(dst)]);
   assert.notEqual(r.code, 0, r.stderr);
   assert.match(r.stderr, /not a valid metaetcd snapshot/);
+  // A change that keeps the file well-formed (one base64 character of a value) is caught by the checksum.
+  const text = bytes.toString('latin1');
+  const v = text.indexOf('"v":"', text.indexOf(`"k":"${Buffer.from('k/0001').toString('base64')}"`)) + 5;
+  const subtle = join(dir, 'subtle.snap');
+  writeFileSync(subtle, text.slice(0, v) + (text[v] === 'A' ? 'B' : 'A') + text.slice(v + 1), 'latin1');
+  const s = await metaetcd(['snapshot', 'restore', subtle, ...memberFlags(dst)]);
+  assert.notEqual(s.code, 0, s.stderr);
+  assert.match(s.stderr, /checksum mismatch/);
   const truncated = join(dir, 'truncated.snap');
   writeFileSync(truncated, bytes.subarray(0, bytes.length - 10));
   const t = await metaetcd(['snapshot', 'restore', truncated, '--etcd', dst.oracle!.clientUrl]);
