@@ -118,19 +118,41 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('snapshot save writes the keyspace at one revision', BOUND, async () => {
-  before_ = await fullRange(sp);
-  assert.ok(before_.kvs.length > 250, `only ${before_.kvs.length} keys`);
-  const r = ok(await metaetcd(['snapshot', 'save', file, ...memberFlags(src), '--page-size', '37']), 'snapshot save');
-  assert.match(r.stderr, new RegExp(`${before_.kvs.length} keys, 2 leases at revision ${before_.revision}`));
-  // Written after the save: not in the snapshot.
-  await sp.put({ key: Buffer.from('after/save'), value: Buffer.from('x') });
+test('snapshot save writes the keyspace at one revision, while writes go on', BOUND, async () => {
+  const start = await fullRange(sp);
+  assert.ok(start.kvs.length > 250, `only ${start.kvs.length} keys`);
+  // Writers on every member during the save: new keys, updates and deletes.
+  let writing = true;
+  let n = 0;
+  const writer = (async () => {
+    while (writing) {
+      const i = n++;
+      await sp.put({ key: Buffer.from(`busy/${i % 50}`), value: Buffer.from(`w${i}`) });
+      await sp.put({ key: Buffer.from(`k/${String((i * 7) % 300).padStart(4, '0')}`), value: Buffer.from(`during-${i}`) });
+      if (i % 5 === 4) await sp.deleteRange({ key: Buffer.from(`busy/${(i * 3) % 50}`) });
+    }
+  })();
+  const r = await metaetcd(['snapshot', 'save', file, ...memberFlags(src), '--page-size', '37']).finally(() => (writing = false));
+  await writer;
+  ok(r, 'snapshot save');
+  assert.ok(n > 3, `only ${n} writes during the save`);
+
   const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
   const header = JSON.parse(lines[0]!) as { format: string; revision: number; keys: number };
   assert.equal(header.format, 'metaetcd-snapshot');
-  assert.equal(header.revision, before_.revision);
-  assert.equal(header.keys, before_.kvs.length);
+  assert.ok(header.revision >= start.revision);
   assert.match(lines[lines.length - 1]!, /"sha256":"[0-9a-f]{64}"/);
+  // Exactly the keyspace at the snapshot's revision, as the proxy reads it there.
+  before_ = await fullRange(sp, BigInt(header.revision));
+  assert.equal(header.keys, before_.kvs.length);
+  assert.match(r.stderr, new RegExp(`${before_.kvs.length} keys, 2 leases at revision ${header.revision}`));
+  const saved = lines
+    .slice(1, -1)
+    .map((l) => JSON.parse(l) as { t: string; k: string; v: string; c: number; m: number; ver: number; l: string })
+    .filter((o) => o.t === 'kv')
+    .map((o) => ({ key: Buffer.from(o.k, 'base64').toString('latin1'), value: Buffer.from(o.v, 'base64').toString('latin1'), createRevision: o.c, modRevision: o.m, version: o.ver, lease: o.l }));
+  assert.deepEqual(saved, before_.kvs.map(show));
+  before_ = { revision: header.revision, kvs: before_.kvs };
 });
 
 test('a corrupted snapshot is refused before anything is written', BOUND, async () => {
@@ -192,7 +214,7 @@ test('snapshot restore onto fresh members reproduces every key with its revision
   // New writes continue above the snapshot's revision.
   const put = await dp.put({ key: Buffer.from('k/0000'), value: Buffer.from('new'), prevKv: true });
   assert.ok(Number(put.header!.revision) > before_.revision);
-  assert.equal(put.prevKv?.value.toString(), 'v0-3');
+  assert.equal(put.prevKv?.value.toString(), before_.kvs.find((kv) => kv.key.toString() === 'k/0000')!.value.toString());
   const after = (await dp.range({ key: Buffer.from('k/0000') })).kvs[0]!;
   assert.equal(Number(after.modRevision), Number(put.header!.revision));
   assert.equal(Number(after.version), Number(before_.kvs.find((kv) => kv.key.toString() === 'k/0000')!.version) + 1);

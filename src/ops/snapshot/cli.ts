@@ -49,11 +49,16 @@ export async function runSnapshot(argv: string[]): Promise<number> {
     process.stdout.write(usage(SYNOPSIS, FLAGS));
     return 0;
   }
-  const flags = applyFlags<SnapshotFlags>(
-    { coordinator: '', members: '', etcd: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, pageSize: 1000, logLevel: 'warn' },
-    parsed.values,
-    FLAGS,
-  );
+  let flags: SnapshotFlags;
+  try {
+    flags = applyFlags<SnapshotFlags>(
+      { coordinator: '', members: '', etcd: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, pageSize: 1000, logLevel: 'warn' },
+      parsed.values,
+      FLAGS,
+    );
+  } catch (err) {
+    return fail(err);
+  }
   const [file, ...extra] = parsed.positional;
   if (verb !== 'save' && verb !== 'restore') return fail(new Error(`unknown snapshot command ${JSON.stringify(verb)} (want save or restore)`));
   if (!file) return fail(new Error(`snapshot ${verb} needs a FILE`));
