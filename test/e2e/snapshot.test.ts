@@ -178,6 +178,10 @@ test('a corrupted snapshot is refused before anything is written', BOUND, async 
   const t = await metaetcd(['snapshot', 'restore', truncated, '--etcd', dst.oracle!.clientUrl]);
   assert.notEqual(t.code, 0, t.stderr);
   assert.match(t.stderr, /not a valid metaetcd snapshot/);
+  // Saving clusters no proxy has bootstrapped is refused too (it would make them a meta cluster).
+  const fresh = await metaetcd(['snapshot', 'save', join(dir, 'fresh.snap'), ...memberFlags(dst)]);
+  assert.notEqual(fresh.code, 0, fresh.stderr);
+  assert.match(fresh.stderr, /not a meta cluster/);
   // Nothing was written.
   for (const m of [...dst.members, dst.coordinator, dst.oracle!]) {
     const c = clientFor(m.clientUrl);

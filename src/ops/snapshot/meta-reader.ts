@@ -13,9 +13,13 @@ import { CompactionState, type KvContext } from '../../kv/context.js';
 import { KeyCache } from '../../kv/key-cache.js';
 import { LeaseManager } from '../../lease/lease-manager.js';
 import type { Logger } from '../../log.js';
+import { parseClusters } from '../../members/endpoints.js';
+import { EtcdClient } from '../../members/etcd-client.js';
 import { MemberStream } from '../../members/member-stream.js';
 import { Metrics } from '../../metrics.js';
 import { Router } from '../../shard/layout.js';
+import { InternalKey } from '../../store/keyspace.js';
+import { loadTls, urls } from './tls.js';
 
 export interface MetaReader {
   kv: KvContext;
@@ -24,7 +28,22 @@ export interface MetaReader {
   close(): Promise<void>;
 }
 
+/** Refuses clusters no proxy has bootstrapped: opening them the proxy's way would make them a new, empty meta cluster. */
+async function requireMetaCluster(config: ProxyConfig): Promise<void> {
+  const tls = loadTls(config);
+  const clients = parseClusters(config.members).map((endpoints, i) => new EtcdClient({ name: `member ${i}`, endpoints, tls, requestTimeoutMs: config.requestTimeoutMs }));
+  try {
+    const counts = await Promise.all(clients.map(async (c) => (await c.range({ key: InternalKey.layout, countOnly: true })).count));
+    if (counts.every((n) => n === 0n)) {
+      throw new Error(`no member cluster holds a metaetcd layout (${clients.map(urls).join(', ')}): not a meta cluster, nothing to save`);
+    }
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
 export async function openMetaReader(config: ProxyConfig, log: Logger): Promise<MetaReader> {
+  await requireMetaCluster(config);
   const metrics = new Metrics();
   const stack = new StopStack(log);
   try {

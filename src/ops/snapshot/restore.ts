@@ -27,13 +27,13 @@
 // transaction) in one transaction: values, leases and the order of changes are
 // kept, revisions and versions are renumbered (as with etcdctl make-mirror).
 
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { CLOCK_KEY, encodeCoordinatorRecord } from '../../clock/coordinator-record.js';
 import { leaseHome } from '../../lease/lease-manager.js';
 import type { Logger } from '../../log.js';
 import { bootstrap } from '../../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../../members/endpoints.js';
-import { EtcdClient, type ClientTls } from '../../members/etcd-client.js';
+import { EtcdClient } from '../../members/etcd-client.js';
 import { cmp, op, txn } from '../../proto/build.js';
 import type { RequestOp } from '../../proto/gen/rpc.js';
 import { Router } from '../../shard/layout.js';
@@ -43,18 +43,13 @@ import { InternalKey, leaseIndexKey, leaseRecordKey, toMemberKey } from '../../s
 import { encodeU64BE } from '../../util/bytes.js';
 import { parseRecordLine, readSnapshot, verifySnapshot, type SnapshotHeader, type SnapshotKv, type SnapshotLease } from './format.js';
 import { Progress } from './progress.js';
+import { loadTls, urls, type TlsFiles } from './tls.js';
 
 const ALL = Buffer.from([0]);
 const EMPTY = Buffer.alloc(0);
 /** Bounds of one member transaction of the restore (etcd's defaults are 128 ops and 1.5 MiB). */
 const MAX_OPS = 120;
 const MAX_BYTES = 1024 * 1024;
-
-export interface TlsFiles {
-  caCert?: string | undefined;
-  clientCert?: string | undefined;
-  clientCertKey?: string | undefined;
-}
 
 export interface RestoreOptions {
   file: string;
@@ -68,18 +63,6 @@ export interface RestoreResult {
   revision: number;
   keys: number;
   leases: number;
-}
-
-function loadTls(t: TlsFiles): ClientTls {
-  const tls: ClientTls = {};
-  if (t.caCert) tls.ca = readFileSync(t.caCert);
-  if (t.clientCert) tls.cert = readFileSync(t.clientCert);
-  if (t.clientCertKey) tls.key = readFileSync(t.clientCertKey);
-  return tls;
-}
-
-function urls(c: EtcdClient): string {
-  return c.endpoints.map((e) => e.url).join(';');
 }
 
 async function requireEmpty(c: EtcdClient): Promise<void> {
