@@ -7,6 +7,7 @@ import { startProxy } from './app.js';
 import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
+import { runSnapshot } from './ops/snapshot/cli.js';
 import { runStatus } from './ops/status-command.js';
 import { runSandbox } from './sandbox/sandbox.js';
 import { WORKER_INDEX_ENV } from './workers/messages.js';
@@ -22,6 +23,8 @@ export async function main(argv: string[]): Promise<number> {
       return runSandbox(rest);
     case 'status':
       return runStatus(rest);
+    case 'snapshot':
+      return runSnapshot(rest);
     case 'version':
     case '--version':
       process.stdout.write(`metaetcd ${VERSION}\n`);
@@ -39,7 +42,8 @@ function help(): string {
     usage(
       'metaetcd --coordinator URL --members URL[;URL...][,URL...] [flags]\n' +
         '       metaetcd sandbox [flags]   (metaetcd sandbox --help)\n' +
-        '       metaetcd status [flags]    (metaetcd status --help)',
+        '       metaetcd status [flags]    (metaetcd status --help)\n' +
+        '       metaetcd snapshot save|restore FILE [flags]   (metaetcd snapshot --help)',
       PROXY_FLAGS,
     )
   );

@@ -47,6 +47,13 @@ const REAP_CHUNK = 100;
 /** Index keys read per member range request. */
 const INDEX_PAGE = 5000;
 
+/** The member holding lease `id` under the router's layout (the hash of its 8-byte big-endian ID). */
+export function leaseHome(router: Router, id: bigint): number {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt.asUintN(64, id));
+  return router.layout.assignment[partitionOf(b, router.layout.partitions)]!;
+}
+
 export class LeaseManager implements LeaseChecker {
   private readonly o: LeaseManagerOptions;
   private readonly log: Logger;
@@ -94,9 +101,7 @@ export class LeaseManager implements LeaseChecker {
 
   /** The member holding lease `id`. */
   homeOf(id: bigint): number {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(BigInt.asUintN(64, id));
-    return this.router.layout.assignment[partitionOf(b, this.router.layout.partitions)]!;
+    return leaseHome(this.router, id);
   }
 
   async grant(ttl: bigint, requestedId: bigint): Promise<{ id: bigint; ttl: bigint }> {
