@@ -31,6 +31,7 @@ const ALONE = new Set([
   'test/e2e/cli.test.ts',
   'test/e2e/etcd-process.test.ts',
   'test/e2e/lifecycle.test.ts',
+  'test/e2e/status.test.ts',
   'test/e2e/workers.test.ts',
   'test/faults/bad-input.test.ts',
   'test/faults/coordinator.test.ts',
