@@ -58,17 +58,21 @@ function writeInFlight(ctx: KvContext, member: number): boolean {
 async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: number): Promise<{ result?: RangeResult; snap: ClockSnapshot }> {
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
-  const [snap, resp] = await Promise.all([
-      ctx.clock.now(),
-      ctx.members.get(member).client.txn(
-        txn([], [op.range(InternalKey.clock, { serializable: true }), op.range(key, { rangeEnd, limit: BigInt(limit), countOnly: req.countOnly, serializable: true })]),
-        { readOnly: true },
-      ),
-    ]);
-  const clockKv = asRange(resp.responses[0]).kvs[0];
+  const m = ctx.members.get(member);
+  const [snap, got] = await Promise.all([
+    ctx.clock.now(),
+    rangeEnd.length === 0
+      ? m.reads.read({ key, limit: BigInt(limit), countOnly: req.countOnly }, true)
+      : m.client
+          .txn(txn([], [op.range(InternalKey.clock, { serializable: true }), op.range(key, { rangeEnd, limit: BigInt(limit), countOnly: req.countOnly, serializable: true })]), {
+            readOnly: true,
+          })
+          .then((resp) => ({ clock: asRange(resp.responses[0]), range: asRange(resp.responses[1]) })),
+  ]);
+  const clockKv = got.clock!.kvs[0];
   const memberClock = clockKv ? decodeClockRecord(clockKv.value).revision : -1;
   if (memberClock < snap.last[member]!) return { snap };
-  return { result: assemble(req, [asRange(resp.responses[1])], limit, Math.max(snap.revision, memberClock)), snap };
+  return { result: assemble(req, [got.range], limit, Math.max(snap.revision, memberClock)), snap };
 }
 
 /** Serves `req` from an already resolved snapshot (also used inside read-only transactions). */
@@ -137,8 +141,10 @@ async function fetchFirst(
  * waits for the apply to finish and cannot.
  */
 export async function readMemberAt(ctx: KvContext, member: number, req: Partial<RangeRequest>): Promise<RangeResponse> {
-  const client = ctx.members.get(member).client;
+  const m = ctx.members.get(member);
+  const client = m.client;
   try {
+    if (req.key && (req.rangeEnd === undefined || req.rangeEnd.length === 0)) return (await m.reads.read({ ...req, key: req.key }, false)).range;
     return await client.range({ ...req, serializable: true });
   } catch (err) {
     if (!isKind(err, 'future-revision')) throw err;

@@ -1,23 +1,30 @@
 // One member cluster as the rest of the proxy sees it: its slot and name, the
 // client that talks to it, what this proxy knows of its history (the timeline:
 // watermark, revision index, fencing), the sequencer that sends this proxy's
-// writes to it in revision order, and whether its watch stream is up. The
+// writes to it in revision order, the batcher that shares its calls among
+// concurrent single-key reads, and whether its watch stream is up. The
 // stream that feeds the timeline is attached once the composition root has
 // wired its listeners.
 
 import type { MemberSequencer } from './member-sequencer.js';
+import { MemberReadBatcher } from './read-batcher.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { EtcdClient } from './etcd-client.js';
 import type { StreamLink } from './stream-link.js';
 
 export class Member {
+  /** Single-key reads of this member, coalesced into shared calls under load. */
+  readonly reads: MemberReadBatcher;
+
   constructor(
     /** The member's slot in the layout (its index in MemberSet). */
     readonly index: number,
     readonly client: EtcdClient,
     readonly timeline: MemberTimeline,
     readonly sequencer: MemberSequencer,
-  ) {}
+  ) {
+    this.reads = new MemberReadBatcher(client);
+  }
 
   get name(): string {
     return this.client.name;

@@ -3,7 +3,7 @@
 // with metaetcd's own bookkeeping keys, which all live under "m/". Client ranges
 // translate to member ranges by prefixing both ends.
 
-import { isFromKey } from '../util/bytes.js';
+import { EMPTY, isFromKey } from '../util/bytes.js';
 
 const DATA = 0x64; // 'd'
 const DATA_END = Buffer.from([DATA + 1]); // 'e': end of the data keyspace
@@ -76,7 +76,7 @@ export interface MemberRange {
  */
 export function toMemberRange(key: Buffer, rangeEnd: Buffer): MemberRange {
   const mkey = toMemberKey(key);
-  if (rangeEnd.length === 0) return { key: mkey, rangeEnd: Buffer.alloc(0) };
+  if (rangeEnd.length === 0) return { key: mkey, rangeEnd: EMPTY };
   if (isFromKey(rangeEnd)) return { key: mkey, rangeEnd: DATA_END };
   return { key: mkey, rangeEnd: toMemberKey(rangeEnd) };
 }
