@@ -165,9 +165,18 @@ export class EtcdClient {
     return this.unary(true, o, M.range, RangeRequest.fromPartial(req));
   }
 
-  /** A transaction. Read-only transactions may be repeated on another endpoint; writes may not. */
-  txn(req: DeepPartial<TxnRequest>, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
-    return this.unary(o?.readOnly ?? false, o, M.txn, TxnRequest.fromPartial(req));
+  /**
+   * A transaction. Read-only transactions may be repeated on another endpoint; writes may not.
+   * The request is complete (built with proto/build.ts), so it is encoded as it is: copying
+   * it field by field first (fromPartial) was a tenth of a write's CPU.
+   */
+  txn(req: TxnRequest, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
+    return this.unary(o?.readOnly ?? false, o, M.txn, req);
+  }
+
+  /** A transaction from a partial request (tests and tools): missing fields take etcd's defaults. */
+  txnPartial(req: DeepPartial<TxnRequest>, o?: CallOptions & { readOnly?: boolean }): Promise<TxnResponse> {
+    return this.txn(TxnRequest.fromPartial(req), o);
   }
 
   put(req: DeepPartial<PutRequest>, o?: CallOptions): Promise<PutResponse> {

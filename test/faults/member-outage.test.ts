@@ -97,12 +97,12 @@ async function probeDead(c: EtcdClient, dead: number, prefix: string): Promise<s
     [
       'read-only txn over two members',
       () =>
-        c.txn(
+        c.txnPartial(
           { success: [{ request: { $case: 'requestRange', value: { key: keyOn((dead + 1) % 3, prefix) } } }, { request: { $case: 'requestRange', value: { key: k } } }] },
           { readOnly: true },
         ),
     ],
-    [`txn writing a key of member ${dead}`, () => c.txn({ success: [{ request: { $case: 'requestPut', value: { key: k, value: Buffer.from('y') } } }] })],
+    [`txn writing a key of member ${dead}`, () => c.txnPartial({ success: [{ request: { $case: 'requestPut', value: { key: k, value: Buffer.from('y') } } }] })],
   ];
   const [results, status, health] = await Promise.all([Promise.all(probes.map(([, f]) => timed(f))), timed(() => c.status()), timed(healthOfP)]);
   probes.forEach(([what], i) => assertUnavailable(what, results[i]!));

@@ -103,7 +103,7 @@ async function clientLoop(n: number, o: LoopOptions): Promise<void> {
           expect === null
             ? { key: B(key), rangeEnd: Buffer.alloc(0), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: 0n } }
             : { key: B(key), rangeEnd: Buffer.alloc(0), target: Compare_CompareTarget.VALUE, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'value', value: B(expect) } };
-        const r = await c.txn({
+        const r = await c.txnPartial({
           compare: [compare],
           success: [{ request: { $case: 'requestPut', value: { key: B(key), value: B(value) } } }],
           failure: [{ request: { $case: 'requestRange', value: { key: B(key) } } }],

@@ -138,7 +138,7 @@ async function crash(prefix: string, pauseMember: number | undefined): Promise<{
   for (const w of inFlight) {
     const start = performance.now();
     try {
-      const r = await c2.txn({ success: w.keys.map((k) => ({ request: { $case: 'requestPut' as const, value: { key: Buffer.from(k), value: Buffer.from(w.value) } } })) });
+      const r = await c2.txnPartial({ success: w.keys.map((k) => ({ request: { $case: 'requestPut' as const, value: { key: Buffer.from(k), value: Buffer.from(w.value) } } })) });
       retried.push({ ...w, via: 'P2 (retry)', start, end: performance.now(), rev: r.header!.revision, error: undefined });
     } catch (err) {
       assert.fail(`retrying ${w.keys.join(',')} through P2 failed: ${describeErr(err)}`);

@@ -81,7 +81,7 @@ export async function writerLoop(o: WriterLoopOptions): Promise<void> {
       const c = o.client();
       const opts = { timeoutMs: o.timeoutMs ?? 10_000 };
       if (isTxn) {
-        const r = await c.txn(
+        const r = await c.txnPartial(
           { success: keys.map((k) => ({ request: { $case: 'requestPut' as const, value: { key: Buffer.from(k), value: Buffer.from(value) } } })) },
           opts,
         );

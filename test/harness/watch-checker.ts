@@ -613,7 +613,7 @@ export class ModelWriter {
         ? RequestOpMsg.fromPartial({ request: { $case: 'requestDeleteRange', value: { key: k, prevKv: true } } })
         : RequestOpMsg.fromPartial({ request: { $case: 'requestPut', value: { key: k, value: this.value() } } }),
     );
-    const resp = await this.client.txn({ success: ops });
+    const resp = await this.client.txnPartial({ success: ops });
     this.model.recordTxn(resp, ops, `${this.name} txn ${chosen.join(',')}`);
     return this.done(resp.header!.revision);
   }

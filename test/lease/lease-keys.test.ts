@@ -101,7 +101,7 @@ describe('attaching keys to a lease', () => {
       assert.deepEqual(ro, NOT_FOUND);
       assert.deepEqual(rp, ro, `proxy put of ${k} (member ${proxy.handle.router.memberOf(k)})`);
       const txn = { success: [{ request: { $case: 'requestPut' as const, value: { key: k, value: v('x'), lease: 987_654n } } }] };
-      const [to, tp] = await Promise.all([o, p].map((c) => outcome(c.txn(txn))));
+      const [to, tp] = await Promise.all([o, p].map((c) => outcome(c.txnPartial(txn))));
       assert.deepEqual(to, NOT_FOUND);
       assert.deepEqual(tp, to, `proxy txn put of ${k}`);
     }

@@ -83,7 +83,7 @@ test(`${STORES} stores each granting a TTL+reuse lease for ${OBJECTS_PER_STORE} 
         for (let j = 0; j < OBJECTS_PER_STORE; j++) {
           const key = `/registry/events/ns-${s}/obj-${j}`;
           const lease = await m.getLease(TTL);
-          const r = await client.txn({
+          const r = await client.txnPartial({
             compare: [{ key: Buffer.from(key), target: Compare_CompareTarget.MOD, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'modRevision', value: 0n } }],
             success: [{ request: { $case: 'requestPut', value: { key: Buffer.from(key), value: Buffer.from(`event ${s}/${j}`), lease } } }],
             failure: [{ request: { $case: 'requestRange', value: { key: Buffer.from(key) } } }],

@@ -74,7 +74,7 @@ async function del(key: string | Buffer, rangeEnd?: Buffer): Promise<RevPair> {
 }
 
 async function txn(req: DeepPartial<TxnRequest>): Promise<RevPair> {
-  const [o, p] = await Promise.all([oc.txn(req), pc.txn(req)]);
+  const [o, p] = await Promise.all([oc.txnPartial(req), pc.txnPartial(req)]);
   assert.equal(p.succeeded, o.succeeded);
   const pair = { o: o.header!.revision, p: p.header!.revision };
   map.add(pair);
