@@ -1,13 +1,20 @@
 // Executing transactions (and, through them, Put and single-member deletes):
 // a transaction that writes nothing is served from a snapshot (read-only.ts),
 // one that writes goes to its member as one member transaction
-// (write-executor.ts).
+// (write-executor.ts). A writing transaction whose branch taken writes nothing,
+// as far as the key cache tells (a failed compare with a branch of reads, a
+// delete of a key known to be absent), is first tried at a snapshot, so that it
+// takes no revision, as in etcd; when the snapshot disagrees, it is a write.
 
 import type { TxnRequest } from '../../proto/gen/rpc.js';
+import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
-import { planTxn } from '../txn-plan.js';
-import { executeReadOnly } from './read-only.js';
+import { compareToPath } from '../txn-compare.js';
+import { planTxn, type TxnPlan } from '../txn-plan.js';
+import { executeIfNothingWritten, executeReadOnly } from './read-only.js';
+import { walkTaken } from './walk.js';
 import { executeWrite } from './write-executor.js';
+import { compareLookup, stateFromCache } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
 export type { TxnOutcome };
@@ -16,5 +23,31 @@ export type { TxnOutcome };
 export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req, onMember);
   if (plan.writeMember === undefined) return executeReadOnly(ctx, req, plan);
+  if (cacheSaysNothingWritten(ctx, req, plan)) {
+    const quiet = await executeIfNothingWritten(ctx, req, plan);
+    if (quiet) return quiet;
+  }
   return executeWrite(ctx, req, plan, plan.writeMember);
+}
+
+/**
+ * Whether, by the key cache alone (no round trip), the branch `req` takes
+ * writes nothing: no put, and only deletes of single keys the cache knows are
+ * absent. False when the cache cannot tell.
+ */
+function cacheSaysNothingWritten(ctx: KvContext, req: TxnRequest, plan: TxnPlan): boolean {
+  const state = stateFromCache(ctx.keyCache, plan);
+  if (!state) return false;
+  let writes = false;
+  walkTaken(req, compareToPath(req, compareLookup(state)), {
+    op(r) {
+      if (r.$case === 'requestRange') return;
+      if (r.$case === 'requestDeleteRange' && r.value.rangeEnd.length === 0) {
+        const known = ctx.keyCache.get(toMemberKey(r.value.key).toString('latin1'));
+        if (known && !known.present) return;
+      }
+      writes = true;
+    },
+  });
+  return !writes;
 }

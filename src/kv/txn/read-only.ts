@@ -1,11 +1,13 @@
 // Read-only transactions (no put or delete in any branch): served from one
 // snapshot like a Range, and free to span members. The compares are evaluated
 // against the snapshot's state, then the ranges of the branch taken are read at
-// it (or at their own revision).
+// it (or at their own revision). Writing transactions whose branch taken writes
+// nothing at that snapshot are served the same way, so they take no revision.
 
 import type { KeyValue } from '../../proto/gen/kv.js';
 import { rangeRequest } from '../../proto/build.js';
-import type { RangeRequest, ResponseOp, TxnRequest } from '../../proto/gen/rpc.js';
+import type { DeleteRangeRequest, RangeRequest, ResponseOp, TxnRequest } from '../../proto/gen/rpc.js';
+import { EMPTY } from '../../util/bytes.js';
 import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint, type ReadPoint } from '../read-point.js';
@@ -19,24 +21,40 @@ import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
 const NO_PAST: PastRevisions = new Map();
 
 export async function executeReadOnly(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome> {
-  const members = [...plan.readMembers].sort((a, b) => a - b);
+  // No branch writes, so the snapshot never finds a write on the branch taken.
+  return (await executeAtSnapshot(ctx, req, plan))!;
+}
+
+/**
+ * A writing transaction whose branch taken writes nothing at the current
+ * snapshot (its compares pick a branch of reads, and deletes of absent keys):
+ * served from that snapshot as a read-only transaction, so that, as in etcd, it
+ * leaves the revision where it is. Undefined when at the snapshot the branch
+ * taken puts, or deletes something (or a range): the write path serves it then.
+ */
+export async function executeIfNothingWritten(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome | undefined> {
+  return executeAtSnapshot(ctx, req, plan);
+}
+
+async function executeAtSnapshot(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome | undefined> {
+  const members = [...new Set([...plan.readMembers, ...(plan.writeMember === undefined ? [] : [plan.writeMember])])].sort((a, b) => a - b);
   const point = await resolveReadPoint(ctx, members, 0, false);
   const compareState = new Map<string, KeyValue[]>();
-  const ranges: ClientRange[] = [
-    ...plan.stateKeys.map((key) => ({ key, rangeEnd: Buffer.alloc(0) })),
-    ...plan.stateRanges,
-  ];
-  await Promise.all(
-    ranges.map(async (r) => {
-      const got = await rangeAt(ctx, rangeRequest(r.key, { rangeEnd: r.rangeEnd }), ctx.router.membersOf(r.key, r.rangeEnd), point);
+  const readState = (r: ClientRange) =>
+    rangeAt(ctx, rangeRequest(r.key, { rangeEnd: r.rangeEnd }), ctx.router.membersOf(r.key, r.rangeEnd), point).then((got) => {
       compareState.set(rangeId(r.key, r.rangeEnd), got.kvs);
-    }),
-  );
+    });
+  await Promise.all([...plan.stateKeys.map((key) => ({ key, rangeEnd: EMPTY })), ...plan.stateRanges].map(readState));
   const path = compareToPath(req, (c) => compareState.get(rangeId(c.key, c.rangeEnd)) ?? []);
-  // Future revisions are found when their snapshot is resolved below.
-  checkTakenRanges(req, path, ctx.compaction.revision, NO_PAST);
   const taken = new ReadOnlyResponses();
   walkTaken(req, path, taken);
+  if (taken.writes) return undefined;
+  // Deletes on the branch taken are single keys: they write nothing only if their keys are absent at the snapshot.
+  await Promise.all(taken.deletes.filter((d) => !compareState.has(rangeId(d.request.key, EMPTY))).map((d) => readState({ key: d.request.key, rangeEnd: EMPTY })));
+  if (taken.deletes.some((d) => (compareState.get(rangeId(d.request.key, EMPTY)) ?? []).length > 0)) return undefined;
+  // Future revisions are found when their snapshot is resolved below.
+  checkTakenRanges(req, path, ctx.compaction.revision, NO_PAST);
+  for (const d of taken.deletes) d.into.response = { $case: 'responseDeleteRange', value: { header: innerHeader(point.header), deleted: 0n, prevKvs: [] } };
   // One range at a time, in op order.
   for (const read of taken.reads) {
     const r = read.request;
@@ -55,13 +73,18 @@ export async function executeReadOnly(ctx: KvContext, req: TxnRequest, plan: Txn
 class ReadOnlyResponses implements TakenVisitor {
   readonly out: ResponseOp[] = [];
   readonly reads: { request: RangeRequest; into: ResponseOp }[] = [];
+  /** Single-key deletes on the branch taken (they write nothing when their keys are absent). */
+  readonly deletes: { request: DeleteRangeRequest; into: ResponseOp }[] = [];
+  /** Whether the branch taken surely writes: a put, or a delete over a range. */
+  writes = false;
   private readonly levels: ResponseOp[][] = [this.out];
 
   op(r: LeafRequest): void {
-    if (r.$case !== 'requestRange') return;
     const into: ResponseOp = { response: undefined };
     this.levels[this.levels.length - 1]!.push(into);
-    this.reads.push({ request: r.value, into });
+    if (r.$case === 'requestRange') this.reads.push({ request: r.value, into });
+    else if (r.$case === 'requestDeleteRange' && r.value.rangeEnd.length === 0) this.deletes.push({ request: r.value, into });
+    else this.writes = true;
   }
 
   enter(_nested: unknown, succeeded: boolean): void {

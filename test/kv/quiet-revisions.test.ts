@@ -1,0 +1,124 @@
+// "No empty revisions" for writes that change nothing: the same sequence against
+// one plain etcd and against the proxy over 3 members, and after every step the
+// store's revision must have moved by exactly as much on both (etcd moves it
+// once per change, never for a transaction whose branch taken only reads or a
+// delete that finds nothing). Answers are compared too: succeeded, deleted,
+// values, and the inner range headers against the outer header.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { EtcdClient } from '../../src/members/etcd-client.js';
+import { Compare_CompareResult, Compare_CompareTarget, type DeepPartial, type TxnRequest } from '../../src/proto/gen/rpc.js';
+import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
+import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
+
+let set: EtcdSet;
+let proxy: TestProxy;
+let oracle: EtcdClient;
+let client: EtcdClient;
+
+before(async () => {
+  set = await startEtcdSet({ oracle: true, name: 'quiet' });
+  proxy = await startTestProxy(set);
+  oracle = clientFor(set.oracle!.clientUrl, 'oracle');
+  client = clientFor(proxy.url, 'proxy');
+});
+after(async () => {
+  client?.close();
+  oracle?.close();
+  try {
+    await proxy?.stop();
+  } finally {
+    await set?.stop();
+  }
+});
+
+const B = (s: string) => Buffer.from(s);
+
+/** The current revision, by a read. */
+async function current(c: EtcdClient): Promise<bigint> {
+  return (await c.range({ key: B('\0'), countOnly: true })).header!.revision;
+}
+
+interface Side {
+  c: EtcdClient;
+  rev: bigint;
+}
+
+/** Runs `step` on both sides and checks the revision moved by the same amount (and by `moves`). */
+async function both<T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown): Promise<void> {
+  const sides: Side[] = [
+    { c: oracle, rev: await current(oracle) },
+    { c: client, rev: await current(client) },
+  ];
+  const answers: unknown[] = [];
+  for (const s of sides) {
+    answers.push(same(await step(s.c)));
+    const now = await current(s.c);
+    assert.equal(now - s.rev, moves, `${name}: the ${s.c === oracle ? 'oracle' : 'proxy'}'s revision moved by ${now - s.rev}, expected ${moves}`);
+  }
+  assert.deepEqual(answers[1], answers[0], `${name}: answers differ`);
+}
+
+const modIs = (key: string, rev: bigint): DeepPartial<TxnRequest>['compare'] => [
+  { key: B(key), target: Compare_CompareTarget.MOD, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'modRevision', value: rev } },
+];
+
+/** What of a transaction response both sides must agree on, and that inner headers match the outer one. */
+function txnShape(r: Awaited<ReturnType<EtcdClient['txn']>>) {
+  const outer = r.header!.revision;
+  return {
+    succeeded: r.succeeded,
+    ops: r.responses.map((op) => {
+      const v = op.response;
+      if (v?.$case === 'responseRange') {
+        assert.equal(v.value.header!.revision, outer, 'an inner range header carries the transaction revision');
+        return { range: v.value.kvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.version]) };
+      }
+      if (v?.$case === 'responseDeleteRange') return { deleted: v.value.deleted, prev: v.value.prevKvs.length };
+      if (v?.$case === 'responsePut') return { put: true };
+      return { other: v?.$case };
+    }),
+  };
+}
+
+test('a failed compare with a branch of reads takes no revision (kube-apiserver conflicting update)', async () => {
+  for (const c of [oracle, client]) await c.put({ key: B('/registry/pods/a'), value: B('v1') });
+  await both('conflicting update', 0n, (c) => c.txnPartial({ compare: modIs('/registry/pods/a', 1n), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/a'), value: B('v2') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/a') } } }] }), txnShape);
+  // The update that follows takes exactly one revision on both.
+  await both('update', 1n, (c) => c.put({ key: B('/registry/pods/a'), value: B('v3') }), () => true);
+});
+
+test('a create of an existing key (failed ModRevision == 0 compare) takes no revision', async () => {
+  await both('create of an existing key', 0n, (c) => c.txnPartial({ compare: modIs('/registry/pods/a', 0n), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/a'), value: B('x') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/a') } } }] }), txnShape);
+});
+
+test("kube-apiserver's compactor transaction on compact_rev_key: the losing side takes no revision", async () => {
+  const key = 'compact_rev_key';
+  const compactor = (c: EtcdClient, version: bigint) =>
+    c.txnPartial({
+      compare: [{ key: B(key), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: version } }],
+      success: [{ request: { $case: 'requestPut', value: { key: B(key), value: B('7') } } }],
+      failure: [{ request: { $case: 'requestRange', value: { key: B(key) } } }],
+    });
+  await both('first compactor (wins)', 1n, (c) => compactor(c, 0n), txnShape);
+  await both('second compactor with the old version (loses)', 0n, (c) => compactor(c, 0n), txnShape);
+});
+
+test('deletes that find nothing take no revision, alone and inside a transaction', async () => {
+  for (const c of [oracle, client]) {
+    await c.put({ key: B('/gone'), value: B('1') });
+    await c.deleteRange({ key: B('/gone') });
+  }
+  await both('delete of a deleted key', 0n, (c) => c.deleteRange({ key: B('/gone'), prevKv: true }), (r) => ({ deleted: r.deleted, prev: r.prevKvs.length }));
+  await both('transaction deleting a deleted key and reading another', 0n, (c) => c.txnPartial({ success: [{ request: { $case: 'requestDeleteRange', value: { key: B('/gone') } } }, { request: { $case: 'requestRange', value: { key: B('/registry/pods/a') } } }] }), txnShape);
+  // A delete that does find its key still takes one.
+  for (const c of [oracle, client]) await c.put({ key: B('/gone'), value: B('2') });
+  await both('delete of a present key', 1n, (c) => c.deleteRange({ key: B('/gone') }), (r) => r.deleted);
+});
+
+test('an update whose compare holds still takes exactly one revision', async () => {
+  for (const c of [oracle, client]) await c.put({ key: B('/registry/pods/b'), value: B('1') });
+  const revs = await Promise.all([oracle, client].map(async (c) => (await c.range({ key: B('/registry/pods/b') })).kvs[0]!.modRevision));
+  await both('update with the right revision', 1n, (c) => c.txnPartial({ compare: modIs('/registry/pods/b', revs[c === oracle ? 0 : 1]!), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/b'), value: B('2') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/b') } } }] }), txnShape);
+});
