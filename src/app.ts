@@ -1,23 +1,22 @@
 // The composition root of one proxy process, in start order (and stopped in
-// reverse, see app/stack.ts): clients and bootstrap (app/members.ts); the clock;
-// the KV context and the lease manager; the watch hub fed by one stream per
+// reverse, see app/stack.ts): clients and bootstrap (app/members.ts); the clock,
+// the KV context and the lease manager (app/kv-core.ts); the watch hub fed by one stream per
 // member; the gRPC services (app/serve.ts); the announcement in the coordinator
 // (app/heartbeat.ts); the metrics, /health and /readyz endpoints.
 
-import { Clock } from './clock/clock.js';
 import { advertisedUrls, type ProxyConfig } from './config.js';
 import { createHealthCheck, type HealthReport } from './health.js';
-import { CompactionState, type KvContext } from './kv/context.js';
-import { KeyCache } from './kv/key-cache.js';
-import { LeaseManager } from './lease/lease-manager.js';
+import type { KvContext } from './kv/context.js';
+import type { LeaseManager } from './lease/lease-manager.js';
 import type { Logger } from './log.js';
 import type { MemberSet } from './members/member.js';
 import { MemberStream } from './members/member-stream.js';
 import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
-import { Router } from './shard/layout.js';
+import type { Router } from './shard/layout.js';
 import { WatchHub } from './watch/hub.js';
 import { Heartbeat } from './app/heartbeat.js';
+import { buildKvCore } from './app/kv-core.js';
 import { connectClusters } from './app/members.js';
 import { serve } from './app/serve.js';
 import { StopStack } from './app/stack.js';
@@ -54,30 +53,9 @@ export async function startProxy(
 ): Promise<ProxyHandle> {
   const stack = new StopStack(log);
   try {
-    const { coordinator, members, boot } = await connectClusters(config, log, metrics, stack);
-    const router = new Router(boot.layout);
-    const compaction = new CompactionState();
-    compaction.raiseStored(boot.compacted);
-    const clock = new Clock({
-      coordinator,
-      members: members.clients,
-      log,
-      metrics,
-      floor: () => Math.max(...members.map((m) => m.timeline.watermark)),
-      watermark: (m) => members.get(m).timeline.watermark,
-    });
-    const leases = new LeaseManager({
-      kv: {
-        router,
-        members,
-        keyCache: new KeyCache(KEY_CACHE_ENTRIES),
-        clock,
-        compaction,
-        limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs },
-        metrics,
-        log: log.child({ component: 'kv' }),
-      },
-    });
+    const clusters = await connectClusters(config, log, metrics, stack);
+    const { coordinator, members, boot } = clusters;
+    const { router, compaction, clock, leases } = buildKvCore(config, clusters, log, metrics, KEY_CACHE_ENTRIES);
     stack.defer('lease manager', () => leases.stop());
     const kv = leases.context;
 

@@ -5,19 +5,17 @@
 // read may write (a fence closing a revision a stalled write holds). The lease
 // manager is not started: taking a snapshot does not reap expired leases' keys.
 
+import { buildKvCore } from '../../app/kv-core.js';
 import { connectClusters } from '../../app/members.js';
 import { StopStack } from '../../app/stack.js';
-import { Clock } from '../../clock/clock.js';
 import type { ProxyConfig } from '../../config.js';
-import { CompactionState, type KvContext } from '../../kv/context.js';
-import { KeyCache } from '../../kv/key-cache.js';
-import { LeaseManager } from '../../lease/lease-manager.js';
+import type { KvContext } from '../../kv/context.js';
+import type { LeaseManager } from '../../lease/lease-manager.js';
 import type { Logger } from '../../log.js';
 import { parseClusters } from '../../members/endpoints.js';
 import { EtcdClient } from '../../members/etcd-client.js';
 import { MemberStream } from '../../members/member-stream.js';
 import { Metrics } from '../../metrics.js';
-import { Router } from '../../shard/layout.js';
 import { InternalKey } from '../../store/keyspace.js';
 import { loadTls, urls } from './tls.js';
 
@@ -47,31 +45,10 @@ export async function openMetaReader(config: ProxyConfig, log: Logger): Promise<
   const metrics = new Metrics();
   const stack = new StopStack(log);
   try {
-    const { coordinator, members, boot } = await connectClusters(config, log, metrics, stack);
-    const router = new Router(boot.layout);
-    const compaction = new CompactionState();
-    compaction.raiseStored(boot.compacted);
-    const clock = new Clock({
-      coordinator,
-      members: members.clients,
-      log,
-      metrics,
-      floor: () => Math.max(...members.map((m) => m.timeline.watermark)),
-      watermark: (m) => members.get(m).timeline.watermark,
-    });
-    const keyCache = new KeyCache(1);
-    const leases = new LeaseManager({
-      kv: {
-        router,
-        members,
-        keyCache,
-        clock,
-        compaction,
-        limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs },
-        metrics,
-        log: log.child({ component: 'kv' }),
-      },
-    });
+    const clusters = await connectClusters(config, log, metrics, stack);
+    const { members, boot } = clusters;
+    // No write path runs here: the key cache is never consulted.
+    const { compaction, leases } = buildKvCore(config, clusters, log, metrics, 1);
     const streams = members.map(
       (m) =>
         new MemberStream({
