@@ -3,9 +3,10 @@
 // CPU than anything it does with the answer, so under load N reads that wait
 // together cost one call instead of N.
 //
-// A read goes out at once when no batch is in flight; reads that arrive while
-// one is go out together when it returns. One read alone is sent as it always
-// was, so a lone client pays nothing. Every read keeps its own revision (a
+// A read goes out at once while fewer than two batches are in flight; reads
+// that arrive meanwhile go out together when one returns. One read alone is sent
+// as it always was, so a lone client pays nothing, and two in flight keep a
+// read that just missed a batch from waiting a whole round trip for the next. Every read keeps its own revision (a
 // range op inside a transaction reads at its own `revision`), and all of them
 // are serializable reads of the member's applied state, exactly as when sent
 // alone; a batch only shares the call. The member's clock record, which reads
@@ -42,24 +43,28 @@ export type SingleKeyRead = Pick<RangeRequest, 'key'> & Partial<Pick<RangeReques
 
 export class MemberReadBatcher {
   private queue: Pending[] = [];
-  private inFlight = false;
+  private inFlight = 0;
 
-  constructor(private readonly client: EtcdClient) {}
+  constructor(
+    private readonly client: EtcdClient,
+    /** Batches in flight at once. */
+    private readonly maxInFlight = 2,
+  ) {}
 
   /** Reads one key; with `withClock`, also the member's clock record from the same snapshot. */
   read(req: SingleKeyRead, withClock: boolean): Promise<BatchedRead> {
     return new Promise((resolve, reject) => {
       this.queue.push({ req, withClock, resolve, reject });
-      if (!this.inFlight) this.flush();
+      if (this.inFlight < this.maxInFlight) this.flush();
     });
   }
 
   private flush(): void {
     const batch = this.queue.splice(0, MAX_BATCH);
     if (batch.length === 0) return;
-    this.inFlight = true;
+    this.inFlight++;
     this.send(batch).finally(() => {
-      this.inFlight = false;
+      this.inFlight--;
       this.flush();
     });
   }

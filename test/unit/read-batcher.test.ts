@@ -45,9 +45,9 @@ function answer(r: RangeRequest): RangeResponse {
 
 const ranges = (t: TxnRequest) => t.success.map((o) => (o.request?.$case === 'requestRange' ? o.request.value.key.toString() : '?'));
 
-function batcher(): { m: ScriptedMember; reads: MemberReadBatcher } {
+function batcher(maxInFlight = 1): { m: ScriptedMember; reads: MemberReadBatcher } {
   const m = new ScriptedMember();
-  return { m, reads: new MemberReadBatcher(m as unknown as EtcdClient) };
+  return { m, reads: new MemberReadBatcher(m as unknown as EtcdClient, maxInFlight) };
 }
 
 test('a read with nothing in flight goes out alone, at once', async () => {
@@ -105,4 +105,18 @@ test('a batch holds at most 64 reads; the rest go in the next call', async () =>
   m.release();
   await Promise.all(many);
   assert.deepEqual(m.calls.map((c) => c.success.length), [1, 64, 36]);
+});
+
+test('with two batches allowed in flight, the second read goes out at once and the third waits', async () => {
+  const { m, reads } = batcher(2);
+  m.held = true;
+  const first = reads.read({ key: b('a') }, false);
+  const second = reads.read({ key: b('b') }, false);
+  const third = reads.read({ key: b('c') }, false);
+  const fourth = reads.read({ key: b('d') }, false);
+  await Promise.resolve();
+  assert.deepEqual(m.calls.map(ranges), [['a'], ['b']]);
+  m.release();
+  await Promise.all([first, second, third, fourth]);
+  assert.deepEqual(m.calls.map(ranges), [['a'], ['b'], ['c', 'd']]);
 });
