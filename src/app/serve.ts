@@ -11,10 +11,10 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import type { MemberSet } from '../members/member.js';
 import type { Metrics } from '../metrics.js';
 import { HeaderFactory } from '../proto/header.js';
-import { ClusterService, KVService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from '../proto/gen/rpc.js';
+import { ClusterService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from '../proto/gen/rpc.js';
 import { createClusterService } from '../server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials, type ProxyServer } from '../server/grpc-server.js';
-import { createKvService } from '../server/kv-service.js';
+import { createKvService, KV_SERVICE_DEFINITION } from '../server/kv-service.js';
 import { createLeaseService } from '../server/lease-service.js';
 import { createMaintenanceService } from '../server/maintenance-service.js';
 import { withRequestSizes } from '../server/request-size.js';
@@ -75,7 +75,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
   const header = new HeaderFactory(d.clusterId, urls);
   const deps = { metrics: d.metrics, log: d.log.child({ component: 'server' }) };
   const clients = d.members.clients;
-  server.addService(withRequestSizes(KVService), createKvService({ ...deps, kv: d.kv, header }));
+  server.addService(KV_SERVICE_DEFINITION, createKvService({ ...deps, kv: d.kv, header }));
   server.addService(
     MaintenanceService,
     createMaintenanceService({ ...deps, members: clients, coordinator: d.coordinator, clock: d.clock, header, version: () => REPORTED_ETCD_VERSION }),

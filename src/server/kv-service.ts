@@ -1,7 +1,8 @@
 // The KV service: thin handlers that validate, delegate to kv/*, and build
 // responses with full headers.
 
-import { DeleteRangeRequest, PutRequest, TxnRequest, type KVServer } from '../proto/gen/rpc.js';
+import { DeleteRangeRequest, KVService, PutRequest, TxnRequest, type KVServer } from '../proto/gen/rpc.js';
+import { encodeRangeResponse } from '../proto/range-response-codec.js';
 
 import { compact } from '../kv/compact.js';
 import type { KvContext } from '../kv/context.js';
@@ -11,13 +12,18 @@ import { executeTxn } from '../kv/txn/execute.js';
 import { checkTxn } from '../kv/txn-check.js';
 import type { HeaderFactory } from '../proto/header.js';
 import { checkRequestSize } from '../limits.js';
-import { receivedSize } from './request-size.js';
+import { receivedSize, withRequestSizes } from './request-size.js';
 import { unary, type HandlerDeps } from './unary.js';
 
 export interface KvServiceDeps extends HandlerDeps {
   kv: KvContext;
   header: HeaderFactory;
 }
+
+const sized = withRequestSizes(KVService);
+
+/** The KV service's definition as served: requests record their wire size; Range answers are encoded in one buffer of their exact size. */
+export const KV_SERVICE_DEFINITION: typeof KVService = { ...sized, range: { ...sized.range, responseSerialize: encodeRangeResponse } };
 
 export function createKvService(d: KvServiceDeps): KVServer {
   const max = d.kv.limits.maxRequestBytes;
