@@ -21,6 +21,7 @@ import { defaultProxyConfig, type ProxyConfig } from '../../src/config.js';
 import { parseEndpoint } from '../../src/members/endpoints.js';
 import { EtcdClient } from '../../src/members/etcd-client.js';
 import { Metrics } from '../../src/metrics.js';
+import { WatchRequest, type WatchResponse } from '../../src/proto/gen/rpc.js';
 import { memberEtcdSettings } from '../../src/sandbox/member-settings.js';
 import { defaultScratchRoot, EtcdProcess } from '../../src/sandbox/etcd-process.js';
 import { CertFactory, fingerprint, replaceFile, type CertPair } from '../harness/certs.js';
@@ -45,7 +46,10 @@ before(() => {
   b = certs.sign(ca2, 'b');
 });
 
+const cleanups: Array<() => void> = [];
+
 after(async () => {
+  for (const f of cleanups) f();
   for (const c of clients) c.close();
   await Promise.all(proxies.map((p) => p.stop()));
   await Promise.all(etcds.map((e) => e.stop()));
@@ -64,6 +68,7 @@ function capture(): { log: pino.Logger; lines: Array<Record<string, unknown>> } 
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      if (process.env.METAETCD_TEST_LOG) process.stderr.write(chunk);
       cb();
     },
   });
@@ -82,6 +87,7 @@ function presented(port: number, ca: string): Promise<string> {
   });
 }
 
+/** Retries `fn` until it resolves. (Assertions in `fn` carry messages: assert.ok without one makes node read the transpiled source for a message, which can hang.) */
 async function eventually<T>(what: string, fn: () => Promise<T>, timeoutMs = 3000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -160,3 +166,77 @@ for (const impl of ['node', 'grpc-js'] as const) {
     assert.equal(await eventually('A is presented again', () => presented(port, ca1.cert)), fingerprint(a.cert));
   });
 }
+
+test('members: after a member returns with a certificate of another CA, trusting only that CA for clients, new connections use the rotated --ca-cert and --client-cert', { timeout: 90_000 }, async () => {
+  const copy = (from: CertPair, to: CertPair) => {
+    replaceFile(to.cert, read(from.cert));
+    replaceFile(to.key, read(from.key));
+  };
+  const bundle = join(dir, 'bundle.pem');
+  replaceFile(bundle, Buffer.concat([read(ca1.cert), read(ca2.cert)]));
+  // The coordinator trusts both CAs for client certificates and keeps its certificate (A).
+  const coordinator = await EtcdProcess.start({
+    name: 'c-coordinator',
+    dataDir: join(dir, 'c-coordinator'),
+    ...memberEtcdSettings(1.5 * 1024 * 1024, 128),
+    tls: { cert: a.cert, key: a.key, ca: bundle, clientCertAuth: true, probeCert: a.cert, probeKey: a.key },
+  });
+  etcds.push(coordinator);
+  // The member's files change while it is down: certificate A → B, trusted client CA CA1 → CA2.
+  const memberPair = { cert: join(dir, 'member.pem'), key: join(dir, 'member.key') };
+  const memberCa = join(dir, 'member-ca.pem');
+  copy(a, memberPair);
+  replaceFile(memberCa, read(ca1.cert));
+  const member = await EtcdProcess.start({
+    name: 'c-m0',
+    dataDir: join(dir, 'c-m0'),
+    ...memberEtcdSettings(1.5 * 1024 * 1024, 128),
+    tls: { cert: memberPair.cert, key: memberPair.key, ca: memberCa, clientCertAuth: true, probeCert: memberPair.cert, probeKey: memberPair.key },
+  });
+  etcds.push(member);
+  // The proxy's files: CA1 and client certificate A, then CA1+CA2 and B.
+  const proxyPair = { cert: join(dir, 'proxy-client.pem'), key: join(dir, 'proxy-client.key') };
+  const proxyCa = join(dir, 'proxy-ca.pem');
+  copy(a, proxyPair);
+  replaceFile(proxyCa, read(ca1.cert));
+  const { log, lines } = capture();
+  const proxy = await startProxy(
+    config({ coordinator: coordinator.clientUrl, members: member.clientUrl, caCert: proxyCa, clientCert: proxyPair.cert, clientCertKey: proxyPair.key }),
+    log,
+    new Metrics(),
+  );
+  proxies.push(proxy);
+  const c = new EtcdClient({ name: 'proxy', endpoints: [parseEndpoint(`http://127.0.0.1:${proxy.port}`)], requestTimeoutMs: 5000, rawErrors: true });
+  clients.push(c);
+  await c.put({ key: Buffer.from('k'), value: Buffer.from('before') });
+
+  // A watch through the proxy: the proxy's member watch stream (grpc-js) must reconnect with the new files too.
+  const seen: string[] = [];
+  let created = false;
+  const w = c.watch();
+  w.on('data', (r: WatchResponse) => {
+    if (r.created) created = true;
+    for (const e of r.events) seen.push(`${Buffer.from(e.kv!.key).toString()}=${Buffer.from(e.kv!.value).toString()}`);
+  });
+  w.on('error', () => undefined);
+  cleanups.push(() => w.cancel());
+  w.write(WatchRequest.fromPartial({ requestUnion: { $case: 'createRequest', value: { key: Buffer.from('w/'), rangeEnd: Buffer.from('w0') } } }));
+  await eventually('the watch is created', async () => assert.equal(created, true, 'created'), 5000);
+  await c.put({ key: Buffer.from('w/1'), value: Buffer.from('before') });
+  await eventually('the watch sees the first put', async () => assert.deepEqual(seen, ['w/1=before']), 5000);
+
+  copy(b, proxyPair);
+  replaceFile(proxyCa, read(bundle));
+  await eventually('the proxy took its new files', async () => assert.ok(lines.some((l) => String(l.msg).startsWith('TLS files changed')), 'reload logged'));
+  await member.stop();
+  copy(b, memberPair);
+  replaceFile(memberCa, read(ca2.cert));
+  await member.restart();
+
+  await eventually('a put through the returned member', () => c.put({ key: Buffer.from('k'), value: Buffer.from('after') }), 20_000);
+  const r = await c.range({ key: Buffer.from('k') });
+  assert.equal(Buffer.from(r.kvs[0]!.value).toString(), 'after');
+  await c.put({ key: Buffer.from('w/2'), value: Buffer.from('after') });
+  await eventually('the watch sees the put after the member returned', async () => assert.deepEqual(seen.slice(-1), ['w/2=after']), 20_000);
+  w.cancel();
+});
