@@ -240,3 +240,20 @@ test('members: after a member returns with a certificate of another CA, trusting
   await eventually('the watch sees the put after the member returned', async () => assert.deepEqual(seen.slice(-1), ['w/2=after']), 20_000);
   w.cancel();
 });
+
+test('--grpc-server grpc-js with --ca-cert requires client certificates signed by it (certificate-provider credentials)', async () => {
+  const [coordinator, member] = await plainEtcds('r-grpcjs');
+  const proxy = await startProxy(
+    config({ coordinator: coordinator!.clientUrl, members: member!.clientUrl, serverCert: a.cert, serverCertKey: a.key, caCert: ca1.cert, grpcServer: 'grpc-js' }),
+    capture().log,
+    new Metrics(),
+  );
+  proxies.push(proxy);
+  const endpoint = `https://127.0.0.1:${proxy.port}`;
+  const put = await etcdctl(endpoint, ['--cacert', ca1.cert, '--cert', a.cert, '--key', a.key, 'put', 'k', 'v']);
+  assert.equal(put.code, 0, put.stderr);
+  const anonymous = await etcdctl(endpoint, ['--cacert', ca1.cert, '--dial-timeout', '2s', '--command-timeout', '3s', 'get', 'k'], { timeoutMs: 10_000 });
+  assert.notEqual(anonymous.code, 0, 'a client without a certificate must be refused');
+  const otherCa = await etcdctl(endpoint, ['--cacert', ca1.cert, '--cert', b.cert, '--key', b.key, '--dial-timeout', '2s', '--command-timeout', '3s', 'get', 'k'], { timeoutMs: 10_000 });
+  assert.notEqual(otherCa.code, 0, 'a client certificate of another CA must be refused');
+});
