@@ -165,6 +165,8 @@ function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+/** Any whole PEM block (a bundle may hold others, e.g. TRUSTED CERTIFICATE). */
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g;
 
 /**
  * Throws when the material cannot be used: a CA bundle without certificates or
@@ -176,7 +178,7 @@ export function validateTls(m: TlsMaterial, paths: TlsPaths = {}): void {
     const text = m.ca.toString('latin1');
     const blocks = text.match(PEM_CERT) ?? [];
     if (blocks.length === 0) throw new Error(`${paths.ca ?? 'CA'}: no PEM certificate`);
-    if (text.replace(PEM_CERT, '').includes('-----BEGIN')) throw new Error(`${paths.ca ?? 'CA'}: a PEM block is cut short`);
+    if (text.replace(PEM_BLOCK, '').includes('-----BEGIN')) throw new Error(`${paths.ca ?? 'CA'}: a PEM block is cut short`);
     for (const b of blocks) {
       try {
         new X509Certificate(b);
