@@ -12,6 +12,7 @@ import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
 import { Member, MemberSet } from '../members/member.js';
 import type { Metrics } from '../metrics.js';
 import { MemberTimeline } from '../revision/member-timeline.js';
+import { reloadingTlsFiles } from '../tls/logged.js';
 import type { StopStack } from './stack.js';
 
 export interface Clusters {
@@ -21,8 +22,13 @@ export interface Clusters {
 }
 
 export async function connectClusters(config: ProxyConfig, log: Logger, metrics: Metrics, stack: StopStack): Promise<Clusters> {
+  // With TLS flags, their files are looked at again (at most once a second) when new connections are made.
+  const tls = config.caCert || config.clientCert
+    ? reloadingTlsFiles({ ca: config.caCert, cert: config.clientCert, key: config.clientCertKey }, log.child({ component: 'client-tls' }))
+    : undefined;
+  if (tls) stack.defer('client TLS files', () => tls.stop());
   const clientOpts = {
-    tls: loadClientTls(config),
+    ...(tls ? { tls } : {}),
     keepaliveTimeMs: config.grpcClientKeepaliveIntervalMs,
     keepaliveTimeoutMs: config.grpcClientKeepaliveTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,

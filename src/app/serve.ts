@@ -21,6 +21,7 @@ import { withRequestSizes } from '../server/request-size.js';
 import { createWatchService } from '../server/watch-service.js';
 import { WatchFanout } from '../watch/fanout.js';
 import type { WatchHub } from '../watch/hub.js';
+import { reloadingTlsFiles } from '../tls/logged.js';
 import type { StopStack } from './stack.js';
 
 /**
@@ -59,6 +60,9 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     serverCert: config.serverCert,
     serverCertKey: config.serverCertKey,
     caCert: config.caCert,
+    tls: config.serverCert && config.serverCertKey
+      ? reloadingTlsFiles({ cert: config.serverCert, key: config.serverCertKey, ca: config.caCert }, d.log.child({ component: 'server-tls' }))
+      : undefined,
     impl: config.grpcServer,
   };
   const server = createGrpcServer(grpcOpts);

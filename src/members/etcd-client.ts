@@ -48,6 +48,8 @@ import { upstreamError } from './upstream-error.js';
 import { isServiceError, type EtcdError } from '../errors/etcd-error.js';
 import type { Endpoint } from './endpoints.js';
 import { H2UnaryChannel } from './h2-unary.js';
+import { reloadingChannelCredentials } from '../tls/grpc-credentials.js';
+import { isTlsSource, type TlsSource } from '../tls/reloading-files.js';
 
 export interface ClientTls {
   ca?: Buffer;
@@ -59,7 +61,8 @@ export interface EtcdClientOptions {
   /** Name for messages and metrics, e.g. "coordinator" or "member 2". */
   name: string;
   endpoints: Endpoint[];
-  tls?: ClientTls;
+  /** Static material, or a source whose newest material new connections use (certificate files that may change). */
+  tls?: ClientTls | TlsSource;
   keepaliveTimeMs?: number;
   keepaliveTimeoutMs?: number;
   /** Default deadline of unary calls. */
@@ -140,14 +143,17 @@ export class EtcdClient {
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
     };
+    const tls = opts.tls;
+    // One credentials object for every endpoint of a reloading source (grpc-js compares credentials to share connections).
+    const reloading = isTlsSource(tls) && opts.endpoints.some((e) => e.secure) ? reloadingChannelCredentials(tls) : undefined;
     this.stubs = opts.endpoints.map((endpoint) => {
-      const creds = channelCredentials(endpoint, opts.tls);
+      const creds = !endpoint.secure ? credentials.createInsecure() : (reloading ?? channelCredentials(endpoint, tls as ClientTls | undefined));
       return {
         endpoint,
         unary: new H2UnaryChannel({
           address: endpoint.address,
           secure: endpoint.secure,
-          ...(opts.tls ? { tls: opts.tls } : {}),
+          ...(tls ? { tls: isTlsSource(tls) ? () => tls.current() : tls } : {}),
           keepaliveTimeMs: channelOptions['grpc.keepalive_time_ms'],
           keepaliveTimeoutMs: channelOptions['grpc.keepalive_timeout_ms'],
         }),

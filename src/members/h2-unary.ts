@@ -28,7 +28,8 @@ export interface H2UnaryOptions {
   /** host:port */
   address: string;
   secure: boolean;
-  tls?: H2Tls;
+  /** Static material, or a function asked for the current material before each new connection (files that may change). */
+  tls?: H2Tls | (() => H2Tls);
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
 }
@@ -95,7 +96,7 @@ export class H2UnaryChannel {
     const s = this.session;
     if (s && !s.closed && !s.destroyed) return s;
     if (Date.now() < this.failedUntil) throw serviceError(Status.UNAVAILABLE, `${this.o.address}: ${this.lastError || 'not connected'}`);
-    const tls = this.o.tls ?? {};
+    const tls = (typeof this.o.tls === 'function' ? this.o.tls() : this.o.tls) ?? {};
     const session = http2.connect(this.url, {
       ...(this.o.secure ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}),
       // Many calls share the connection: Nagle would hold each small request back until the previous one is acknowledged.

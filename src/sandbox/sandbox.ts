@@ -11,17 +11,22 @@ import { defaultScratchRoot, EtcdProcess } from './etcd-process.js';
 import { memberEtcdSettings } from './member-settings.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from '../lifecycle.js';
 import { createLogger, type Logger } from '../log.js';
+import { textDestination } from '../log-text.js';
 
 export const SANDBOX_FLAGS = {
   ...Object.fromEntries(Object.entries(PROXY_FLAGS).filter(([name]) => name !== 'coordinator' && name !== 'members')),
   'data-dir': { key: 'dataDir', kind: 'string' as const, help: 'keep the sandbox data (and ports) here across restarts (default: a temporary directory)' },
   'member-count': { key: 'memberCount', kind: 'int' as const, help: 'number of member etcd clusters (default 3)' },
+  'log-format': { key: 'logFormat', kind: 'string' as const, help: 'logs on stderr: text (readable lines), json, or auto: text when stderr is a terminal (default auto)' },
 };
 
 interface SandboxOptions extends ProxyConfig {
   dataDir: string | undefined;
   memberCount: number;
+  logFormat: string;
 }
+
+const LOG_FORMATS = ['auto', 'text', 'json'];
 
 interface SandboxState {
   coordinator: { clientPort: number; peerPort: number };
@@ -40,11 +45,12 @@ export function parseSandboxArgs(argv: string[]): { options: SandboxOptions; hel
   const parsed = parseFlags(argv, new Set(Object.keys(SANDBOX_FLAGS)));
   if (parsed.positional.length > 0) throw new Error(`unexpected argument ${JSON.stringify(parsed.positional[0])}`);
   const options: SandboxOptions = applyFlags(
-    { ...defaultProxyConfig(), logLevel: 'info', dataDir: undefined, memberCount: 3 },
+    { ...defaultProxyConfig(), logLevel: 'info', dataDir: undefined, memberCount: 3, logFormat: 'auto' },
     parsed.values,
     SANDBOX_FLAGS,
   );
   if (options.memberCount < 1) throw new Error('--member-count must be at least 1');
+  if (!LOG_FORMATS.includes(options.logFormat)) throw new Error(`--log-format must be one of ${LOG_FORMATS.join(', ')}`);
   return { options, help: parsed.help };
 }
 
@@ -111,7 +117,8 @@ export async function runSandbox(argv: string[]): Promise<number> {
     process.stdout.write(usage('metaetcd sandbox [flags]', SANDBOX_FLAGS));
     return 0;
   }
-  const log = createLogger(options.logLevel);
+  const text = options.logFormat === 'text' || (options.logFormat === 'auto' && process.stderr.isTTY === true);
+  const log = createLogger(options.logLevel, text ? textDestination({ color: process.stderr.isTTY === true && !process.env.NO_COLOR }) : undefined);
   keepServingOnStrayRejections(log);
   const sandbox = await startSandbox(options, log);
   const endpoint = options.listenAddr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^:/, '127.0.0.1:');

@@ -1,10 +1,12 @@
 // Construction of the client-facing gRPC server: credentials (plaintext, TLS,
 // or TLS with required client certificates), etcd-compatible message limits,
-// keepalive, and binding.
+// keepalive, and binding. Both servers use new certificate files for new
+// connections when the files change (src/tls/reloading-files.ts).
 
-import { readFileSync } from 'node:fs';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { GRPC_OVERHEAD_BYTES } from '../limits.js';
+import { reloadingServerCredentials } from '../tls/grpc-credentials.js';
+import { ReloadingTlsFiles, type TlsSource } from '../tls/reloading-files.js';
 import { H2Server } from './h2/server.js';
 
 export interface GrpcServerOptions {
@@ -15,6 +17,8 @@ export interface GrpcServerOptions {
   serverCert?: string | undefined;
   serverCertKey?: string | undefined;
   caCert?: string | undefined;
+  /** The files above, reloaded when they change; without it they are read once here. */
+  tls?: TlsSource | undefined;
   /** 'node': the lean server on node:http2 (src/server/h2); 'grpc-js': @grpc/grpc-js's Server. */
   impl?: 'node' | 'grpc-js' | undefined;
 }
@@ -29,10 +33,7 @@ export function createGrpcServer(o: GrpcServerOptions): ProxyServer {
       keepaliveIntervalMs: o.keepaliveIntervalMs,
       keepaliveTimeoutMs: o.keepaliveTimeoutMs,
       maxIdleMs: o.maxIdleMs,
-      tls:
-        o.serverCert && o.serverCertKey
-          ? { cert: readFileSync(o.serverCert), key: readFileSync(o.serverCertKey), ca: o.caCert ? readFileSync(o.caCert) : undefined }
-          : undefined,
+      tls: serverTls(o),
     });
   }
   const options: Record<string, number> = {
@@ -48,13 +49,14 @@ export function createGrpcServer(o: GrpcServerOptions): ProxyServer {
 }
 
 export function serverCredentials(o: GrpcServerOptions): ServerCredentials {
-  if (!o.serverCert || !o.serverCertKey) return ServerCredentials.createInsecure();
-  const ca = o.caCert ? readFileSync(o.caCert) : null;
-  return ServerCredentials.createSsl(
-    ca,
-    [{ cert_chain: readFileSync(o.serverCert), private_key: readFileSync(o.serverCertKey) }],
-    ca !== null,
-  );
+  const tls = serverTls(o);
+  return tls ? reloadingServerCredentials(tls) : ServerCredentials.createInsecure();
+}
+
+/** The server's TLS material: none without a certificate. */
+function serverTls(o: GrpcServerOptions): TlsSource | undefined {
+  if (!o.serverCert || !o.serverCertKey) return undefined;
+  return o.tls ?? new ReloadingTlsFiles({ cert: o.serverCert, key: o.serverCertKey, ca: o.caCert });
 }
 
 export function bind(server: ProxyServer, address: string, creds: ServerCredentials): Promise<number> {

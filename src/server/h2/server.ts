@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import type { TlsMaterial, TlsSource } from '../../tls/reloading-files.js';
 import { CallBase, StreamCall, UnaryCall } from './calls.js';
 import { CANCELLED, DEADLINE_RE, Decoder, INTERNAL, OK, RESOURCE_EXHAUSTED, UNAVAILABLE, UNIMPLEMENTED, UNIT_MS, UNKNOWN, WINDOW, decompress, encodeGrpcMessage, frame, type Method, type Status } from './wire.js';
 
@@ -26,7 +27,13 @@ export interface H2ServerOptions {
   keepaliveTimeoutMs: number;
   /** Close connections without calls for this long; 0 = never. */
   maxIdleMs: number;
-  tls?: { cert: Buffer; key: Buffer; ca?: Buffer | undefined } | undefined;
+  /**
+   * Certificate and key (and, with a CA, required client certificates). New
+   * material from the source is used for new connections (setSecureContext);
+   * connections already open keep theirs. Whether client certificates are
+   * required is decided at listen (a CA then or not).
+   */
+  tls?: TlsSource | undefined;
 }
 
 interface SessionState {
@@ -42,6 +49,7 @@ export class H2Server {
   private shuttingDown = false;
   private shutdownCb: (() => void) | undefined;
   private readonly maxMsg: number;
+  private unsubscribeTls: (() => void) | undefined;
 
   constructor(private readonly o: H2ServerOptions) {
     this.maxMsg = o.maxReceiveMessageLength;
@@ -79,14 +87,23 @@ export class H2Server {
     };
     let srv: http2.Http2Server | http2.Http2SecureServer;
     if (this.o.tls) {
-      srv = http2.createSecureServer({
+      const tls = this.o.tls.current();
+      const secure = http2.createSecureServer({
         ...common,
-        cert: this.o.tls.cert,
-        key: this.o.tls.key,
-        ...(this.o.tls.ca ? { ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true } : {}),
+        ...secureContextOptions(tls),
+        ...(tls.ca ? { requestCert: true, rejectUnauthorized: true } : {}),
         ALPNProtocols: ['h2'],
         allowHTTP1: false,
       });
+      // The source only hands over material that makes a context; should one still fail, the previous context stays.
+      this.unsubscribeTls = this.o.tls.subscribe((m) => {
+        try {
+          secure.setSecureContext(secureContextOptions(m));
+        } catch {
+          /* keep the previous context */
+        }
+      });
+      srv = secure;
     } else {
       srv = http2.createServer(common);
     }
@@ -376,6 +393,7 @@ export class H2Server {
   tryShutdown(cb: (err?: Error) => void): void {
     this.shuttingDown = true;
     this.shutdownCb = () => cb();
+    this.stopTls();
     this.server?.close();
     for (const s of this.sessions.keys()) {
       if (!s.closed) s.close();
@@ -385,11 +403,17 @@ export class H2Server {
 
   forceShutdown(): void {
     this.shuttingDown = true;
+    this.stopTls();
     this.server?.close();
     for (const s of this.sessions.keys()) {
       if (!s.destroyed) s.destroy();
     }
     this.maybeShutdownDone();
+  }
+
+  private stopTls(): void {
+    this.unsubscribeTls?.();
+    this.unsubscribeTls = undefined;
   }
 
   private maybeShutdownDone(): void {
@@ -399,6 +423,10 @@ export class H2Server {
       cb();
     }
   }
+}
+
+function secureContextOptions(m: TlsMaterial): { cert?: Buffer; key?: Buffer; ca?: Buffer } {
+  return { ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}), ...(m.ca ? { ca: m.ca } : {}) };
 }
 
 function splitAddress(address: string): { host: string; port: number } {
