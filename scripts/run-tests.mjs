@@ -32,6 +32,7 @@ const ALONE = new Set([
   'test/e2e/etcd-process.test.ts',
   'test/e2e/lifecycle.test.ts',
   'test/e2e/status.test.ts',
+  'test/e2e/tls-reload.test.ts',
   'test/e2e/workers.test.ts',
   'test/faults/bad-input.test.ts',
   'test/faults/coordinator.test.ts',
