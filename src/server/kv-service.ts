@@ -40,20 +40,21 @@ export function createKvService(d: KvServiceDeps): KVServer {
   };
   return {
     range: unary('Range', d, async (req, call) => {
-      auth?.checkRead(call, req.key, req.rangeEnd);
+      // An empty key is refused first (etcd validates before it checks permissions).
+      if (req.key.length > 0) auth?.checkRead(call, req.key, req.rangeEnd);
       const r = await range(d.kv, req);
       return toRangeResponse(r, d.header.make(r.header));
     }),
     put: unary('Put', d, async (req, call) => {
       checkRequestSize(sizeOf(req, PutRequest), max);
-      auth?.checkPut(call, req.key, req.prevKv);
+      if (req.key.length > 0) auth?.checkPut(call, req.key, req.prevKv);
       await leaseKeys(call, req.lease);
       const r = await put(d.kv, req);
       return { header: d.header.make(r.revision), prevKv: r.prevKv };
     }),
     deleteRange: unary('DeleteRange', d, async (req, call) => {
       checkRequestSize(sizeOf(req, DeleteRangeRequest), max);
-      auth?.checkDelete(call, req.key, req.rangeEnd, req.prevKv);
+      if (req.key.length > 0) auth?.checkDelete(call, req.key, req.rangeEnd, req.prevKv);
       const r = await deleteRange(d.kv, req);
       return { header: d.header.make(r.revision), deleted: BigInt(r.deleted), prevKvs: r.prevKvs };
     }),
