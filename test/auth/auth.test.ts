@@ -94,6 +94,8 @@ test('users, roles and permissions with etcdctl, as etcd has them', async () => 
   await same([...ROOT, 'role', 'grant-permission', 'r1', 'read', 'k1']);
   await same([...ROOT, 'role', 'grant-permission', 'r1', 'readwrite', 'k1']); // same key: the type is replaced
   await same([...ROOT, 'role', 'grant-permission', 'nobody', 'read', 'x']);
+  await same([...ROOT, 'role', 'grant-permission', 'r1', 'read', 'y', 'x']); // inverted range
+  await same([...ROOT, 'role', 'revoke-permission', 'r1', 'y', 'x']);
   await same([...ROOT, 'role', 'get', 'r1']);
   await same([...ROOT, 'role', 'get', 'root']);
   await same([...ROOT, 'role', 'get', 'nobody']);
@@ -103,6 +105,9 @@ test('users, roles and permissions with etcdctl, as etcd has them', async () => 
   await same([...ROOT, 'user', 'grant-role', 'alice', 'nobody']);
   await same([...ROOT, 'user', 'grant-role', 'nobody', 'r1']);
   await same([...ROOT, 'user', 'get', 'alice']);
+  await same([...ROOT, 'user', 'get', 'alice', '--detail']);
+  await same([...ROOT, 'user', 'add', 'emptypw:']);
+  await same(['--user', 'emptypw:', 'get', 'a']);
   await same([...ROOT, '-w', 'json', 'user', 'get', 'bob'], undefined).catch(() => undefined); // headers differ; checked below
   await same([...ROOT, 'user', 'get', 'nobody']);
   await same([...ROOT, 'user', 'list']);
