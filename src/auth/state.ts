@@ -60,8 +60,15 @@ export function decodePermission(p: PermissionRecord): StoredPermission {
   return { permType: p.permType, key: Buffer.from(p.key, 'base64'), rangeEnd: Buffer.from(p.rangeEnd, 'base64') };
 }
 
-/** A mutation: the new state (revision not yet raised), or the same state object for a no-op. */
-export type Change = (s: AuthState) => AuthState;
+/**
+ * A mutation: the new state (revision not yet raised), or the same state object
+ * for a no-op. `keepsRevision`: stored without raising the auth revision (etcd's
+ * AuthEnable does not raise it).
+ */
+export interface Change {
+  (s: AuthState): AuthState;
+  keepsRevision?: boolean;
+}
 
 const newGeneration = () => randomBytes(8).toString('hex');
 
@@ -97,13 +104,17 @@ const withUser = (s: AuthState, u: UserRecord): AuthState => ({ ...s, users: { .
 const withRole = (s: AuthState, r: RoleRecord): AuthState => ({ ...s, roles: { ...s.roles, [r.name]: r } });
 
 export const change = {
-  enable: (): Change => (s) => {
-    if (s.enabled) return s;
-    const root = getUser(s, ROOT_USER);
-    if (!root) throw Errors.rootUserNotExist();
-    if (!root.roles.includes(ROOT_ROLE)) throw Errors.rootRoleNotExist();
-    return { ...s, enabled: true };
-  },
+  enable: (): Change =>
+    Object.assign(
+      (s: AuthState): AuthState => {
+        if (s.enabled) return s;
+        const root = getUser(s, ROOT_USER);
+        if (!root) throw Errors.rootUserNotExist();
+        if (!root.roles.includes(ROOT_ROLE)) throw Errors.rootRoleNotExist();
+        return { ...s, enabled: true };
+      },
+      { keepsRevision: true },
+    ),
   disable: (): Change => (s) => (s.enabled ? { ...s, enabled: false } : s),
   userAdd:
     (name: string, password: PasswordHash | undefined): Change =>
@@ -123,7 +134,11 @@ export const change = {
     },
   userChangePassword:
     (name: string, password: PasswordHash): Change =>
-    (s) => withUser(s, { ...user(s, name), password, noPassword: false, generation: newGeneration() }),
+    (s) => {
+      const u = user(s, name);
+      // etcd keeps a no-password user without one (the password given is dropped).
+      return withUser(s, { ...u, password: u.noPassword ? undefined : password, generation: newGeneration() });
+    },
   userGrantRole:
     (name: string, roleName: string): Change =>
     (s) => {

@@ -92,7 +92,7 @@ export class AuthStore {
       if (kv) this.observe(kv.value, Number(kv.modRevision));
       const changed = change(base);
       if (changed === base) return base;
-      const next: AuthState = { ...changed, revision: base.revision + 1 };
+      const next: AuthState = { ...changed, revision: change.keepsRevision ? base.revision : base.revision + 1 };
       const value = Buffer.from(JSON.stringify(next));
       const guard = kv ? cmp.modEqual(InternalKey.auth, Number(kv.modRevision)) : cmp.createEqual(InternalKey.auth, 0);
       const resp = await this.o.client.txn(txn([guard], [op.put(InternalKey.auth, value)]));

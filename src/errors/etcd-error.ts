@@ -67,6 +67,7 @@ export const Errors = {
   roleNotFound: e(Status.FAILED_PRECONDITION, 'etcdserver: role name not found', 'etcd'),
   roleEmpty: e(Status.INVALID_ARGUMENT, 'etcdserver: role name is empty', 'invalid'),
   authFailed: e(Status.INVALID_ARGUMENT, 'etcdserver: authentication failed, invalid user ID or password', 'invalid'),
+  permissionNotGiven: e(Status.INVALID_ARGUMENT, 'etcdserver: permission not given', 'invalid'),
   permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied', 'etcd'),
   roleNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: role is not granted to the user', 'etcd'),
   permissionNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: permission is not granted to the role', 'etcd'),

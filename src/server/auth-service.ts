@@ -90,8 +90,11 @@ export function createAuthService(d: AuthServiceDeps): AuthServer {
     roleDelete: admin('RoleDelete', (req: { role: string }) => store.apply(change.roleDelete(req.role))),
     roleGrantPermission: admin(
       'RoleGrantPermission',
-      (req: { name: string; perm?: { permType: Permission_Type; key: Buffer; rangeEnd: Buffer } | undefined }) =>
-        store.apply(change.roleGrantPermission(req.name, req.perm ?? { permType: Permission_Type.READ, key: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) })),
+      (req: { name: string; perm?: { permType: Permission_Type; key: Buffer; rangeEnd: Buffer } | undefined }) => {
+        // etcd 3.4 crashes on a grant without a permission (and again at every restart); 3.5 refuses it.
+        if (!req.perm) throw Errors.permissionNotGiven();
+        return store.apply(change.roleGrantPermission(req.name, req.perm));
+      },
     ),
     roleRevokePermission: admin('RoleRevokePermission', (req: { role: string; key: Buffer; rangeEnd: Buffer }) =>
       store.apply(change.roleRevokePermission(req.role, req.key, req.rangeEnd)),

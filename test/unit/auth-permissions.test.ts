@@ -90,6 +90,8 @@ test('state changes: etcd validations and errors', () => {
   rejects(() => change.userGrantRole('root', 'r1')(s), 'etcdserver: role name not found');
   s = change.userGrantRole('root', 'root')(s); // the root role need not exist
   assert.equal(change.userGrantRole('root', 'root')(s), s, 'granting twice is a no-op');
+  assert.equal(change.enable().keepsRevision, true, 'AuthEnable does not raise the auth revision');
+  assert.ok(!change.disable().keepsRevision);
   s = change.enable()(s);
   assert.equal(s.enabled, true);
   assert.equal(change.enable()(s), s);
@@ -114,6 +116,9 @@ test('state changes: etcd validations and errors', () => {
   s = change.roleRevokePermission('r1', b('k'), b(''))(s);
   s = change.userAdd('u', undefined)(s);
   assert.equal(s.users.u!.noPassword, true);
+  const changed = change.userChangePassword('u', { salt: '00', hash: '11' })(s);
+  assert.equal(changed.users.u!.password, undefined, 'a no-password user stays without one');
+  assert.notEqual(changed.users.u!.generation, s.users.u!.generation, 'its tokens end');
   rejects(() => change.userRevokeRole('u', 'r1')(s), 'etcdserver: role is not granted to the user');
   s = change.userGrantRole('u', 'r1')(s);
   s = change.roleDelete('r1')(s);
