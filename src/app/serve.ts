@@ -102,7 +102,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     progressIntervalMs: config.progressNotifyIntervalMs,
     requestTimeoutMs: config.requestTimeoutMs,
     maxStreamBytes: Math.max(16 * 1024 * 1024, 4 * config.maxRequestBytes),
-    mayWatch: (call, key, rangeEnd) => auth.mayWatch(call, key, rangeEnd),
+    watchRefusal: (call, key, rangeEnd) => auth.watchRefusal(call, key, rangeEnd),
   });
   // Registered after the server: client watch streams end first, so the server's drain does not wait for them.
   stack.defer('watch streams', () => fanout.stop());

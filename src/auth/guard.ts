@@ -6,7 +6,7 @@
 // with neither, the empty user, which etcd refuses with "user name is empty".
 
 import type { Metadata } from '@grpc/grpc-js';
-import { Errors, type EtcdError } from '../errors/etcd-error.js';
+import { EtcdError, Errors, Status } from '../errors/etcd-error.js';
 import type { RequestOp, TxnRequest } from '../proto/gen/rpc.js';
 import type { KeyRange } from './permissions.js';
 import { getUser, isRoot } from './state.js';
@@ -101,13 +101,18 @@ export class AuthGuard {
     if (info) for (const key of keys) this.check(info, 'write', { key, rangeEnd: NONE });
   }
 
-  /** Whether the caller may watch the range (etcd's isWatchPermitted: any failure is a refusal). */
-  mayWatch(call: CallInfo, key: Buffer, rangeEnd: Buffer): boolean {
+  /**
+   * Why the caller may not watch the range, or undefined when it may. etcd puts
+   * the permission check's error, as Go prints a gRPC status, in the cancel reason
+   * ("rpc error: code = PermissionDenied desc = etcdserver: permission denied").
+   */
+  watchRefusal(call: CallInfo, key: Buffer, rangeEnd: Buffer): string | undefined {
     try {
       this.checkRead(call, key, rangeEnd);
-      return true;
-    } catch {
-      return false;
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof EtcdError)) throw err;
+      return `rpc error: code = ${GO_CODE_NAMES[err.code] ?? String(err.code)} desc = ${err.message}`;
     }
   }
 
@@ -155,6 +160,14 @@ export const MAINTENANCE_ADMIN_ERRORS: AdminErrors = {
   empty: Errors.maintenanceUserEmpty,
   notFound: Errors.maintenanceUserNotFound,
   denied: Errors.maintenancePermissionDenied,
+};
+
+/** grpc-go's names of the codes a permission check can fail with. */
+const GO_CODE_NAMES: Partial<Record<Status, string>> = {
+  [Status.INVALID_ARGUMENT]: 'InvalidArgument',
+  [Status.PERMISSION_DENIED]: 'PermissionDenied',
+  [Status.UNAUTHENTICATED]: 'Unauthenticated',
+  [Status.FAILED_PRECONDITION]: 'FailedPrecondition',
 };
 
 /** The CN of the verified client certificate of the call's TLS connection, if any. */

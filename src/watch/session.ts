@@ -40,14 +40,12 @@ export interface SessionDeps {
   progressIntervalMs: number;
   requestTimeoutMs: number;
   maxStreamBytes: number;
-  /** Whether the stream's caller may watch a range (auth; absent: anyone may). */
-  mayWatch?: ((call: ServerDuplexStream<WatchRequest, WatchResponse>, key: Buffer, rangeEnd: Buffer) => boolean) | undefined;
+  /** Why the stream's caller may not watch a range (auth), or undefined when it may (absent: anyone may). */
+  watchRefusal?: ((call: ServerDuplexStream<WatchRequest, WatchResponse>, key: Buffer, rangeEnd: Buffer) => string | undefined) | undefined;
 }
 
 const WATCH_RANGE_EMPTY = 'mvcc: watcher range is empty';
 const WATCH_DUPLICATE_ID = 'mvcc: duplicate watch ID provided on the WatchStream';
-/** etcd's cancel reason for a watch the caller may not read: the gRPC error's text. */
-const WATCH_PERMISSION_DENIED = 'rpc error: code = PermissionDenied desc = etcdserver: permission denied';
 /** etcd groups the events of up to this many revisions in one reply while a watch catches up. */
 const CATCH_UP_REVISIONS_PER_REPLY = 1000;
 
@@ -108,11 +106,9 @@ export class WatchSession implements WatchSink {
   private async create(request: WatchCreateRequest): Promise<void> {
     // etcd watches the key "\0" when the key is empty.
     const creq = request.key.length === 0 ? { ...request, key: Buffer.from([0]) } : request;
-    if (this.d.mayWatch && !this.d.mayWatch(this.call, creq.key, creq.rangeEnd)) {
-      // etcd answers with the requested ID (not -1) and keeps the stream open.
-      this.send({ ...blank(), header: this.header(this.d.hub.frontier), watchId: creq.watchId, created: true, canceled: true, cancelReason: WATCH_PERMISSION_DENIED });
-      return;
-    }
+    // A watch the caller may not read is refused before anything else, the stream staying open (as etcd does).
+    const refusal = this.d.watchRefusal?.(this.call, creq.key, creq.rangeEnd);
+    if (refusal !== undefined) return this.refuseCreate(refusal);
     let id = creq.watchId;
     if (id !== 0n && this.watchers.has(id)) return this.refuseCreate(WATCH_DUPLICATE_ID);
     const rangeEnd = creq.rangeEnd;

@@ -15,10 +15,14 @@ import {
   AuthUserAddRequest,
   AuthUserDeleteRequest,
   AuthUserGrantRoleRequest,
+  AuthenticateRequest,
   KVClient,
   RangeRequest,
+  WatchClient,
+  WatchRequest,
   type AuthenticateResponse,
   type RangeResponse,
+  type WatchResponse,
 } from '../../src/proto/gen/rpc.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
@@ -302,5 +306,57 @@ test('the etcd3 npm client: auth options, roles and users', async () => {
     }
   } finally {
     root.close();
+  }
+});
+
+test('watch refusals at the gRPC level: the same responses as etcd, and the stream stays open', async () => {
+  for (const t of TARGETS) {
+    for (const args of [
+      ['user', 'add', 'wuser:w'],
+      ['role', 'add', 'wrole'],
+      ['role', 'grant-permission', 'wrole', '--prefix', 'read', 'w/'],
+      ['user', 'grant-role', 'wuser', 'wrole'],
+      ['auth', 'enable'],
+    ]) {
+      const r = await etcdctl(endpoint[t], [...ROOT, ...args]);
+      assert.equal(r.code, 0, `${t}: etcdctl ${args.join(' ')}: ${r.stderr}`);
+    }
+  }
+  const seen: Record<Target, string[]> = { oracle: [], proxy: [] };
+  for (const t of TARGETS) {
+    const ep = endpoint[t].replace(/^https?:\/\//, '');
+    const auth = grpc(AuthClient, ep);
+    const watch = grpc(WatchClient, ep);
+    try {
+      const tok = (await call<AuthenticateResponse>((cb) => auth.authenticate(AuthenticateRequest.fromPartial({ name: 'wuser', password: 'w' }), cb))).token;
+      for (const token of [tok, undefined]) {
+        const m = new Metadata();
+        if (token) m.set('token', token);
+        const s = watch.watch(m);
+        const got: string[] = [];
+        s.on('data', (r: WatchResponse) =>
+          got.push(JSON.stringify({ id: String(r.watchId), created: r.created, canceled: r.canceled, reason: r.cancelReason, events: r.events.length })),
+        );
+        s.on('error', () => undefined);
+        const create = (key: string, rangeEnd: string, watchId: bigint) =>
+          s.write(WatchRequest.fromPartial({ requestUnion: { $case: 'createRequest', value: { key: Buffer.from(key), rangeEnd: Buffer.from(rangeEnd), watchId } } }));
+        create('x', '', 0n); // refused
+        create('x', '', 5n); // refused, with the ID asked for
+        create('w/', 'w0', 0n); // permitted
+        await new Promise((r) => setTimeout(r, 500));
+        s.end();
+        s.cancel();
+        seen[t].push(...got, '--');
+      }
+    } finally {
+      auth.close();
+      watch.close();
+    }
+  }
+  assert.deepEqual(seen.proxy, seen.oracle);
+  assert.ok(seen.oracle.some((l) => l.includes('"canceled":true') && l.includes('etcdserver: permission denied')), seen.oracle.join('\n'));
+  for (const t of TARGETS) {
+    const r = await etcdctl(endpoint[t], [...ROOT, 'auth', 'disable']);
+    assert.equal(r.code, 0, r.stderr);
   }
 });
