@@ -267,6 +267,17 @@ test('a token issued by one proxy works at another; deleting the user invalidate
       await new Promise((r) => setTimeout(r, 20));
     }
 
+    // The records are durable in the members: a proxy started now has them, and accepts the tokens already issued.
+    const proxy3 = await startTestProxy(set);
+    const auth3 = grpc(AuthClient, proxy3.endpoint);
+    try {
+      const st3 = await call<{ enabled: boolean; authRevision: bigint }>((cb) => auth3.authStatus({}, rootMeta, cb));
+      assert.deepEqual([st3.enabled, st3.authRevision], [true, st.authRevision + 1n], 'enabled, and one change since (carol deleted)');
+    } finally {
+      auth3.close();
+      await proxy3.stop();
+    }
+
     // noPassword users (3.5) cannot authenticate.
     await call((cb) => auth1.userAdd(AuthUserAddRequest.fromPartial({ name: 'nopw', password: '', options: { noPassword: true } }), rootMeta, cb));
     await assert.rejects(call((cb) => auth2.authenticate({ name: 'nopw', password: '' }, cb)), (e: ServiceError) => e.code === 3);
