@@ -18,6 +18,7 @@ import {
   AuthenticateRequest,
   KVClient,
   RangeRequest,
+  TxnRequest,
   WatchClient,
   WatchRequest,
   type AuthenticateResponse,
@@ -334,6 +335,7 @@ test('watch refusals at the gRPC level: the same responses as etcd, and the stre
     }
   }
   const seen: Record<Target, string[]> = { oracle: [], proxy: [] };
+  const fromKey: Record<Target, string[]> = { oracle: [], proxy: [] };
   for (const t of TARGETS) {
     const ep = endpoint[t].replace(/^https?:\/\//, '');
     const auth = grpc(AuthClient, ep);
@@ -354,7 +356,12 @@ test('watch refusals at the gRPC level: the same responses as etcd, and the stre
         create('x', '', 0n); // refused
         create('x', '', 5n); // refused, with the ID asked for
         create('w/', 'w0', 0n); // permitted
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((r) => setTimeout(r, 300));
+        // From key: etcd 3.4 checks only the first key of a from-key watch ("\0" becomes an empty range_end
+        // before its check), so it lets wuser watch every key from w/ on; the proxy checks the whole range.
+        create('w/', '\0', 0n);
+        await new Promise((r) => setTimeout(r, 300));
+        fromKey[t].push(got.pop()!);
         s.end();
         s.cancel();
         seen[t].push(...got, '--');
@@ -365,7 +372,35 @@ test('watch refusals at the gRPC level: the same responses as etcd, and the stre
     }
   }
   assert.deepEqual(seen.proxy, seen.oracle);
+  // The one deliberate difference (see the README): with a token, etcd creates the from-key watch, the proxy refuses it.
+  assert.match(fromKey.oracle[0]!, /"canceled":false/);
+  assert.match(fromKey.proxy[0]!, /"canceled":true.*permission denied/);
+  assert.deepEqual(fromKey.proxy[1], fromKey.oracle[1], 'without a user both refuse it');
   assert.ok(seen.oracle.some((l) => l.includes('"canceled":true') && l.includes('etcdserver: permission denied')), seen.oracle.join('\n'));
+  // Nested transactions: etcd 3.4 checks none of the operations inside one, so wuser (read on w/ only)
+  // can write any key through it; the proxy checks them like the outer ones.
+  const nested: Record<Target, string> = { oracle: '', proxy: '' };
+  for (const t of TARGETS) {
+    const ep = endpoint[t].replace(/^https?:\/\//, '');
+    const auth = grpc(AuthClient, ep);
+    const kv = grpc(KVClient, ep);
+    try {
+      const tok = (await call<AuthenticateResponse>((cb) => auth.authenticate(AuthenticateRequest.fromPartial({ name: 'wuser', password: 'w' }), cb))).token;
+      const m = new Metadata();
+      m.set('token', tok);
+      const inner = { success: [{ request: { $case: 'requestPut' as const, value: { key: Buffer.from('nested-x'), value: Buffer.from('1') } } }] };
+      const req = TxnRequest.fromPartial({ success: [{ request: { $case: 'requestTxn', value: inner } }] });
+      nested[t] = await call((cb) => kv.txn(req, m, cb)).then(
+        () => 'ok',
+        (e: ServiceError) => e.details,
+      );
+    } finally {
+      auth.close();
+      kv.close();
+    }
+  }
+  assert.deepEqual(nested, { oracle: 'ok', proxy: 'etcdserver: permission denied' });
+
   for (const t of TARGETS) {
     const r = await etcdctl(endpoint[t], [...ROOT, 'auth', 'disable']);
     assert.equal(r.code, 0, r.stderr);
