@@ -3,7 +3,7 @@
 // (of one's own roles) needs an admin (a user with the root role) once auth is
 // enabled (etcd etcdserver/apply_auth.go needAdminPermission).
 
-import { Errors } from '../errors/etcd-error.js';
+import { Errors, unimplemented } from '../errors/etcd-error.js';
 import type { AuthGuard, CallInfo } from '../auth/guard.js';
 import { decodePermission, getRole, getUser, change } from '../auth/state.js';
 import { checkPassword, hashPassword, issueToken } from '../auth/tokens.js';
@@ -17,6 +17,9 @@ export interface AuthServiceDeps extends HandlerDeps {
   clock: Clock;
   header: HeaderFactory;
 }
+
+/** A bcrypt hash made by the client cannot be checked here (passwords are scrypt-hashed by the proxy). */
+const noHashedPasswords = () => unimplemented('hashedPassword (send the password; metaetcd hashes it)');
 
 export function createAuthService(d: AuthServiceDeps): AuthServer {
   const store = d.guard.store;
@@ -45,8 +48,9 @@ export function createAuthService(d: AuthServiceDeps): AuthServer {
       return { header: await header(), token: issueToken(s.secret, u.name, u.generation) };
     }),
 
-    userAdd: admin('UserAdd', async (req: { name: string; password: string; options?: { noPassword: boolean } | undefined }) => {
+    userAdd: admin('UserAdd', async (req: { name: string; password: string; hashedPassword: string; options?: { noPassword: boolean } | undefined }) => {
       if (req.name.length === 0) throw Errors.userEmpty();
+      if (req.hashedPassword.length > 0 && req.password.length === 0) throw noHashedPasswords();
       const pw = req.options?.noPassword ? undefined : await hashPassword(req.password);
       return store.apply(change.userAdd(req.name, pw));
     }),
@@ -65,7 +69,8 @@ export function createAuthService(d: AuthServiceDeps): AuthServer {
       return { header: await header(), users: Object.keys(store.current.users).sort() };
     }),
     userDelete: admin('UserDelete', (req: { name: string }) => store.apply(change.userDelete(req.name))),
-    userChangePassword: admin('UserChangePassword', async (req: { name: string; password: string }) => {
+    userChangePassword: admin('UserChangePassword', async (req: { name: string; password: string; hashedPassword: string }) => {
+      if (req.hashedPassword.length > 0 && req.password.length === 0) throw noHashedPasswords();
       if (!getUser(store.current, req.name)) throw Errors.userNotFound();
       return store.apply(change.userChangePassword(req.name, await hashPassword(req.password)));
     }),
