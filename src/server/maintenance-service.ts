@@ -104,12 +104,25 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
       const now = await d.clock.now();
       return { header: d.header.make(now.revision) };
     }),
-    hash: unary('Hash', d, () => Promise.reject(unimplemented('Hash (a sharded keyspace has no single backend hash)'))),
-    hashKv: unary('HashKV', d, () => Promise.reject(unimplemented('HashKV (a sharded keyspace has no single backend hash)'))),
+    // etcd lets only admins call Hash, HashKV and Snapshot: others get its refusal, not ours.
+    hash: unary('Hash', d, async (_req, call) => {
+      d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      throw unimplemented('Hash (a sharded keyspace has no single backend hash)');
+    }),
+    hashKv: unary('HashKV', d, async (_req, call) => {
+      d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      throw unimplemented('HashKV (a sharded keyspace has no single backend hash)');
+    }),
     moveLeader: unary('MoveLeader', d, () => Promise.reject(unimplemented('MoveLeader'))),
     snapshot: (call) => {
       d.metrics.requestCount.inc({ method: 'Snapshot' });
-      call.destroy(Object.assign(new Error('unimplemented'), toServiceStatus(unimplemented('Snapshot (back up each member cluster instead)'))));
+      let err: unknown = unimplemented('Snapshot (back up each member cluster instead)');
+      try {
+        d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      } catch (e) {
+        err = e;
+      }
+      call.destroy(Object.assign(new Error('snapshot refused'), toServiceStatus(err)));
     },
   };
 }

@@ -87,7 +87,8 @@ function shape(t: Target, r: EtcdctlResult): { code: number | null; stdout: stri
 
 async function same(args: string[]): Promise<void> {
   const out = {} as Record<Target, EtcdctlResult>;
-  for (const t of TARGETS) out[t] = await etcdctl(endpoint[t], args);
+  // Generous timeouts: etcdctl authenticates within its dial timeout, which a loaded machine can exceed.
+  for (const t of TARGETS) out[t] = await etcdctl(endpoint[t], ['--dial-timeout=15s', '--command-timeout=20s', ...args], { timeoutMs: 60_000 });
   assert.deepEqual(shape('proxy', out.proxy), shape('oracle', out.oracle), `etcdctl ${args.join(' ')}`);
 }
 
