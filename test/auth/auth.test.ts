@@ -28,7 +28,7 @@ import {
 } from '../../src/proto/gen/rpc.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl, type EtcdctlResult } from '../harness/etcdctl.js';
-import { startTestProxy, type TestProxy } from '../harness/proxy.js';
+import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 
 type Target = 'oracle' | 'proxy';
 const TARGETS: Target[] = ['oracle', 'proxy'];
@@ -412,5 +412,33 @@ test('watch refusals at the gRPC level: the same responses as etcd, and the stre
   for (const t of TARGETS) {
     const r = await etcdctl(endpoint[t], [...ROOT, 'auth', 'disable']);
     assert.equal(r.code, 0, r.stderr);
+  }
+});
+
+test('deleting the auth record from member 0 disables auth and removes every user (the way back in)', async () => {
+  const auth = grpc(AuthClient, proxy.endpoint);
+  const kv = grpc(KVClient, proxy2.endpoint);
+  const members = set.members.map((m) => clientFor(m.clientUrl));
+  try {
+    await call((cb) => auth.authEnable({}, cb));
+    await assert.rejects(call((cb) => kv.range(RangeRequest.fromPartial({ key: Buffer.from('x') }), cb)), (e: ServiceError) => e.details === 'etcdserver: user name is empty');
+    // Not knowing which etcd is slot 0 here, delete it everywhere (only member 0 has it).
+    await Promise.all(members.map((c) => c.deleteRange({ key: Buffer.from('m/auth') })));
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const ok = await call((cb) => kv.range(RangeRequest.fromPartial({ key: Buffer.from('x') }), cb)).then(
+        () => true,
+        () => false,
+      );
+      if (ok) break;
+      assert.ok(Date.now() < deadline, 'auth is still enabled at proxy 2');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const users = await call<{ users: string[] }>((cb) => auth.userList({}, cb));
+    assert.deepEqual(users.users, []);
+  } finally {
+    for (const c of members) c.close();
+    auth.close();
+    kv.close();
   }
 });
