@@ -15,6 +15,7 @@ import { startMetricsServer } from './metrics-server.js';
 import { Metrics } from './metrics.js';
 import type { Router } from './shard/layout.js';
 import { WatchHub } from './watch/hub.js';
+import { AuthStore } from './auth/store.js';
 import { Heartbeat } from './app/heartbeat.js';
 import { buildKvCore } from './app/kv-core.js';
 import { connectClusters } from './app/members.js';
@@ -70,12 +71,14 @@ export async function startProxy(
       bufferBytes: config.watchBufferBytes,
     });
     stack.defer('watch hub', () => hub.stop());
-    await startMemberStreams(members, kv, hub, leases, log, metrics, stack);
+    const auth = new AuthStore({ client: members.get(0).client, log: log.child({ component: 'auth' }) });
+    await startMemberStreams(members, kv, hub, leases, auth, log, metrics, stack);
+    await auth.load();
     await clock.now(); // rebuilds the clock now if the coordinator has none
     await hub.start(config.watchTimeoutMs);
     leases.start();
 
-    const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub }, stack);
+    const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub, auth }, stack);
     const heartbeat = new Heartbeat({ coordinator, urls: advertisedUrls(config, port), log });
     heartbeat.start();
     stack.defer('heartbeat', () => heartbeat.stop());
@@ -102,6 +105,7 @@ async function startMemberStreams(
   kv: KvContext,
   hub: WatchHub,
   leases: LeaseManager,
+  auth: AuthStore,
   log: Logger,
   metrics: Metrics,
   stack: StopStack,
@@ -120,7 +124,12 @@ async function startMemberStreams(
           hub.push(b);
         },
         onLeaseGone: (id) => leases.onLeaseGone(id),
-        onReset: () => hub.reset(),
+        onAuth: m.index === 0 ? (value, rev) => auth.observe(value, rev) : undefined,
+        onReset: () => {
+          hub.reset();
+          // The stream may have skipped changes of the auth record: read it again.
+          if (m.index === 0) auth.load().catch((err: unknown) => log.warn({ err: String(err) }, 'cannot reload the auth record'));
+        },
       }),
   );
   stack.defer('member streams', () => streams.forEach((s) => s.stop()));

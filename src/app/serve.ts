@@ -11,7 +11,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import type { MemberSet } from '../members/member.js';
 import type { Metrics } from '../metrics.js';
 import { HeaderFactory } from '../proto/header.js';
-import { ClusterService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from '../proto/gen/rpc.js';
+import { AuthService, ClusterService, LeaseService, MaintenanceService, WatchService as WatchServiceDef } from '../proto/gen/rpc.js';
 import { createClusterService } from '../server/cluster-service.js';
 import { bind, createGrpcServer, serverCredentials, type ProxyServer } from '../server/grpc-server.js';
 import { createKvService, KV_SERVICE_DEFINITION } from '../server/kv-service.js';
@@ -23,6 +23,9 @@ import { WatchFanout } from '../watch/fanout.js';
 import type { WatchHub } from '../watch/hub.js';
 import { reloadingTlsFiles } from '../tls/logged.js';
 import type { StopStack } from './stack.js';
+import { AuthGuard } from '../auth/guard.js';
+import type { AuthStore } from '../auth/store.js';
+import { createAuthService } from '../server/auth-service.js';
 
 /**
  * The etcd version Status reports. kube-apiserver 1.31+ uses RequestProgress (and
@@ -47,6 +50,7 @@ export interface ServeDeps {
   clock: Clock;
   compaction: CompactionState;
   hub: WatchHub;
+  auth: AuthStore;
 }
 
 /** Binds the gRPC server, registers the services, and returns the port it listens on. */
@@ -79,14 +83,16 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
   const header = new HeaderFactory(d.clusterId, urls);
   const deps = { metrics: d.metrics, log: d.log.child({ component: 'server' }) };
   const clients = d.members.clients;
-  server.addService(KV_SERVICE_DEFINITION, createKvService({ ...deps, kv: d.kv, header }));
+  const auth = new AuthGuard(d.auth);
+  server.addService(KV_SERVICE_DEFINITION, createKvService({ ...deps, kv: d.kv, header, auth, leases: d.leases }));
+  server.addService(AuthService, createAuthService({ ...deps, guard: auth, clock: d.clock, header }));
   server.addService(
     MaintenanceService,
-    createMaintenanceService({ ...deps, members: clients, coordinator: d.coordinator, clock: d.clock, header, version: () => REPORTED_ETCD_VERSION }),
+    createMaintenanceService({ ...deps, members: clients, coordinator: d.coordinator, clock: d.clock, header, version: () => REPORTED_ETCD_VERSION, auth }),
   );
   const keepAlive = new KeepAliveMux({ members: d.members, homeOf: (id) => d.leases.homeOf(id), observe: (r) => d.leases.observeTtl(r.ID, r.TTL) });
   stack.defer('lease keep-alive streams', () => keepAlive.stop());
-  server.addService(LeaseService, createLeaseService({ ...deps, leases: d.leases, keepAlive, clock: d.clock, header }));
+  server.addService(LeaseService, createLeaseService({ ...deps, leases: d.leases, keepAlive, clock: d.clock, header, auth }));
   server.addService(ClusterService, createClusterService({ ...deps, header, name: 'metaetcd', clientUrls: urls }));
   const fanout = new WatchFanout({
     hub: d.hub,
@@ -100,6 +106,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
     progressIntervalMs: config.progressNotifyIntervalMs,
     requestTimeoutMs: config.requestTimeoutMs,
     maxStreamBytes: Math.max(16 * 1024 * 1024, 4 * config.maxRequestBytes),
+    watchRefusal: (call, key, rangeEnd) => auth.watchRefusal(call, key, rangeEnd),
   });
   // Registered after the server: client watch streams end first, so the server's drain does not wait for them.
   stack.defer('watch streams', () => fanout.stop());

@@ -57,6 +57,27 @@ export const Errors = {
   noLeader: e(Status.UNAVAILABLE, 'etcdserver: no leader', 'unavailable'),
   timeout: e(Status.UNAVAILABLE, 'etcdserver: request timed out', 'timeout'),
   canceled: e(Status.CANCELLED, 'etcdserver: request canceled', 'canceled'),
+  // Auth (etcd's ErrGRPC* of api/v3rpc/rpctypes/error.go, byte for byte).
+  rootUserNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not exist', 'etcd'),
+  rootRoleNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not have root role', 'etcd'),
+  userAlreadyExist: e(Status.FAILED_PRECONDITION, 'etcdserver: user name already exists', 'etcd'),
+  userEmpty: e(Status.INVALID_ARGUMENT, 'etcdserver: user name is empty', 'invalid'),
+  userNotFound: e(Status.FAILED_PRECONDITION, 'etcdserver: user name not found', 'etcd'),
+  roleAlreadyExist: e(Status.FAILED_PRECONDITION, 'etcdserver: role name already exists', 'etcd'),
+  roleNotFound: e(Status.FAILED_PRECONDITION, 'etcdserver: role name not found', 'etcd'),
+  roleEmpty: e(Status.INVALID_ARGUMENT, 'etcdserver: role name is empty', 'invalid'),
+  authFailed: e(Status.INVALID_ARGUMENT, 'etcdserver: authentication failed, invalid user ID or password', 'invalid'),
+  permissionNotGiven: e(Status.INVALID_ARGUMENT, 'etcdserver: permission not given', 'invalid'),
+  permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied', 'etcd'),
+  roleNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: role is not granted to the user', 'etcd'),
+  permissionNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: permission is not granted to the role', 'etcd'),
+  authNotEnabled: e(Status.FAILED_PRECONDITION, 'etcdserver: authentication is not enabled', 'etcd'),
+  invalidAuthToken: e(Status.UNAUTHENTICATED, 'etcdserver: invalid auth token', 'etcd'),
+  invalidAuthMgmt: e(Status.INVALID_ARGUMENT, 'etcdserver: invalid auth management', 'invalid'),
+  /** etcd's Maintenance service returns the auth package's own errors unconverted (code Unknown). */
+  maintenancePermissionDenied: e(Status.UNKNOWN, 'auth: permission denied', 'etcd'),
+  maintenanceUserEmpty: e(Status.UNKNOWN, 'auth: user name is empty', 'etcd'),
+  maintenanceUserNotFound: e(Status.UNKNOWN, 'auth: user name not found', 'etcd'),
   /** metaetcd's caveat: a transaction may only write to keys of one member. */
   crossMemberTxn: e(
     Status.INVALID_ARGUMENT,

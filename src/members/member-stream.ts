@@ -40,6 +40,8 @@ export interface MemberStreamOptions {
   onCompacted?: (stored: number) => void;
   /** A lease record disappeared: the lease expired or was revoked. */
   onLeaseGone?: (lease: bigint) => void;
+  /** A change of the auth record (auth/store.ts): its new value (undefined: deleted) and member revision. */
+  onAuth?: (value: Buffer | undefined, memberRevision: number) => void;
 }
 
 const ALL_KEYS = Buffer.from([0]);
@@ -208,6 +210,7 @@ export class MemberStream {
         if (isDataKey(key)) data.push(ev);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) record = decodeClockRecord(ev.kv!.value);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.compacted)) this.o.onCompacted?.(decodeU64BE(ev.kv!.value));
+        else if (key.equals(InternalKey.auth)) this.o.onAuth?.(ev.type === Event_EventType.PUT ? ev.kv!.value : undefined, rev);
         else if (ev.type === Event_EventType.DELETE) {
           const lease = leaseOfRecordKey(key);
           if (lease !== undefined) this.o.onLeaseGone?.(lease);

@@ -14,10 +14,16 @@ import type { HeaderFactory } from '../proto/header.js';
 import { checkRequestSize } from '../limits.js';
 import { receivedSize, withRequestSizes } from './request-size.js';
 import { unary, type HandlerDeps } from './unary.js';
+import type { AuthGuard, CallInfo } from '../auth/guard.js';
+import type { LeaseManager } from '../lease/lease-manager.js';
 
 export interface KvServiceDeps extends HandlerDeps {
   kv: KvContext;
   header: HeaderFactory;
+  /** Permission checks (nothing is checked while auth is disabled). */
+  auth?: AuthGuard | undefined;
+  /** For etcd's check that a put may attach a lease (the caller may write the lease's keys). */
+  leases?: LeaseManager | undefined;
 }
 
 const sized = withRequestSizes(KVService);
@@ -27,23 +33,40 @@ export const KV_SERVICE_DEFINITION: typeof KVService = { ...sized, range: { ...s
 
 export function createKvService(d: KvServiceDeps): KVServer {
   const max = d.kv.limits.maxRequestBytes;
+  const auth = d.auth;
+  const leaseKeys = async (call: CallInfo, lease: bigint) => {
+    if (!auth?.enabled || lease === 0n || !d.leases) return;
+    let keys: Buffer[];
+    try {
+      keys = (await d.leases.timeToLive(lease, true)).keys;
+    } catch {
+      return; // no such lease: the put reports it
+    }
+    auth.checkWriteKeys(call, keys);
+  };
   return {
-    range: unary('Range', d, async (req) => {
+    range: unary('Range', d, async (req, call) => {
+      // An empty key is refused first (etcd validates before it checks permissions).
+      if (req.key.length > 0) auth?.checkRead(call, req.key, req.rangeEnd);
       const r = await range(d.kv, req);
       return toRangeResponse(r, d.header.make(r.header));
     }),
-    put: unary('Put', d, async (req) => {
+    put: unary('Put', d, async (req, call) => {
       checkRequestSize(sizeOf(req, PutRequest), max);
+      if (req.key.length > 0) auth?.checkPut(call, req.key, req.prevKv);
+      await leaseKeys(call, req.lease);
       const r = await put(d.kv, req);
       return { header: d.header.make(r.revision), prevKv: r.prevKv };
     }),
-    deleteRange: unary('DeleteRange', d, async (req) => {
+    deleteRange: unary('DeleteRange', d, async (req, call) => {
       checkRequestSize(sizeOf(req, DeleteRangeRequest), max);
+      if (req.key.length > 0) auth?.checkDelete(call, req.key, req.rangeEnd, req.prevKv);
       const r = await deleteRange(d.kv, req);
       return { header: d.header.make(r.revision), deleted: BigInt(r.deleted), prevKvs: r.prevKvs };
     }),
-    txn: unary('Txn', d, async (req) => {
+    txn: unary('Txn', d, async (req, call) => {
       checkTxn(req, d.kv.limits.maxTxnOps);
+      auth?.checkTxn(call, req);
       if (hasWrites(req)) checkRequestSize(sizeOf(req, TxnRequest), max);
       const r = await executeTxn(d.kv, req);
       return { header: d.header.make(r.revision), succeeded: r.succeeded, responses: r.responses };

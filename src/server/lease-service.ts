@@ -8,12 +8,14 @@ import type { KeepAliveMux } from '../lease/keepalive.js';
 import type { LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseServer } from '../proto/gen/rpc.js';
 import type { HeaderFactory } from '../proto/header.js';
 import { unary, type HandlerDeps } from './unary.js';
+import type { AuthGuard } from '../auth/guard.js';
 
 export interface LeaseServiceDeps extends HandlerDeps {
   leases: LeaseManager;
   keepAlive: KeepAliveMux;
   clock: Clock;
   header: HeaderFactory;
+  auth?: AuthGuard | undefined;
 }
 
 export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
@@ -46,7 +48,15 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
       const g = await d.leases.grant(req.TTL, req.ID);
       return { header: d.header.make(await revision()), ID: g.id, TTL: g.ttl, error: '' };
     }),
-    leaseRevoke: unary('LeaseRevoke', d, async (req) => {
+    leaseRevoke: unary('LeaseRevoke', d, async (req, call) => {
+      if (d.auth?.enabled) {
+        // etcd's checkLeasePuts: the caller must be allowed to write every key attached to the lease.
+        const keys = await d.leases.timeToLive(req.ID, true).then(
+          (t) => t.keys,
+          () => [] as Buffer[],
+        );
+        d.auth.checkWriteKeys(call, keys);
+      }
       // Like etcd, the header names the revision of the deletions, unless revisions
       // have moved on since (headers never go backwards), or there were none.
       const deletedAt = await d.leases.revoke(req.ID);

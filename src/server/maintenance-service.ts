@@ -13,6 +13,7 @@ import { toServiceStatus } from '../errors/grpc-status.js';
 import type { HeaderFactory } from '../proto/header.js';
 import { withTimeout } from '../util/timeout.js';
 import { unary, type HandlerDeps } from './unary.js';
+import { MAINTENANCE_ADMIN_ERRORS, type AuthGuard } from '../auth/guard.js';
 
 export interface MaintenanceServiceDeps extends HandlerDeps {
   members: EtcdClient[];
@@ -21,6 +22,7 @@ export interface MaintenanceServiceDeps extends HandlerDeps {
   header: HeaderFactory;
   /** The etcd version Status reports (see the README: it gates kube-apiserver features). */
   version: () => string;
+  auth?: AuthGuard | undefined;
 }
 
 /** How long Status waits for each member cluster before listing it as unreachable. */
@@ -96,17 +98,31 @@ export function createMaintenanceService(d: MaintenanceServiceDeps): Maintenance
       const alarms = resps.flatMap((r) => r.alarms);
       return { header: d.header.make(now.revision), alarms };
     }),
-    defragment: unary('Defragment', d, async () => {
+    defragment: unary('Defragment', d, async (_req, call) => {
+      d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
       await all((c) => c.defragment({ timeoutMs: 120_000 }));
       const now = await d.clock.now();
       return { header: d.header.make(now.revision) };
     }),
-    hash: unary('Hash', d, () => Promise.reject(unimplemented('Hash (a sharded keyspace has no single backend hash)'))),
-    hashKv: unary('HashKV', d, () => Promise.reject(unimplemented('HashKV (a sharded keyspace has no single backend hash)'))),
+    // etcd lets only admins call Hash, HashKV and Snapshot: others get its refusal, not ours.
+    hash: unary('Hash', d, async (_req, call) => {
+      d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      throw unimplemented('Hash (a sharded keyspace has no single backend hash)');
+    }),
+    hashKv: unary('HashKV', d, async (_req, call) => {
+      d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      throw unimplemented('HashKV (a sharded keyspace has no single backend hash)');
+    }),
     moveLeader: unary('MoveLeader', d, () => Promise.reject(unimplemented('MoveLeader'))),
     snapshot: (call) => {
       d.metrics.requestCount.inc({ method: 'Snapshot' });
-      call.destroy(Object.assign(new Error('unimplemented'), toServiceStatus(unimplemented('Snapshot (back up each member cluster instead)'))));
+      let err: unknown = unimplemented('Snapshot (back up each member cluster instead)');
+      try {
+        d.auth?.checkAdmin(call, MAINTENANCE_ADMIN_ERRORS);
+      } catch (e) {
+        err = e;
+      }
+      call.destroy(Object.assign(new Error('snapshot refused'), toServiceStatus(err)));
     },
   };
 }

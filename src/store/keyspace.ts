@@ -20,6 +20,11 @@ export const InternalKey = {
   identity: Buffer.from('m/identity'),
   /** The meta cluster's layout (shard/layout.ts). */
   layout: Buffer.from('m/layout'),
+  /**
+   * The auth store (users, roles, enabled flag, auth revision, token secret) as
+   * one JSON record, kept only in the member at slot 0 (see auth/store.ts).
+   */
+  auth: Buffer.from('m/auth'),
   /** Empty; written only to give the member a revision past a history being read (see MemberTimeline.passRevision). */
   nudge: Buffer.from('m/nudge'),
 } as const;

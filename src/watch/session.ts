@@ -40,6 +40,8 @@ export interface SessionDeps {
   progressIntervalMs: number;
   requestTimeoutMs: number;
   maxStreamBytes: number;
+  /** Why the stream's caller may not watch a range (auth), or undefined when it may (absent: anyone may). */
+  watchRefusal?: ((call: ServerDuplexStream<WatchRequest, WatchResponse>, key: Buffer, rangeEnd: Buffer) => string | undefined) | undefined;
 }
 
 const WATCH_RANGE_EMPTY = 'mvcc: watcher range is empty';
@@ -104,6 +106,9 @@ export class WatchSession implements WatchSink {
   private async create(request: WatchCreateRequest): Promise<void> {
     // etcd watches the key "\0" when the key is empty.
     const creq = request.key.length === 0 ? { ...request, key: Buffer.from([0]) } : request;
+    // A watch the caller may not read is refused before anything else, the stream staying open (as etcd does).
+    const refusal = this.d.watchRefusal?.(this.call, creq.key, creq.rangeEnd);
+    if (refusal !== undefined) return this.refuseCreate(refusal);
     let id = creq.watchId;
     if (id !== 0n && this.watchers.has(id)) return this.refuseCreate(WATCH_DUPLICATE_ID);
     const rangeEnd = creq.rangeEnd;

@@ -39,7 +39,8 @@ const NO_BYTES: Buffer = Buffer.alloc(0);
 /**
  * Wire-compatible definitions of the etcd v3 gRPC API (package etcdserverpb) that
  * metaetcd serves and calls: KV, Watch, Lease, Cluster and Maintenance. Field
- * numbers, service and method names are etcd's; the Auth service is not served.
+ * numbers, service and method names are etcd's (authpb's Permission and
+ * UserAddOptions are declared here, wire-identical).
  */
 
 export enum AlarmType {
@@ -424,6 +425,174 @@ export interface StatusResponse {
   errors: string[];
   dbSizeInUse: bigint;
   isLearner: boolean;
+}
+
+/** authpb.Permission */
+export interface Permission {
+  permType: Permission_Type;
+  key: Buffer;
+  rangeEnd: Buffer;
+}
+
+export enum Permission_Type {
+  READ = 0,
+  WRITE = 1,
+  READWRITE = 2,
+  UNRECOGNIZED = -1,
+}
+
+/** authpb.UserAddOptions */
+export interface UserAddOptions {
+  noPassword: boolean;
+}
+
+export interface AuthEnableRequest {
+}
+
+export interface AuthDisableRequest {
+}
+
+export interface AuthStatusRequest {
+}
+
+export interface AuthenticateRequest {
+  name: string;
+  password: string;
+}
+
+export interface AuthUserAddRequest {
+  name: string;
+  password: string;
+  options: UserAddOptions | undefined;
+  hashedPassword: string;
+}
+
+export interface AuthUserGetRequest {
+  name: string;
+}
+
+export interface AuthUserDeleteRequest {
+  name: string;
+}
+
+export interface AuthUserChangePasswordRequest {
+  name: string;
+  password: string;
+  hashedPassword: string;
+}
+
+export interface AuthUserGrantRoleRequest {
+  user: string;
+  role: string;
+}
+
+export interface AuthUserRevokeRoleRequest {
+  name: string;
+  role: string;
+}
+
+export interface AuthRoleAddRequest {
+  name: string;
+}
+
+export interface AuthRoleGetRequest {
+  role: string;
+}
+
+export interface AuthUserListRequest {
+}
+
+export interface AuthRoleListRequest {
+}
+
+export interface AuthRoleDeleteRequest {
+  role: string;
+}
+
+export interface AuthRoleGrantPermissionRequest {
+  name: string;
+  perm: Permission | undefined;
+}
+
+export interface AuthRoleRevokePermissionRequest {
+  role: string;
+  key: Buffer;
+  rangeEnd: Buffer;
+}
+
+export interface AuthEnableResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthDisableResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthStatusResponse {
+  header: ResponseHeader | undefined;
+  enabled: boolean;
+  authRevision: bigint;
+}
+
+export interface AuthenticateResponse {
+  header: ResponseHeader | undefined;
+  token: string;
+}
+
+export interface AuthUserAddResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthUserGetResponse {
+  header: ResponseHeader | undefined;
+  roles: string[];
+}
+
+export interface AuthUserDeleteResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthUserChangePasswordResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthUserGrantRoleResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthUserRevokeRoleResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthRoleAddResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthRoleGetResponse {
+  header: ResponseHeader | undefined;
+  perm: Permission[];
+}
+
+export interface AuthRoleListResponse {
+  header: ResponseHeader | undefined;
+  roles: string[];
+}
+
+export interface AuthUserListResponse {
+  header: ResponseHeader | undefined;
+  users: string[];
+}
+
+export interface AuthRoleDeleteResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthRoleGrantPermissionResponse {
+  header: ResponseHeader | undefined;
+}
+
+export interface AuthRoleRevokePermissionResponse {
+  header: ResponseHeader | undefined;
 }
 
 function createBaseResponseHeader(): ResponseHeader {
@@ -5112,6 +5281,2209 @@ export const StatusResponse: MessageFns<StatusResponse> = {
   },
 };
 
+function createBasePermission(): Permission {
+  return { permType: 0, key: NO_BYTES, rangeEnd: NO_BYTES };
+}
+
+export const Permission: MessageFns<Permission> = {
+  encode(message: Permission, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.permType !== 0) {
+      writer.uint32(8).int32(message.permType);
+    }
+    if (message.key.length !== 0) {
+      writer.uint32(18).bytes(message.key);
+    }
+    if (message.rangeEnd.length !== 0) {
+      writer.uint32(26).bytes(message.rangeEnd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Permission {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePermission();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.permType = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.key = view(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.rangeEnd = view(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Permission>): Permission {
+    return Permission.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Permission>): Permission {
+    const message = createBasePermission();
+    message.permType = object.permType ?? 0;
+    message.key = object.key ?? NO_BYTES;
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
+    return message;
+  },
+};
+
+function createBaseUserAddOptions(): UserAddOptions {
+  return { noPassword: false };
+}
+
+export const UserAddOptions: MessageFns<UserAddOptions> = {
+  encode(message: UserAddOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.noPassword !== false) {
+      writer.uint32(8).bool(message.noPassword);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserAddOptions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserAddOptions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.noPassword = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<UserAddOptions>): UserAddOptions {
+    return UserAddOptions.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserAddOptions>): UserAddOptions {
+    const message = createBaseUserAddOptions();
+    message.noPassword = object.noPassword ?? false;
+    return message;
+  },
+};
+
+function createBaseAuthEnableRequest(): AuthEnableRequest {
+  return {};
+}
+
+export const AuthEnableRequest: MessageFns<AuthEnableRequest> = {
+  encode(_: AuthEnableRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthEnableRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthEnableRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthEnableRequest>): AuthEnableRequest {
+    return AuthEnableRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AuthEnableRequest>): AuthEnableRequest {
+    const message = createBaseAuthEnableRequest();
+    return message;
+  },
+};
+
+function createBaseAuthDisableRequest(): AuthDisableRequest {
+  return {};
+}
+
+export const AuthDisableRequest: MessageFns<AuthDisableRequest> = {
+  encode(_: AuthDisableRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthDisableRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthDisableRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthDisableRequest>): AuthDisableRequest {
+    return AuthDisableRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AuthDisableRequest>): AuthDisableRequest {
+    const message = createBaseAuthDisableRequest();
+    return message;
+  },
+};
+
+function createBaseAuthStatusRequest(): AuthStatusRequest {
+  return {};
+}
+
+export const AuthStatusRequest: MessageFns<AuthStatusRequest> = {
+  encode(_: AuthStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthStatusRequest>): AuthStatusRequest {
+    return AuthStatusRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AuthStatusRequest>): AuthStatusRequest {
+    const message = createBaseAuthStatusRequest();
+    return message;
+  },
+};
+
+function createBaseAuthenticateRequest(): AuthenticateRequest {
+  return { name: "", password: "" };
+}
+
+export const AuthenticateRequest: MessageFns<AuthenticateRequest> = {
+  encode(message: AuthenticateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthenticateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthenticateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthenticateRequest>): AuthenticateRequest {
+    return AuthenticateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthenticateRequest>): AuthenticateRequest {
+    const message = createBaseAuthenticateRequest();
+    message.name = object.name ?? "";
+    message.password = object.password ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserAddRequest(): AuthUserAddRequest {
+  return { name: "", password: "", options: undefined, hashedPassword: "" };
+}
+
+export const AuthUserAddRequest: MessageFns<AuthUserAddRequest> = {
+  encode(message: AuthUserAddRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    if (message.options !== undefined) {
+      UserAddOptions.encode(message.options, writer.uint32(26).fork()).join();
+    }
+    if (message.hashedPassword !== "") {
+      writer.uint32(34).string(message.hashedPassword);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserAddRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserAddRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.options = UserAddOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.hashedPassword = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserAddRequest>): AuthUserAddRequest {
+    return AuthUserAddRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserAddRequest>): AuthUserAddRequest {
+    const message = createBaseAuthUserAddRequest();
+    message.name = object.name ?? "";
+    message.password = object.password ?? "";
+    message.options = (object.options !== undefined && object.options !== null)
+      ? UserAddOptions.fromPartial(object.options)
+      : undefined;
+    message.hashedPassword = object.hashedPassword ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserGetRequest(): AuthUserGetRequest {
+  return { name: "" };
+}
+
+export const AuthUserGetRequest: MessageFns<AuthUserGetRequest> = {
+  encode(message: AuthUserGetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserGetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserGetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserGetRequest>): AuthUserGetRequest {
+    return AuthUserGetRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserGetRequest>): AuthUserGetRequest {
+    const message = createBaseAuthUserGetRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserDeleteRequest(): AuthUserDeleteRequest {
+  return { name: "" };
+}
+
+export const AuthUserDeleteRequest: MessageFns<AuthUserDeleteRequest> = {
+  encode(message: AuthUserDeleteRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserDeleteRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserDeleteRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserDeleteRequest>): AuthUserDeleteRequest {
+    return AuthUserDeleteRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserDeleteRequest>): AuthUserDeleteRequest {
+    const message = createBaseAuthUserDeleteRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserChangePasswordRequest(): AuthUserChangePasswordRequest {
+  return { name: "", password: "", hashedPassword: "" };
+}
+
+export const AuthUserChangePasswordRequest: MessageFns<AuthUserChangePasswordRequest> = {
+  encode(message: AuthUserChangePasswordRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    if (message.hashedPassword !== "") {
+      writer.uint32(26).string(message.hashedPassword);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserChangePasswordRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserChangePasswordRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.hashedPassword = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserChangePasswordRequest>): AuthUserChangePasswordRequest {
+    return AuthUserChangePasswordRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserChangePasswordRequest>): AuthUserChangePasswordRequest {
+    const message = createBaseAuthUserChangePasswordRequest();
+    message.name = object.name ?? "";
+    message.password = object.password ?? "";
+    message.hashedPassword = object.hashedPassword ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserGrantRoleRequest(): AuthUserGrantRoleRequest {
+  return { user: "", role: "" };
+}
+
+export const AuthUserGrantRoleRequest: MessageFns<AuthUserGrantRoleRequest> = {
+  encode(message: AuthUserGrantRoleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.user !== "") {
+      writer.uint32(10).string(message.user);
+    }
+    if (message.role !== "") {
+      writer.uint32(18).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserGrantRoleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserGrantRoleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.user = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserGrantRoleRequest>): AuthUserGrantRoleRequest {
+    return AuthUserGrantRoleRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserGrantRoleRequest>): AuthUserGrantRoleRequest {
+    const message = createBaseAuthUserGrantRoleRequest();
+    message.user = object.user ?? "";
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserRevokeRoleRequest(): AuthUserRevokeRoleRequest {
+  return { name: "", role: "" };
+}
+
+export const AuthUserRevokeRoleRequest: MessageFns<AuthUserRevokeRoleRequest> = {
+  encode(message: AuthUserRevokeRoleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.role !== "") {
+      writer.uint32(18).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserRevokeRoleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserRevokeRoleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserRevokeRoleRequest>): AuthUserRevokeRoleRequest {
+    return AuthUserRevokeRoleRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserRevokeRoleRequest>): AuthUserRevokeRoleRequest {
+    const message = createBaseAuthUserRevokeRoleRequest();
+    message.name = object.name ?? "";
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthRoleAddRequest(): AuthRoleAddRequest {
+  return { name: "" };
+}
+
+export const AuthRoleAddRequest: MessageFns<AuthRoleAddRequest> = {
+  encode(message: AuthRoleAddRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleAddRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleAddRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleAddRequest>): AuthRoleAddRequest {
+    return AuthRoleAddRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleAddRequest>): AuthRoleAddRequest {
+    const message = createBaseAuthRoleAddRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthRoleGetRequest(): AuthRoleGetRequest {
+  return { role: "" };
+}
+
+export const AuthRoleGetRequest: MessageFns<AuthRoleGetRequest> = {
+  encode(message: AuthRoleGetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.role !== "") {
+      writer.uint32(10).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleGetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleGetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleGetRequest>): AuthRoleGetRequest {
+    return AuthRoleGetRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleGetRequest>): AuthRoleGetRequest {
+    const message = createBaseAuthRoleGetRequest();
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserListRequest(): AuthUserListRequest {
+  return {};
+}
+
+export const AuthUserListRequest: MessageFns<AuthUserListRequest> = {
+  encode(_: AuthUserListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserListRequest>): AuthUserListRequest {
+    return AuthUserListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AuthUserListRequest>): AuthUserListRequest {
+    const message = createBaseAuthUserListRequest();
+    return message;
+  },
+};
+
+function createBaseAuthRoleListRequest(): AuthRoleListRequest {
+  return {};
+}
+
+export const AuthRoleListRequest: MessageFns<AuthRoleListRequest> = {
+  encode(_: AuthRoleListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleListRequest>): AuthRoleListRequest {
+    return AuthRoleListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AuthRoleListRequest>): AuthRoleListRequest {
+    const message = createBaseAuthRoleListRequest();
+    return message;
+  },
+};
+
+function createBaseAuthRoleDeleteRequest(): AuthRoleDeleteRequest {
+  return { role: "" };
+}
+
+export const AuthRoleDeleteRequest: MessageFns<AuthRoleDeleteRequest> = {
+  encode(message: AuthRoleDeleteRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.role !== "") {
+      writer.uint32(10).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleDeleteRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleDeleteRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleDeleteRequest>): AuthRoleDeleteRequest {
+    return AuthRoleDeleteRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleDeleteRequest>): AuthRoleDeleteRequest {
+    const message = createBaseAuthRoleDeleteRequest();
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthRoleGrantPermissionRequest(): AuthRoleGrantPermissionRequest {
+  return { name: "", perm: undefined };
+}
+
+export const AuthRoleGrantPermissionRequest: MessageFns<AuthRoleGrantPermissionRequest> = {
+  encode(message: AuthRoleGrantPermissionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.perm !== undefined) {
+      Permission.encode(message.perm, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleGrantPermissionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleGrantPermissionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.perm = Permission.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleGrantPermissionRequest>): AuthRoleGrantPermissionRequest {
+    return AuthRoleGrantPermissionRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleGrantPermissionRequest>): AuthRoleGrantPermissionRequest {
+    const message = createBaseAuthRoleGrantPermissionRequest();
+    message.name = object.name ?? "";
+    message.perm = (object.perm !== undefined && object.perm !== null)
+      ? Permission.fromPartial(object.perm)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthRoleRevokePermissionRequest(): AuthRoleRevokePermissionRequest {
+  return { role: "", key: NO_BYTES, rangeEnd: NO_BYTES };
+}
+
+export const AuthRoleRevokePermissionRequest: MessageFns<AuthRoleRevokePermissionRequest> = {
+  encode(message: AuthRoleRevokePermissionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.role !== "") {
+      writer.uint32(10).string(message.role);
+    }
+    if (message.key.length !== 0) {
+      writer.uint32(18).bytes(message.key);
+    }
+    if (message.rangeEnd.length !== 0) {
+      writer.uint32(26).bytes(message.rangeEnd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleRevokePermissionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleRevokePermissionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.key = view(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.rangeEnd = view(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleRevokePermissionRequest>): AuthRoleRevokePermissionRequest {
+    return AuthRoleRevokePermissionRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleRevokePermissionRequest>): AuthRoleRevokePermissionRequest {
+    const message = createBaseAuthRoleRevokePermissionRequest();
+    message.role = object.role ?? "";
+    message.key = object.key ?? NO_BYTES;
+    message.rangeEnd = object.rangeEnd ?? NO_BYTES;
+    return message;
+  },
+};
+
+function createBaseAuthEnableResponse(): AuthEnableResponse {
+  return { header: undefined };
+}
+
+export const AuthEnableResponse: MessageFns<AuthEnableResponse> = {
+  encode(message: AuthEnableResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthEnableResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthEnableResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthEnableResponse>): AuthEnableResponse {
+    return AuthEnableResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthEnableResponse>): AuthEnableResponse {
+    const message = createBaseAuthEnableResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthDisableResponse(): AuthDisableResponse {
+  return { header: undefined };
+}
+
+export const AuthDisableResponse: MessageFns<AuthDisableResponse> = {
+  encode(message: AuthDisableResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthDisableResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthDisableResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthDisableResponse>): AuthDisableResponse {
+    return AuthDisableResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthDisableResponse>): AuthDisableResponse {
+    const message = createBaseAuthDisableResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthStatusResponse(): AuthStatusResponse {
+  return { header: undefined, enabled: false, authRevision: 0n };
+}
+
+export const AuthStatusResponse: MessageFns<AuthStatusResponse> = {
+  encode(message: AuthStatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.enabled !== false) {
+      writer.uint32(16).bool(message.enabled);
+    }
+    if (message.authRevision !== 0n) {
+      if (BigInt.asUintN(64, message.authRevision) !== message.authRevision) {
+        throw new globalThis.Error("value provided for field message.authRevision of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.authRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthStatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.enabled = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.authRevision = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthStatusResponse>): AuthStatusResponse {
+    return AuthStatusResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthStatusResponse>): AuthStatusResponse {
+    const message = createBaseAuthStatusResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.enabled = object.enabled ?? false;
+    message.authRevision = (object.authRevision !== undefined && object.authRevision !== null)
+      ? BigInt(object.authRevision)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseAuthenticateResponse(): AuthenticateResponse {
+  return { header: undefined, token: "" };
+}
+
+export const AuthenticateResponse: MessageFns<AuthenticateResponse> = {
+  encode(message: AuthenticateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthenticateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthenticateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthenticateResponse>): AuthenticateResponse {
+    return AuthenticateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthenticateResponse>): AuthenticateResponse {
+    const message = createBaseAuthenticateResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.token = object.token ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthUserAddResponse(): AuthUserAddResponse {
+  return { header: undefined };
+}
+
+export const AuthUserAddResponse: MessageFns<AuthUserAddResponse> = {
+  encode(message: AuthUserAddResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserAddResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserAddResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserAddResponse>): AuthUserAddResponse {
+    return AuthUserAddResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserAddResponse>): AuthUserAddResponse {
+    const message = createBaseAuthUserAddResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthUserGetResponse(): AuthUserGetResponse {
+  return { header: undefined, roles: [] };
+}
+
+export const AuthUserGetResponse: MessageFns<AuthUserGetResponse> = {
+  encode(message: AuthUserGetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.roles) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserGetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserGetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.roles.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserGetResponse>): AuthUserGetResponse {
+    return AuthUserGetResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserGetResponse>): AuthUserGetResponse {
+    const message = createBaseAuthUserGetResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.roles = object.roles?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAuthUserDeleteResponse(): AuthUserDeleteResponse {
+  return { header: undefined };
+}
+
+export const AuthUserDeleteResponse: MessageFns<AuthUserDeleteResponse> = {
+  encode(message: AuthUserDeleteResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserDeleteResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserDeleteResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserDeleteResponse>): AuthUserDeleteResponse {
+    return AuthUserDeleteResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserDeleteResponse>): AuthUserDeleteResponse {
+    const message = createBaseAuthUserDeleteResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthUserChangePasswordResponse(): AuthUserChangePasswordResponse {
+  return { header: undefined };
+}
+
+export const AuthUserChangePasswordResponse: MessageFns<AuthUserChangePasswordResponse> = {
+  encode(message: AuthUserChangePasswordResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserChangePasswordResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserChangePasswordResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserChangePasswordResponse>): AuthUserChangePasswordResponse {
+    return AuthUserChangePasswordResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserChangePasswordResponse>): AuthUserChangePasswordResponse {
+    const message = createBaseAuthUserChangePasswordResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthUserGrantRoleResponse(): AuthUserGrantRoleResponse {
+  return { header: undefined };
+}
+
+export const AuthUserGrantRoleResponse: MessageFns<AuthUserGrantRoleResponse> = {
+  encode(message: AuthUserGrantRoleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserGrantRoleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserGrantRoleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserGrantRoleResponse>): AuthUserGrantRoleResponse {
+    return AuthUserGrantRoleResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserGrantRoleResponse>): AuthUserGrantRoleResponse {
+    const message = createBaseAuthUserGrantRoleResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthUserRevokeRoleResponse(): AuthUserRevokeRoleResponse {
+  return { header: undefined };
+}
+
+export const AuthUserRevokeRoleResponse: MessageFns<AuthUserRevokeRoleResponse> = {
+  encode(message: AuthUserRevokeRoleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserRevokeRoleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserRevokeRoleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserRevokeRoleResponse>): AuthUserRevokeRoleResponse {
+    return AuthUserRevokeRoleResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserRevokeRoleResponse>): AuthUserRevokeRoleResponse {
+    const message = createBaseAuthUserRevokeRoleResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthRoleAddResponse(): AuthRoleAddResponse {
+  return { header: undefined };
+}
+
+export const AuthRoleAddResponse: MessageFns<AuthRoleAddResponse> = {
+  encode(message: AuthRoleAddResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleAddResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleAddResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleAddResponse>): AuthRoleAddResponse {
+    return AuthRoleAddResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleAddResponse>): AuthRoleAddResponse {
+    const message = createBaseAuthRoleAddResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthRoleGetResponse(): AuthRoleGetResponse {
+  return { header: undefined, perm: [] };
+}
+
+export const AuthRoleGetResponse: MessageFns<AuthRoleGetResponse> = {
+  encode(message: AuthRoleGetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.perm) {
+      Permission.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleGetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleGetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.perm.push(Permission.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleGetResponse>): AuthRoleGetResponse {
+    return AuthRoleGetResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleGetResponse>): AuthRoleGetResponse {
+    const message = createBaseAuthRoleGetResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.perm = object.perm?.map((e) => Permission.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAuthRoleListResponse(): AuthRoleListResponse {
+  return { header: undefined, roles: [] };
+}
+
+export const AuthRoleListResponse: MessageFns<AuthRoleListResponse> = {
+  encode(message: AuthRoleListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.roles) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.roles.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleListResponse>): AuthRoleListResponse {
+    return AuthRoleListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleListResponse>): AuthRoleListResponse {
+    const message = createBaseAuthRoleListResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.roles = object.roles?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAuthUserListResponse(): AuthUserListResponse {
+  return { header: undefined, users: [] };
+}
+
+export const AuthUserListResponse: MessageFns<AuthUserListResponse> = {
+  encode(message: AuthUserListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.users) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthUserListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthUserListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.users.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthUserListResponse>): AuthUserListResponse {
+    return AuthUserListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthUserListResponse>): AuthUserListResponse {
+    const message = createBaseAuthUserListResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    message.users = object.users?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAuthRoleDeleteResponse(): AuthRoleDeleteResponse {
+  return { header: undefined };
+}
+
+export const AuthRoleDeleteResponse: MessageFns<AuthRoleDeleteResponse> = {
+  encode(message: AuthRoleDeleteResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleDeleteResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleDeleteResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleDeleteResponse>): AuthRoleDeleteResponse {
+    return AuthRoleDeleteResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleDeleteResponse>): AuthRoleDeleteResponse {
+    const message = createBaseAuthRoleDeleteResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthRoleGrantPermissionResponse(): AuthRoleGrantPermissionResponse {
+  return { header: undefined };
+}
+
+export const AuthRoleGrantPermissionResponse: MessageFns<AuthRoleGrantPermissionResponse> = {
+  encode(message: AuthRoleGrantPermissionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleGrantPermissionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleGrantPermissionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleGrantPermissionResponse>): AuthRoleGrantPermissionResponse {
+    return AuthRoleGrantPermissionResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleGrantPermissionResponse>): AuthRoleGrantPermissionResponse {
+    const message = createBaseAuthRoleGrantPermissionResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAuthRoleRevokePermissionResponse(): AuthRoleRevokePermissionResponse {
+  return { header: undefined };
+}
+
+export const AuthRoleRevokePermissionResponse: MessageFns<AuthRoleRevokePermissionResponse> = {
+  encode(message: AuthRoleRevokePermissionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ResponseHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthRoleRevokePermissionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 1000) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthRoleRevokePermissionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              throw new globalThis.Error(`wrong wire type ${tag & 7} for field ${tag >>> 3}`);
+            }
+
+            message.header = ResponseHeader.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AuthRoleRevokePermissionResponse>): AuthRoleRevokePermissionResponse {
+    return AuthRoleRevokePermissionResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuthRoleRevokePermissionResponse>): AuthRoleRevokePermissionResponse {
+    const message = createBaseAuthRoleRevokePermissionResponse();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? ResponseHeader.fromPartial(object.header)
+      : undefined;
+    return message;
+  },
+};
+
 export type KVService = typeof KVService;
 export const KVService = {
   range: {
@@ -5735,6 +8107,468 @@ export const MaintenanceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): MaintenanceClient;
   service: typeof MaintenanceService;
+  serviceName: string;
+};
+
+export type AuthService = typeof AuthService;
+export const AuthService = {
+  authEnable: {
+    path: "/etcdserverpb.Auth/AuthEnable" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthEnableRequest): Buffer => view(AuthEnableRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthEnableRequest => AuthEnableRequest.decode(value),
+    responseSerialize: (value: AuthEnableResponse): Buffer => view(AuthEnableResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthEnableResponse => AuthEnableResponse.decode(value),
+  },
+  authDisable: {
+    path: "/etcdserverpb.Auth/AuthDisable" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthDisableRequest): Buffer => view(AuthDisableRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthDisableRequest => AuthDisableRequest.decode(value),
+    responseSerialize: (value: AuthDisableResponse): Buffer => view(AuthDisableResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthDisableResponse => AuthDisableResponse.decode(value),
+  },
+  authStatus: {
+    path: "/etcdserverpb.Auth/AuthStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthStatusRequest): Buffer => view(AuthStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthStatusRequest => AuthStatusRequest.decode(value),
+    responseSerialize: (value: AuthStatusResponse): Buffer => view(AuthStatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthStatusResponse => AuthStatusResponse.decode(value),
+  },
+  authenticate: {
+    path: "/etcdserverpb.Auth/Authenticate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthenticateRequest): Buffer => view(AuthenticateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthenticateRequest => AuthenticateRequest.decode(value),
+    responseSerialize: (value: AuthenticateResponse): Buffer =>
+      view(AuthenticateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthenticateResponse => AuthenticateResponse.decode(value),
+  },
+  userAdd: {
+    path: "/etcdserverpb.Auth/UserAdd" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserAddRequest): Buffer => view(AuthUserAddRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserAddRequest => AuthUserAddRequest.decode(value),
+    responseSerialize: (value: AuthUserAddResponse): Buffer => view(AuthUserAddResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserAddResponse => AuthUserAddResponse.decode(value),
+  },
+  userGet: {
+    path: "/etcdserverpb.Auth/UserGet" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserGetRequest): Buffer => view(AuthUserGetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserGetRequest => AuthUserGetRequest.decode(value),
+    responseSerialize: (value: AuthUserGetResponse): Buffer => view(AuthUserGetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserGetResponse => AuthUserGetResponse.decode(value),
+  },
+  userList: {
+    path: "/etcdserverpb.Auth/UserList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserListRequest): Buffer => view(AuthUserListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserListRequest => AuthUserListRequest.decode(value),
+    responseSerialize: (value: AuthUserListResponse): Buffer =>
+      view(AuthUserListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserListResponse => AuthUserListResponse.decode(value),
+  },
+  userDelete: {
+    path: "/etcdserverpb.Auth/UserDelete" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserDeleteRequest): Buffer =>
+      view(AuthUserDeleteRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserDeleteRequest => AuthUserDeleteRequest.decode(value),
+    responseSerialize: (value: AuthUserDeleteResponse): Buffer =>
+      view(AuthUserDeleteResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserDeleteResponse => AuthUserDeleteResponse.decode(value),
+  },
+  userChangePassword: {
+    path: "/etcdserverpb.Auth/UserChangePassword" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserChangePasswordRequest): Buffer =>
+      view(AuthUserChangePasswordRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserChangePasswordRequest => AuthUserChangePasswordRequest.decode(value),
+    responseSerialize: (value: AuthUserChangePasswordResponse): Buffer =>
+      view(AuthUserChangePasswordResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserChangePasswordResponse =>
+      AuthUserChangePasswordResponse.decode(value),
+  },
+  userGrantRole: {
+    path: "/etcdserverpb.Auth/UserGrantRole" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserGrantRoleRequest): Buffer =>
+      view(AuthUserGrantRoleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserGrantRoleRequest => AuthUserGrantRoleRequest.decode(value),
+    responseSerialize: (value: AuthUserGrantRoleResponse): Buffer =>
+      view(AuthUserGrantRoleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserGrantRoleResponse => AuthUserGrantRoleResponse.decode(value),
+  },
+  userRevokeRole: {
+    path: "/etcdserverpb.Auth/UserRevokeRole" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthUserRevokeRoleRequest): Buffer =>
+      view(AuthUserRevokeRoleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthUserRevokeRoleRequest => AuthUserRevokeRoleRequest.decode(value),
+    responseSerialize: (value: AuthUserRevokeRoleResponse): Buffer =>
+      view(AuthUserRevokeRoleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthUserRevokeRoleResponse => AuthUserRevokeRoleResponse.decode(value),
+  },
+  roleAdd: {
+    path: "/etcdserverpb.Auth/RoleAdd" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleAddRequest): Buffer => view(AuthRoleAddRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleAddRequest => AuthRoleAddRequest.decode(value),
+    responseSerialize: (value: AuthRoleAddResponse): Buffer => view(AuthRoleAddResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleAddResponse => AuthRoleAddResponse.decode(value),
+  },
+  roleGet: {
+    path: "/etcdserverpb.Auth/RoleGet" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleGetRequest): Buffer => view(AuthRoleGetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleGetRequest => AuthRoleGetRequest.decode(value),
+    responseSerialize: (value: AuthRoleGetResponse): Buffer => view(AuthRoleGetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleGetResponse => AuthRoleGetResponse.decode(value),
+  },
+  roleList: {
+    path: "/etcdserverpb.Auth/RoleList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleListRequest): Buffer => view(AuthRoleListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleListRequest => AuthRoleListRequest.decode(value),
+    responseSerialize: (value: AuthRoleListResponse): Buffer =>
+      view(AuthRoleListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleListResponse => AuthRoleListResponse.decode(value),
+  },
+  roleDelete: {
+    path: "/etcdserverpb.Auth/RoleDelete" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleDeleteRequest): Buffer =>
+      view(AuthRoleDeleteRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleDeleteRequest => AuthRoleDeleteRequest.decode(value),
+    responseSerialize: (value: AuthRoleDeleteResponse): Buffer =>
+      view(AuthRoleDeleteResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleDeleteResponse => AuthRoleDeleteResponse.decode(value),
+  },
+  roleGrantPermission: {
+    path: "/etcdserverpb.Auth/RoleGrantPermission" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleGrantPermissionRequest): Buffer =>
+      view(AuthRoleGrantPermissionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleGrantPermissionRequest => AuthRoleGrantPermissionRequest.decode(value),
+    responseSerialize: (value: AuthRoleGrantPermissionResponse): Buffer =>
+      view(AuthRoleGrantPermissionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleGrantPermissionResponse =>
+      AuthRoleGrantPermissionResponse.decode(value),
+  },
+  roleRevokePermission: {
+    path: "/etcdserverpb.Auth/RoleRevokePermission" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthRoleRevokePermissionRequest): Buffer =>
+      view(AuthRoleRevokePermissionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthRoleRevokePermissionRequest =>
+      AuthRoleRevokePermissionRequest.decode(value),
+    responseSerialize: (value: AuthRoleRevokePermissionResponse): Buffer =>
+      view(AuthRoleRevokePermissionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthRoleRevokePermissionResponse =>
+      AuthRoleRevokePermissionResponse.decode(value),
+  },
+} as const;
+
+export interface AuthServer extends UntypedServiceImplementation {
+  authEnable: handleUnaryCall<AuthEnableRequest, AuthEnableResponse>;
+  authDisable: handleUnaryCall<AuthDisableRequest, AuthDisableResponse>;
+  authStatus: handleUnaryCall<AuthStatusRequest, AuthStatusResponse>;
+  authenticate: handleUnaryCall<AuthenticateRequest, AuthenticateResponse>;
+  userAdd: handleUnaryCall<AuthUserAddRequest, AuthUserAddResponse>;
+  userGet: handleUnaryCall<AuthUserGetRequest, AuthUserGetResponse>;
+  userList: handleUnaryCall<AuthUserListRequest, AuthUserListResponse>;
+  userDelete: handleUnaryCall<AuthUserDeleteRequest, AuthUserDeleteResponse>;
+  userChangePassword: handleUnaryCall<AuthUserChangePasswordRequest, AuthUserChangePasswordResponse>;
+  userGrantRole: handleUnaryCall<AuthUserGrantRoleRequest, AuthUserGrantRoleResponse>;
+  userRevokeRole: handleUnaryCall<AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse>;
+  roleAdd: handleUnaryCall<AuthRoleAddRequest, AuthRoleAddResponse>;
+  roleGet: handleUnaryCall<AuthRoleGetRequest, AuthRoleGetResponse>;
+  roleList: handleUnaryCall<AuthRoleListRequest, AuthRoleListResponse>;
+  roleDelete: handleUnaryCall<AuthRoleDeleteRequest, AuthRoleDeleteResponse>;
+  roleGrantPermission: handleUnaryCall<AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse>;
+  roleRevokePermission: handleUnaryCall<AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse>;
+}
+
+export interface AuthClient extends Client {
+  authEnable(
+    request: AuthEnableRequest,
+    callback: (error: ServiceError | null, response: AuthEnableResponse) => void,
+  ): ClientUnaryCall;
+  authEnable(
+    request: AuthEnableRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthEnableResponse) => void,
+  ): ClientUnaryCall;
+  authEnable(
+    request: AuthEnableRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthEnableResponse) => void,
+  ): ClientUnaryCall;
+  authDisable(
+    request: AuthDisableRequest,
+    callback: (error: ServiceError | null, response: AuthDisableResponse) => void,
+  ): ClientUnaryCall;
+  authDisable(
+    request: AuthDisableRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthDisableResponse) => void,
+  ): ClientUnaryCall;
+  authDisable(
+    request: AuthDisableRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthDisableResponse) => void,
+  ): ClientUnaryCall;
+  authStatus(
+    request: AuthStatusRequest,
+    callback: (error: ServiceError | null, response: AuthStatusResponse) => void,
+  ): ClientUnaryCall;
+  authStatus(
+    request: AuthStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthStatusResponse) => void,
+  ): ClientUnaryCall;
+  authStatus(
+    request: AuthStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthStatusResponse) => void,
+  ): ClientUnaryCall;
+  authenticate(
+    request: AuthenticateRequest,
+    callback: (error: ServiceError | null, response: AuthenticateResponse) => void,
+  ): ClientUnaryCall;
+  authenticate(
+    request: AuthenticateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthenticateResponse) => void,
+  ): ClientUnaryCall;
+  authenticate(
+    request: AuthenticateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthenticateResponse) => void,
+  ): ClientUnaryCall;
+  userAdd(
+    request: AuthUserAddRequest,
+    callback: (error: ServiceError | null, response: AuthUserAddResponse) => void,
+  ): ClientUnaryCall;
+  userAdd(
+    request: AuthUserAddRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserAddResponse) => void,
+  ): ClientUnaryCall;
+  userAdd(
+    request: AuthUserAddRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserAddResponse) => void,
+  ): ClientUnaryCall;
+  userGet(
+    request: AuthUserGetRequest,
+    callback: (error: ServiceError | null, response: AuthUserGetResponse) => void,
+  ): ClientUnaryCall;
+  userGet(
+    request: AuthUserGetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserGetResponse) => void,
+  ): ClientUnaryCall;
+  userGet(
+    request: AuthUserGetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserGetResponse) => void,
+  ): ClientUnaryCall;
+  userList(
+    request: AuthUserListRequest,
+    callback: (error: ServiceError | null, response: AuthUserListResponse) => void,
+  ): ClientUnaryCall;
+  userList(
+    request: AuthUserListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserListResponse) => void,
+  ): ClientUnaryCall;
+  userList(
+    request: AuthUserListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserListResponse) => void,
+  ): ClientUnaryCall;
+  userDelete(
+    request: AuthUserDeleteRequest,
+    callback: (error: ServiceError | null, response: AuthUserDeleteResponse) => void,
+  ): ClientUnaryCall;
+  userDelete(
+    request: AuthUserDeleteRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserDeleteResponse) => void,
+  ): ClientUnaryCall;
+  userDelete(
+    request: AuthUserDeleteRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserDeleteResponse) => void,
+  ): ClientUnaryCall;
+  userChangePassword(
+    request: AuthUserChangePasswordRequest,
+    callback: (error: ServiceError | null, response: AuthUserChangePasswordResponse) => void,
+  ): ClientUnaryCall;
+  userChangePassword(
+    request: AuthUserChangePasswordRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserChangePasswordResponse) => void,
+  ): ClientUnaryCall;
+  userChangePassword(
+    request: AuthUserChangePasswordRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserChangePasswordResponse) => void,
+  ): ClientUnaryCall;
+  userGrantRole(
+    request: AuthUserGrantRoleRequest,
+    callback: (error: ServiceError | null, response: AuthUserGrantRoleResponse) => void,
+  ): ClientUnaryCall;
+  userGrantRole(
+    request: AuthUserGrantRoleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserGrantRoleResponse) => void,
+  ): ClientUnaryCall;
+  userGrantRole(
+    request: AuthUserGrantRoleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserGrantRoleResponse) => void,
+  ): ClientUnaryCall;
+  userRevokeRole(
+    request: AuthUserRevokeRoleRequest,
+    callback: (error: ServiceError | null, response: AuthUserRevokeRoleResponse) => void,
+  ): ClientUnaryCall;
+  userRevokeRole(
+    request: AuthUserRevokeRoleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthUserRevokeRoleResponse) => void,
+  ): ClientUnaryCall;
+  userRevokeRole(
+    request: AuthUserRevokeRoleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthUserRevokeRoleResponse) => void,
+  ): ClientUnaryCall;
+  roleAdd(
+    request: AuthRoleAddRequest,
+    callback: (error: ServiceError | null, response: AuthRoleAddResponse) => void,
+  ): ClientUnaryCall;
+  roleAdd(
+    request: AuthRoleAddRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleAddResponse) => void,
+  ): ClientUnaryCall;
+  roleAdd(
+    request: AuthRoleAddRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleAddResponse) => void,
+  ): ClientUnaryCall;
+  roleGet(
+    request: AuthRoleGetRequest,
+    callback: (error: ServiceError | null, response: AuthRoleGetResponse) => void,
+  ): ClientUnaryCall;
+  roleGet(
+    request: AuthRoleGetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleGetResponse) => void,
+  ): ClientUnaryCall;
+  roleGet(
+    request: AuthRoleGetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleGetResponse) => void,
+  ): ClientUnaryCall;
+  roleList(
+    request: AuthRoleListRequest,
+    callback: (error: ServiceError | null, response: AuthRoleListResponse) => void,
+  ): ClientUnaryCall;
+  roleList(
+    request: AuthRoleListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleListResponse) => void,
+  ): ClientUnaryCall;
+  roleList(
+    request: AuthRoleListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleListResponse) => void,
+  ): ClientUnaryCall;
+  roleDelete(
+    request: AuthRoleDeleteRequest,
+    callback: (error: ServiceError | null, response: AuthRoleDeleteResponse) => void,
+  ): ClientUnaryCall;
+  roleDelete(
+    request: AuthRoleDeleteRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleDeleteResponse) => void,
+  ): ClientUnaryCall;
+  roleDelete(
+    request: AuthRoleDeleteRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleDeleteResponse) => void,
+  ): ClientUnaryCall;
+  roleGrantPermission(
+    request: AuthRoleGrantPermissionRequest,
+    callback: (error: ServiceError | null, response: AuthRoleGrantPermissionResponse) => void,
+  ): ClientUnaryCall;
+  roleGrantPermission(
+    request: AuthRoleGrantPermissionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleGrantPermissionResponse) => void,
+  ): ClientUnaryCall;
+  roleGrantPermission(
+    request: AuthRoleGrantPermissionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleGrantPermissionResponse) => void,
+  ): ClientUnaryCall;
+  roleRevokePermission(
+    request: AuthRoleRevokePermissionRequest,
+    callback: (error: ServiceError | null, response: AuthRoleRevokePermissionResponse) => void,
+  ): ClientUnaryCall;
+  roleRevokePermission(
+    request: AuthRoleRevokePermissionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthRoleRevokePermissionResponse) => void,
+  ): ClientUnaryCall;
+  roleRevokePermission(
+    request: AuthRoleRevokePermissionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthRoleRevokePermissionResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const AuthClient = makeGenericClientConstructor(AuthService, "etcdserverpb.Auth") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): AuthClient;
+  service: typeof AuthService;
   serviceName: string;
 };
 
