@@ -742,7 +742,7 @@ async function workload(target: string, cp: ControlPlane): Promise<Dump> {
     if (!check(await syncWatch(k, watcher, 'e2e-a', 'before'), `[${T}] kubectl watch established`)) return;
     const labelled = Array.from({ length: N_UPD }, (_, i) => cmName(i));
     const patched = Array.from({ length: N_PATCH }, (_, i) => cmName(N_UPD + i));
-    for (let i = 0; i < labelled.length; i += 100) await k.ok(['label', 'cm', '-n', 'e2e-a', 'e2eupdated=1', ...labelled.slice(i, i + 100)]);
+    for (let i = 0; i < labelled.length; i += 100) await k.ok(['label', 'cm', '-n', 'e2e-a', ...labelled.slice(i, i + 100), 'e2eupdated=1']);
     let next = 0;
     await Promise.all(
       Array.from({ length: PARALLEL }, async () => {
@@ -773,6 +773,7 @@ async function workload(target: string, cp: ControlPlane): Promise<Dump> {
     check(ordered, `[${T}] watch events arrive in increasing resourceVersion`);
   });
   await watcher.stop();
+  if (watcher.stderr.trim()) log(`[${T}] watch stderr: ${watcher.stderr.trim().slice(0, 500)}`);
 
   await step(T, 'events', async () => {
     const evs = await k.json(['get', 'events', '-A']);
@@ -813,7 +814,9 @@ async function workload(target: string, cp: ControlPlane): Promise<Dump> {
   check(before.configmaps.length === N_CM + 1 && before.widgets.length === N_CR, `[${T}] before restart: ${before.configmaps.length} configmaps (incl. sentinel), ${before.widgets.length} widgets`);
 
   await step(T, 'kube-apiserver restart', async () => {
-    await stopProc(cp.apiserver);
+    const t = Date.now();
+    await stopProc(cp.apiserver, 30_000);
+    log(`[${T}] kube-apiserver pid ${cp.apiserver.pid} stopped after ${((Date.now() - t) / 1000).toFixed(1)}s`);
     await startApiserver(cp);
   });
   if (cp.kcm && !cp.kcm.alive) {
@@ -826,13 +829,13 @@ async function workload(target: string, cp: ControlPlane): Promise<Dump> {
     check(JSON.stringify(after) === JSON.stringify(before), `[${T}] all objects unchanged across the apiserver restart`);
     const w = k.watch(['cm', '-n', 'e2e-a', '--watch-only']);
     check(await syncWatch(k, w, 'e2e-a', 'after'), `[${T}] a new kubectl watch sees changes after the restart`);
-    await k.ok(['label', 'cm', '-n', 'e2e-a', 'e2eafter=1', cmName(0), cmName(N_CM - 1)]);
+    await k.ok(['label', 'cm', '-n', 'e2e-a', cmName(0), cmName(N_CM - 1), 'e2eafter=1']);
     check(
       await w.waitFor((evs) => [cmName(0), cmName(N_CM - 1)].every((n) => evs.some((e) => e.object?.metadata?.name === n && e.object?.metadata?.labels?.e2eafter === '1')), 30_000),
       `[${T}] the new watch sees label updates`,
     );
     await w.stop();
-    await k.ok(['label', 'cm', '-n', 'e2e-a', 'e2eafter-', cmName(0), cmName(N_CM - 1)]);
+    await k.ok(['label', 'cm', '-n', 'e2e-a', cmName(0), cmName(N_CM - 1), 'e2eafter-']);
   });
   return dump(k);
 }
