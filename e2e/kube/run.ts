@@ -923,6 +923,7 @@ function diffDumps(a: Dump, b: Dump): string[] {
 }
 
 async function main(): Promise<void> {
+  if (N_CM < N_UPD + N_PATCH || N_CM < 1) throw new Error(`E2E_KUBE_CONFIGMAPS (${N_CM}) must be at least E2E_KUBE_UPDATES + ${N_PATCH} (${N_UPD + N_PATCH})`);
   for (const b of ['kube-apiserver', 'kube-controller-manager', 'kubectl']) {
     if (!existsSync(join(BIN, b))) throw new Error(`${join(BIN, b)} is missing: run e2e/kube/build.sh first (or set KUBE_BIN_DIR)`);
   }
