@@ -342,6 +342,34 @@ function httpsGet(port: number, path: string): Promise<{ status: number; body: s
   });
 }
 
+/** kube-apiserver's etcd_request_duration_seconds, as mean ms per operation (all, and per operation label). */
+const storageLatency = new Map<string, Map<string, { meanMs: number; count: number }>>(); // operation -> target -> mean
+
+async function recordStorageLatency(cp: ControlPlane): Promise<void> {
+  const r = await httpsGet(cp.port, '/metrics');
+  if (r.status !== 200) throw new Error(`[${cp.target}] GET /metrics: HTTP ${r.status}`);
+  const sums = new Map<string, { sum: number; count: number }>();
+  const add = (op: string, field: 'sum' | 'count', v: number) => {
+    const e = sums.get(op) ?? { sum: 0, count: 0 };
+    e[field] += v;
+    sums.set(op, e);
+  };
+  for (const line of r.body.split('\n')) {
+    const m = /^etcd_request_duration_seconds_(sum|count)\{([^}]*)\} ([0-9.e+-]+)$/.exec(line);
+    if (!m) continue;
+    const op = /operation="([^"]*)"/.exec(m[2]!)?.[1] ?? '?';
+    const field = m[1] as 'sum' | 'count';
+    add('all', field, Number(m[3]));
+    add(op, field, Number(m[3]));
+  }
+  for (const [op, e] of sums) {
+    if (e.count === 0) continue;
+    const byTarget = storageLatency.get(op) ?? new Map();
+    byTarget.set(cp.target, { meanMs: (e.sum / e.count) * 1000, count: e.count });
+    storageLatency.set(op, byTarget);
+  }
+}
+
 async function waitReady(cp: ControlPlane, timeoutMs = 180_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -813,6 +841,8 @@ async function workload(target: string, cp: ControlPlane): Promise<Dump> {
   const before = await dump(k);
   check(before.configmaps.length === N_CM + 1 && before.widgets.length === N_CR, `[${T}] before restart: ${before.configmaps.length} configmaps (incl. sentinel), ${before.widgets.length} widgets`);
 
+  // Before the restart resets kube-apiserver's metrics: its storage latency over the whole workload.
+  await recordStorageLatency(cp).catch((e) => log(`[${T}] could not read kube-apiserver's etcd_request_duration_seconds: ${e instanceof Error ? e.message : e}`));
   await step(T, 'kube-apiserver restart', async () => {
     const t = Date.now();
     await stopProc(cp.apiserver, 30_000);
@@ -979,6 +1009,16 @@ async function main(): Promise<void> {
     rows.push(`| ${name} | ${vals.map((v) => (v === undefined ? '' : v.toFixed(2))).join(' | ')} |${ratio}`);
   }
   process.stdout.write('\n' + rows.join('\n') + '\n\n');
+  // As kube-apiserver measures its storage: mean etcd_request_duration_seconds over the workload up to its restart.
+  const lat = [`| kube-apiserver etcd_request_duration_seconds, mean ms | ${cols.join(' | ')} |${cols.length === 2 ? ' ratio |' : ''}`, `|---|${cols.map(() => '---:|').join('')}${cols.length === 2 ? '---:|' : ''}`];
+  const ops = [...storageLatency.keys()].sort((a, b) => (a === 'all' ? -1 : b === 'all' ? 1 : a.localeCompare(b)));
+  for (const op of ops) {
+    const m = storageLatency.get(op)!;
+    const vals = cols.map((c) => m.get(c));
+    const ratio = cols.length === 2 && vals[0] && vals[1] ? ` ${(vals[1].meanMs / vals[0].meanMs).toFixed(2)} |` : cols.length === 2 ? ' |' : '';
+    lat.push(`| ${op} | ${vals.map((v) => (v === undefined ? '' : `${v.meanMs.toFixed(2)} (${v.count})`)).join(' | ')} |${ratio}`);
+  }
+  if (ops.length) process.stdout.write(lat.join('\n') + '\n\n');
   if (failures.length) {
     log(`${failures.length} check(s) FAILED:`);
     for (const f of failures) log(`  - ${f}`);
