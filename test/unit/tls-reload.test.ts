@@ -147,7 +147,15 @@ test('while subscribed, a timer looks at the files; without subscribers it stops
   });
   replaceFile(paths.key, bytes(b.key));
   replaceFile(paths.cert, bytes(b.cert));
-  const m = await got;
+  // The reload timer is unref'd (it must not keep a proxy alive): a ref'd deadline keeps this
+  // process running while it waits, and bounds the wait.
+  let deadline: NodeJS.Timeout | undefined;
+  const m = await Promise.race([
+    got,
+    new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error('the timer never reported the change')), 5000);
+    }),
+  ]).finally(() => clearTimeout(deadline));
   assert.deepEqual(m.cert, bytes(b.cert));
   assert.equal((files as unknown as { timer: unknown }).timer, undefined, 'the timer stops with the last subscriber');
 });
