@@ -3,7 +3,9 @@
 // called as grpc-js calls them (unary: handler(call, callback); streaming: a
 // Duplex-like call with data/end/error/cancelled/drain events, write/end, and
 // emit('error', status) ending the call with that status). Status codes and
-// texts follow grpc-js where clients or tests can see them.
+// texts follow grpc-js where clients or tests can see them. Call objects are in
+// calls.ts, the wire format in wire.ts, session keepalive and idle close in
+// sessions.ts.
 
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
@@ -11,13 +13,13 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { TlsMaterial, TlsSource } from '../../tls/reloading-files.js';
 import { CallBase, StreamCall, UnaryCall } from './calls.js';
-import { CANCELLED, DEADLINE_RE, Decoder, INTERNAL, OK, RESOURCE_EXHAUSTED, UNAVAILABLE, UNIMPLEMENTED, UNIT_MS, UNKNOWN, WINDOW, decompress, encodeGrpcMessage, frame, type Method, type Status } from './wire.js';
+import { Sessions } from './sessions.js';
+import { DEADLINE_RE, Decoder, INTERNAL, OK, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNIT_MS, UNKNOWN, WINDOW, decompress, encodeGrpcMessage, frame, type Method, type Status } from './wire.js';
 
 const {
   HTTP2_HEADER_PATH,
   HTTP2_HEADER_CONTENT_TYPE,
   HTTP2_HEADER_STATUS,
-  NGHTTP2_CANCEL,
 } = http2.constants;
 
 export interface H2ServerOptions {
@@ -36,16 +38,10 @@ export interface H2ServerOptions {
   tls?: TlsSource | undefined;
 }
 
-interface SessionState {
-  calls: number;
-  idleTimer: NodeJS.Timeout | undefined;
-  pingTimer: NodeJS.Timeout | undefined;
-}
-
 export class H2Server {
   private readonly methods = new Map<string, Method>();
   private server: http2.Http2Server | http2.Http2SecureServer | undefined;
-  private readonly sessions = new Map<http2.Http2Session, SessionState>();
+  private readonly sessions: Sessions;
   private shuttingDown = false;
   private shutdownCb: (() => void) | undefined;
   private readonly maxMsg: number;
@@ -53,6 +49,7 @@ export class H2Server {
 
   constructor(private readonly o: H2ServerOptions) {
     this.maxMsg = o.maxReceiveMessageLength;
+    this.sessions = new Sessions(o, () => this.maybeShutdownDone());
   }
 
   addService(def: ServiceDefinition, impl: Record<string, unknown>): void {
@@ -110,7 +107,7 @@ export class H2Server {
     this.server = srv;
     // Replies to many concurrent calls share a connection: send each at once (no Nagle).
     srv.on('connection', (socket: Socket) => socket.setNoDelay(true));
-    srv.on('session', (s: http2.Http2Session) => this.onSession(s));
+    srv.on('session', (s: http2.Http2Session) => this.sessions.add(s, this.shuttingDown));
     srv.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
     srv.on('sessionError', () => {});
     srv.on('tlsClientError', () => {});
@@ -123,78 +120,6 @@ export class H2Server {
         resolve((srv.address() as AddressInfo).port);
       });
     });
-  }
-
-  private onSession(s: http2.Http2Session): void {
-    const st: SessionState = { calls: 0, idleTimer: undefined, pingTimer: undefined };
-    this.sessions.set(s, st);
-    s.on('error', () => {});
-    try {
-      s.setLocalWindowSize(WINDOW);
-    } catch {
-      /* closed already */
-    }
-    s.once('close', () => {
-      if (st.idleTimer) clearTimeout(st.idleTimer);
-      if (st.pingTimer) clearTimeout(st.pingTimer);
-      this.sessions.delete(s);
-      this.maybeShutdownDone();
-    });
-    if (this.shuttingDown) {
-      s.close();
-      return;
-    }
-    this.armIdle(s, st);
-    if (this.o.keepaliveIntervalMs > 0) this.armPing(s, st);
-  }
-
-  private armPing(s: http2.Http2Session, st: SessionState): void {
-    st.pingTimer = setTimeout(() => {
-      st.pingTimer = undefined;
-      if (s.destroyed || s.closed) return;
-      let answered = false;
-      const dead = setTimeout(() => {
-        if (!answered && !s.destroyed) s.destroy();
-      }, this.o.keepaliveTimeoutMs);
-      dead.unref();
-      try {
-        s.ping((err) => {
-          answered = true;
-          clearTimeout(dead);
-          if (err) {
-            if (!s.destroyed) s.destroy();
-            return;
-          }
-          this.armPing(s, st);
-        });
-      } catch {
-        clearTimeout(dead);
-        if (!s.destroyed) s.destroy();
-      }
-    }, this.o.keepaliveIntervalMs);
-    st.pingTimer.unref();
-  }
-
-  private armIdle(s: http2.Http2Session, st: SessionState): void {
-    if (this.o.maxIdleMs <= 0 || st.calls > 0) return;
-    if (st.idleTimer) clearTimeout(st.idleTimer);
-    st.idleTimer = setTimeout(() => {
-      st.idleTimer = undefined;
-      if (st.calls === 0 && !s.closed && !s.destroyed) {
-        s.goaway();
-        s.close();
-      }
-    }, this.o.maxIdleMs);
-    st.idleTimer.unref();
-  }
-
-  /** @internal */
-  callEnded(s: http2.Http2Session | undefined): void {
-    if (!s) return;
-    const st = this.sessions.get(s);
-    if (!st) return;
-    st.calls--;
-    if (st.calls === 0) this.armIdle(s, st);
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -214,20 +139,10 @@ export class H2Server {
       stream.resume();
       return;
     }
-    const session = stream.session;
-    if (session) {
-      const st = this.sessions.get(session);
-      if (st) {
-        st.calls++;
-        if (st.idleTimer) {
-          clearTimeout(st.idleTimer);
-          st.idleTimer = undefined;
-        }
-      }
-    }
+    this.sessions.callStarted(stream.session);
     const enc = headers['grpc-encoding'];
     const encoding = typeof enc === 'string' ? enc : 'identity';
-    const call = method.requestStream ? new StreamCall(stream, headers, method, this) : new UnaryCall(stream, headers, method, this);
+    const call = method.requestStream ? new StreamCall(stream, headers, method, this.sessions) : new UnaryCall(stream, headers, method, this.sessions);
     stream.once('close', () => {
       if (!call.finished) call.markCancelled();
     });
@@ -395,9 +310,7 @@ export class H2Server {
     this.shutdownCb = () => cb();
     this.stopTls();
     this.server?.close();
-    for (const s of this.sessions.keys()) {
-      if (!s.closed) s.close();
-    }
+    this.sessions.closeAll(false);
     this.maybeShutdownDone();
   }
 
@@ -405,9 +318,7 @@ export class H2Server {
     this.shuttingDown = true;
     this.stopTls();
     this.server?.close();
-    for (const s of this.sessions.keys()) {
-      if (!s.destroyed) s.destroy();
-    }
+    this.sessions.closeAll(true);
     this.maybeShutdownDone();
   }
 
@@ -435,6 +346,3 @@ function splitAddress(address: string): { host: string; port: number } {
   return { host: m[1] === '' ? '0.0.0.0' : m[1]!, port: Number(m[2]) };
 }
 
-void CANCELLED;
-void UNAVAILABLE;
-void NGHTTP2_CANCEL;
