@@ -10,11 +10,11 @@ import type { TxnRequest } from '../../proto/gen/rpc.js';
 import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
-import { planTxn, type TxnPlan } from '../txn-plan.js';
+import { planTxn } from '../txn-plan.js';
 import { executeIfNothingWritten, executeReadOnly } from './read-only.js';
 import { walkTaken } from './walk.js';
 import { executeWrite } from './write-executor.js';
-import { compareLookup, stateFromCache } from './write-state.js';
+import { compareLookup, stateFromCache, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
 export type { TxnOutcome };
@@ -23,21 +23,22 @@ export type { TxnOutcome };
 export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req, onMember);
   if (plan.writeMember === undefined) return executeReadOnly(ctx, req, plan);
-  if (cacheSaysNothingWritten(ctx, req, plan)) {
+  const cached = stateFromCache(ctx.keyCache, plan);
+  if (cached && cacheSaysNothingWritten(ctx, req, cached)) {
     const quiet = await executeIfNothingWritten(ctx, req, plan);
     if (quiet) return quiet;
+    // The snapshot disagreed with the cache: look it up again for the write.
+    return executeWrite(ctx, req, plan, plan.writeMember);
   }
-  return executeWrite(ctx, req, plan, plan.writeMember);
+  return executeWrite(ctx, req, plan, plan.writeMember, cached);
 }
 
 /**
  * Whether, by the key cache alone (no round trip), the branch `req` takes
- * writes nothing: no put, and only deletes of single keys the cache knows are
- * absent. False when the cache cannot tell.
+ * writes nothing, given the keys' state from the cache: no put, and only deletes
+ * of single keys the cache knows are absent.
  */
-function cacheSaysNothingWritten(ctx: KvContext, req: TxnRequest, plan: TxnPlan): boolean {
-  const state = stateFromCache(ctx.keyCache, plan);
-  if (!state) return false;
+function cacheSaysNothingWritten(ctx: KvContext, req: TxnRequest, state: WriteState): boolean {
   let writes = false;
   walkTaken(req, compareToPath(req, compareLookup(state)), {
     op(r) {

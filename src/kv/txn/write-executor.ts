@@ -39,7 +39,8 @@ const MAX_ATTEMPTS = 32;
 /** Order losses after which a write asks the clock for a priority revision. */
 const PRIORITY_AFTER_LOSSES = 3;
 
-export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number): Promise<TxnOutcome> {
+/** Runs a writing transaction on `member`; `cached` is the key cache's state of its keys, if already looked up. */
+export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, cached?: WriteState): Promise<TxnOutcome> {
   // A revision taken for a member whose stream is down could not be resolved, and
   // would hold back every watcher until --watch-timeout: wait for the stream to
   // come back (a member that just restarted), or fail once it is known unreachable.
@@ -49,7 +50,7 @@ export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPla
   }
   const reads = stateOps(plan);
   const past = await resolvePastRanges(ctx, req, member);
-  const run = await WriteRun.start(ctx, req, plan, member, reads, past);
+  const run = await WriteRun.start(ctx, req, plan, member, reads, past, cached);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const done = await run.attempt();
     if (done) return done;
@@ -75,9 +76,9 @@ class WriteRun implements WriteInput {
     public state: WriteState,
   ) {}
 
-  static async start(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, reads: RequestOp[], past: PastRevisions): Promise<WriteRun> {
+  static async start(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, reads: RequestOp[], past: PastRevisions, cached?: WriteState): Promise<WriteRun> {
     const tickP = takeTick(ctx, member, false);
-    const stateP = readState(ctx, member, plan, reads);
+    const stateP = readState(ctx, member, plan, reads, cached);
     let tick: Tick;
     let state: WriteState;
     try {

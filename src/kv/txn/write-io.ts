@@ -14,10 +14,18 @@ import type { PastRevisions } from './taken-ranges.js';
 import type { DeferredRead } from './responses.js';
 import { stateFrom, stateFromCache, type WriteState } from './write-state.js';
 
-/** The state of the keys the write depends on: from the key cache when enough, else read from the member. */
-export async function readState(ctx: KvContext, member: number, plan: TxnPlan, reads: RequestOp[]): Promise<WriteState> {
-  const known = stateFromCache(ctx.keyCache, plan);
-  if (known) return known;
+/**
+ * The state of the keys the write depends on: from the key cache when enough (`cached`, when the
+ * caller has looked it up already), else read from the member.
+ */
+export async function readState(
+  ctx: KvContext,
+  member: number,
+  plan: TxnPlan,
+  reads: RequestOp[],
+  cached: WriteState | undefined = stateFromCache(ctx.keyCache, plan),
+): Promise<WriteState> {
+  if (cached) return cached;
   const client = ctx.members.get(member).client;
   if (reads.length === 1 && plan.stateKeys.length === 1) {
     const key = toMemberKey(plan.stateKeys[0]!);
