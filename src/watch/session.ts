@@ -13,16 +13,16 @@ import type { Clock } from '../clock/clock.js';
 import type { CompactionState } from '../kv/context.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { Event, Event_EventType, type Event as EventT } from '../proto/gen/kv.js';
+import { Event_EventType, type Event as EventT } from '../proto/gen/kv.js';
 import { WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.js';
 import { isKind, messageOf, statusOf } from '../errors/etcd-error.js';
 import { toServiceStatus } from '../errors/grpc-status.js';
 import { GRPC_OVERHEAD_BYTES } from '../limits.js';
 import type { HeaderFactory } from '../proto/header.js';
 import { isFromKey } from '../util/bytes.js';
-import { varintLength } from '../util/varint.js';
 import { HistoryReader, type HistoryDeps } from './history.js';
 import type { WatchHub } from './hub.js';
+import { estimate, fragments } from './fragments.js';
 import { Outbox } from './outbox.js';
 import type { WatcherRegistry } from './registry.js';
 import { Watcher, type WatchSink } from './watcher.js';
@@ -370,38 +370,4 @@ function atCompactedRevision(events: EventT[]): EventT[] {
 /** A WatchResponse with every field at its default (the generated base, no copying). */
 function blank(): WatchResponse {
   return WatchResponse.create();
-}
-
-function estimate(events: EventT[]): number {
-  let n = 64;
-  for (const ev of events) n += 48 + ev.kv!.key.length + ev.kv!.value.length + (ev.prevKv ? ev.prevKv.key.length + ev.prevKv.value.length + 32 : 0);
-  return n;
-}
-
-/**
- * etcd's sendFragments: a response over the request-size limit with more than
- * one event is split into parts under the limit (each with at least one event);
- * every part but the last has fragment=true.
- */
-function fragments(resp: WatchResponse, limit: number): WatchResponse[] {
-  const sizes = resp.events.map((ev) => {
-    const n = Event.encode(ev).finish().length;
-    return 1 + varintLength(n) + n;
-  });
-  const base = WatchResponse.encode({ ...resp, events: [] }).finish().length;
-  const total = base + sizes.reduce((a, b) => a + b, 0);
-  if (total < limit || resp.events.length < 2) return [resp];
-  const parts: WatchResponse[] = [];
-  let i = 0;
-  while (i < resp.events.length) {
-    const start = i;
-    let size = base;
-    while (i < resp.events.length) {
-      size += sizes[i]!;
-      if (i > start && size >= limit) break;
-      i++;
-    }
-    parts.push({ ...resp, events: resp.events.slice(start, i), fragment: i < resp.events.length });
-  }
-  return parts;
 }
