@@ -19,6 +19,12 @@ export interface CoordinatorRecord {
    * records written before priorities existed.
    */
   first?: number[];
+  /**
+   * The layout generation in force (absent: 1). Bumped by a partition move once
+   * every member holds that generation's layout; ticks and readings of the
+   * clock route by it (see docs/design.md, "Repartitioning").
+   */
+  layoutGeneration?: number;
 }
 
 export function encodeCoordinatorRecord(r: CoordinatorRecord): Buffer {
@@ -34,7 +40,8 @@ export function decodeCoordinatorRecord(raw: Buffer, members: number): Coordinat
     !Array.isArray(v.last) ||
     v.last.length !== members ||
     v.last.some((x) => !Number.isSafeInteger(x)) ||
-    (v.first !== undefined && (!Array.isArray(v.first) || v.first.length !== members || v.first.some((x) => !Number.isSafeInteger(x))))
+    (v.first !== undefined && (!Array.isArray(v.first) || v.first.length !== members || v.first.some((x) => !Number.isSafeInteger(x)))) ||
+    (v.layoutGeneration !== undefined && !Number.isSafeInteger(v.layoutGeneration))
   ) {
     throw new Error('malformed metaetcd clock record in the coordinator');
   }

@@ -9,9 +9,27 @@ import { partitionOf } from './hash.js';
 /** Partitions per meta cluster; fixed for its lifetime (the original had 16). */
 export const DEFAULT_PARTITIONS = 1024;
 
+/**
+ * One completed or running partition move, kept in the layout's history while
+ * reads at revisions before it may still need it (see docs/design.md,
+ * "Repartitioning"). Until `doneAt`, reads of `from` at revisions >= `at` and of
+ * `to` at revisions < `at` must drop the moved partitions' keys (copies).
+ */
+export interface MoveEntry {
+  /** The layout generation that made this move (the first generation with `to` as owner). */
+  generation: number;
+  partitions: number[];
+  from: number;
+  to: number;
+  /** Flip revision F: writes at revisions < F are on `from`, writes at revisions >= F on `to`. */
+  at: number;
+  /** Clock revision once the source copies were removed (0 while they are not). */
+  doneAt: number;
+}
+
 export interface Layout {
-  /** Format version of this record. */
-  format: 1;
+  /** Format version of this record (1: no moves ever; 2: with moves, frozen partitions or lease homes). */
+  format: 1 | 2;
   /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
   clusterId: string;
   /** Generation of the assignment; bumped by any future repartitioning. */
@@ -22,6 +40,20 @@ export interface Layout {
   partitions: number;
   /** assignment[p] = index of the member holding partition p. */
   assignment: number[];
+  /**
+   * Partition -> member used for lease homes only (leaseHome); fixed at
+   * bootstrap so that moves never move lease records. Absent: `assignment` as it
+   * was at generation 1 (format 1 records never had moves, so `assignment`).
+   */
+  leaseAssignment?: number[];
+  /**
+   * Partitions whose writes are fenced in this member (a move in its final
+   * step). Only the source member's record carries them; they are cleared by the
+   * flip (next generation) or by a rollback (same generation, rewritten).
+   */
+  frozen?: number[];
+  /** Move history, oldest first (pruned once compaction passes an entry's doneAt). */
+  moves?: MoveEntry[];
 }
 
 export function newLayout(clusterId: string, members: number, partitions = DEFAULT_PARTITIONS): Layout {
@@ -37,14 +69,20 @@ export function encodeLayout(layout: Layout): Buffer {
 
 export function decodeLayout(raw: Buffer): Layout {
   const v = JSON.parse(raw.toString('utf8')) as Partial<Layout>;
+  const partitionList = (a: unknown) =>
+    a === undefined || (Array.isArray(a) && a.every((p) => Number.isInteger(p) && p >= 0 && p < (v.partitions as number)));
   if (
-    v.format !== 1 ||
+    (v.format !== 1 && v.format !== 2) ||
     typeof v.clusterId !== 'string' ||
     typeof v.members !== 'number' ||
     typeof v.partitions !== 'number' ||
     !Array.isArray(v.assignment) ||
     v.assignment.length !== v.partitions ||
-    v.assignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number))
+    v.assignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)) ||
+    (v.leaseAssignment !== undefined &&
+      (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m)))) ||
+    !partitionList(v.frozen) ||
+    (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at))))
   ) {
     throw new Error('malformed metaetcd layout record');
   }

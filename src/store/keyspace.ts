@@ -25,6 +25,14 @@ export const InternalKey = {
    * one JSON record, kept only in the member at slot 0 (see auth/store.ts).
    */
   auth: Buffer.from('m/auth'),
+  /**
+   * Written (any value) in every member transaction of a partition move that
+   * copies keys in or removes source copies: the member revision carrying it is
+   * bookkeeping, and its client-key events are never delivered to watches.
+   */
+  moveMarker: Buffer.from('m/move/marker'),
+  /** JSON state of the partition move in progress, kept in the target member (see repartition/). */
+  move: Buffer.from('m/move/state'),
   /** Empty; written only to give the member a revision past a history being read (see MemberTimeline.passRevision). */
   nudge: Buffer.from('m/nudge'),
 } as const;
