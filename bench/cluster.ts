@@ -38,6 +38,8 @@ export interface Target {
   /** Every process that serves this target (for CPU). */
   processes: ProcessRef[];
   scrape: ScrapeTargets;
+  /** The proxy's coordinator and member client URLs (for operator commands such as `partitions move`). */
+  clusters?: { coordinator: string; members: string[] };
   stop(): Promise<void>;
 }
 
@@ -174,6 +176,7 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
     address,
     front,
     processes: [front, { label: 'coordinator', pid: coordinator!.pid }, ...members.map((m, i) => ({ label: `member-${i}`, pid: m.pid }))],
+    clusters: { coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl) },
     scrape: {
       proxy: `http://127.0.0.1:${metricsPort}/metrics`,
       etcds: [

@@ -30,9 +30,10 @@
 //   BENCH_PROBE_CLIENTS           clients of those probes (the highest of BENCH_CLIENTS)
 //   BENCH_WATCHERS (1000)         0 skips; BENCH_WATCH_PREFIXES (100), BENCH_WATCHES_PER_STREAM (100)
 //   BENCH_WATCH_SECONDS (15), BENCH_WATCH_PUTS (200 puts/s), BENCH_DIRECT_WATCH (1; 0 skips etcd's)
-//   BENCH_TARGETS (direct,proxy), BENCH_MEMBERS (3)
+//   BENCH_TARGETS (direct,proxy; empty: none, e.g. to run only BENCH_MOVE), BENCH_MEMBERS (3)
 //   BENCH_NO_BUILD=1              measure dist/ as it is instead of running tsc first
 //   BENCH_KUBE=1                 also run the simulated Kubernetes control plane (bench/kube.ts; its BENCH_KUBE_* settings)
+//   BENCH_MOVE=1                 also move partitions under an update load (bench/move.ts; its BENCH_MOVE_* settings)
 //   BENCH_PROXY_NODE_ARGS         node flags for the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 //                                 (the profile is written when the bench stops the proxy)
 
@@ -46,6 +47,7 @@ import { printMix, printProbes, printWatch, summary, targetLabel, type Cell, typ
 import { cpuDelta, cpuSnapshot, descendants, nowMs, type ProcessRef } from './stats.js';
 import { runWatchers, type WatchResult } from './watchers.js';
 import { runKubeBench } from './kube.js';
+import { runMoveBench } from './move.js';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -79,7 +81,7 @@ function mixWeights(raw: string | undefined): Weights {
 }
 
 function settings() {
-  const targets = (process.env.BENCH_TARGETS ?? 'direct,proxy').split(',').map((s) => s.trim());
+  const targets = (process.env.BENCH_TARGETS ?? 'direct,proxy').split(',').map((s) => s.trim()).filter(Boolean);
   for (const t of targets) if (t !== 'direct' && t !== 'proxy') throw new Error(`BENCH_TARGETS: unknown target ${t} (direct, proxy)`);
   const clients = envCounts('BENCH_CLIENTS', [1, 64]);
   return {
@@ -259,6 +261,8 @@ async function main(): Promise<number> {
   console.log(summary(results));
   // The simulated Kubernetes control plane (bench/kube.ts), opt-in: BENCH_KUBE=1.
   if (process.env.BENCH_KUBE === '1') await runKubeBench({ built: true, members: s.members });
+  // Moving partitions under load (bench/move.ts), opt-in: BENCH_MOVE=1.
+  if (process.env.BENCH_MOVE === '1') await runMoveBench({ members: s.members });
   if (warnings.length) console.log(`\nWARNINGS (under 1% of operations failed):\n${warnings.map((w) => `- ${w}`).join('\n')}`);
   if (problems.length) {
     console.log(`\nPROBLEMS:\n${problems.map((p) => `- ${p}`).join('\n')}`);

@@ -1,0 +1,146 @@
+// `BENCH_MOVE=1 npm run bench`: what moving partitions online costs the clients.
+// Over a fresh proxy cluster (3 members) with the usual pods preloaded, clients
+// run guarded updates of random pods without pause; after a baseline window the
+// `metaetcd partitions move` command moves BENCH_MOVE_PARTITIONS of member 0's
+// partitions to member 1. Reported: the move's duration and its own summary
+// (keys copied, freeze), throughput and update latency before and during the move,
+// for all updates and for those of keys in the moved partitions (the write stall
+// a moved partition sees), and failed operations (there should be none).
+//
+// Settings: BENCH_MOVE_PARTITIONS (64), BENCH_MOVE_CLIENTS (32), BENCH_MOVE_BASELINE_SECONDS (5).
+
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { partitionOf } from '../src/shard/hash.js';
+import { DEFAULT_PARTITIONS } from '../src/shard/layout.js';
+import { Compare_CompareResult, Compare_CompareTarget } from '../src/proto/gen/rpc.js';
+import { ConnectionPool, grpcCode } from './client.js';
+import { REPO_ROOT, scratchDir, startProxyCluster } from './cluster.js';
+import { DEFAULT_SHAPE, Keyspace, preload } from './load.js';
+import { fmt, nowMs, Samples, sleep, table } from './stats.js';
+
+const TIMEOUT_MS = 10_000;
+
+interface Sample {
+  at: number;
+  ms: number;
+  moved: boolean;
+}
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const n = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}=${raw}: expected a positive integer`);
+  return n;
+}
+
+export async function runMoveBench(o: { members: number }): Promise<void> {
+  const partitions = envInt('BENCH_MOVE_PARTITIONS', 64);
+  const clients = envInt('BENCH_MOVE_CLIENTS', 32);
+  const baselineS = envInt('BENCH_MOVE_BASELINE_SECONDS', 5);
+  if (o.members < 2) throw new Error('BENCH_MOVE needs at least 2 members');
+  const target = await startProxyCluster(join(scratchDir(), 'move'), { memberCount: o.members, nodeArgs: [] });
+  const pool = new ConnectionPool(target.address, 4);
+  try {
+    const ks = new Keyspace(DEFAULT_SHAPE);
+    await preload(pool, ks, 64, TIMEOUT_MS);
+    // A fresh layout assigns partition p to member p % members.
+    const moving = Array.from({ length: DEFAULT_PARTITIONS }, (_, p) => p).filter((p) => p % o.members === 0).slice(0, partitions);
+    const movingSet = new Set(moving);
+    const movedKey = ks.pods.map((k) => movingSet.has(partitionOf(k, DEFAULT_PARTITIONS)));
+    console.log(`\n[move] ${ks.pods.length} pods preloaded; ${movedKey.filter(Boolean).length} of them in the ${moving.length} partitions to move`);
+
+    const samples: Sample[] = [];
+    const errors: string[] = [];
+    let stop = false;
+    const worker = async (w: number) => {
+      const conn = pool.get(w);
+      while (!stop) {
+        const i = Math.floor(Math.random() * ks.pods.length);
+        const key = ks.pods[i]!;
+        const t0 = nowMs();
+        try {
+          const res = await conn.txn(
+            {
+              compare: [{ key, target: Compare_CompareTarget.MOD, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'modRevision', value: BigInt(ks.podRevs[i]!) } }],
+              success: [{ request: { $case: 'requestPut', value: { key, value: ks.value() } } }],
+              failure: [{ request: { $case: 'requestRange', value: { key } } }],
+            },
+            TIMEOUT_MS,
+          );
+          const r = res.responses[0]?.response;
+          const rev = res.succeeded ? Number(res.header?.revision ?? 0n) : r?.$case === 'responseRange' ? Number(r.value.kvs[0]?.modRevision ?? 0n) : 0;
+          ks.podRevs[i] = Math.max(ks.podRevs[i]!, rev);
+          samples.push({ at: t0, ms: nowMs() - t0, moved: movedKey[i]! });
+        } catch (err) {
+          if (errors.length < 1000) errors.push(grpcCode(err));
+        }
+      }
+    };
+    const load = Promise.all(Array.from({ length: clients }, (_, w) => worker(w)));
+    await sleep(baselineS * 1000);
+
+    const moveStart = nowMs();
+    const out = await runCommand([
+      'partitions',
+      'move',
+      ...moving.map(String),
+      '--to',
+      '1',
+      '--coordinator',
+      target.clusters!.coordinator,
+      '--members',
+      target.clusters!.members.join(','),
+    ]);
+    const moveEnd = nowMs();
+    await sleep(2000);
+    stop = true;
+    await load;
+
+    const window = (from: number, to: number, moved?: boolean) => {
+      const s = new Samples();
+      for (const x of samples) if (x.at >= from && x.at < to && (moved === undefined || x.moved === moved)) s.add(x.ms);
+      return s;
+    };
+    const before = moveStart - baselineS * 1000;
+    const rows = [
+      ['before the move, all updates', window(before, moveStart), baselineS * 1000],
+      ['during the move, all updates', window(moveStart, moveEnd), moveEnd - moveStart],
+      ['before the move, moved keys', window(before, moveStart, true), baselineS * 1000],
+      ['during the move, moved keys', window(moveStart, moveEnd, true), moveEnd - moveStart],
+    ] as const;
+    console.log(`\n### Moving ${moving.length} partitions from member 0 to member 1 under ${clients} updating clients\n`);
+    console.log(`move took ${fmt((moveEnd - moveStart) / 1000)} s (exit ${out.code}); its summary: ${out.summary || '(none)'}\n`);
+    console.log(
+      table(
+        ['window', 'updates/s', 'p50 ms', 'p99 ms', 'max ms'],
+        rows.map(([name, s, ms]) => [name, fmt(s.count / (ms / 1000), 0), fmt(s.quantile(0.5)), fmt(s.quantile(0.99)), fmt(s.quantile(1))]),
+      ),
+    );
+    const failed = errors.length;
+    console.log(`\nfailed updates: ${failed}${failed > 0 ? ` (first: ${[...new Set(errors)].slice(0, 3).join(' | ')})` : ''}`);
+    if (out.code !== 0) throw new Error(`the move failed (exit ${out.code}):\n${out.tail}`);
+    if (failed > 0) throw new Error(`${failed} updates failed during the move`);
+  } finally {
+    pool.close();
+    await target.stop();
+  }
+}
+
+/** Runs `metaetcd <args>` (the build in dist/) to completion; its last stdout/stderr line is the summary. */
+function runCommand(args: string[]): Promise<{ code: number; summary: string; tail: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'metaetcd.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let tail = '';
+    const keep = (chunk: Buffer) => {
+      tail = (tail + chunk.toString('utf8')).slice(-16_384);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const lines = tail.split(/\r?\n|\r/).map((l) => l.trim()).filter(Boolean);
+      resolve({ code: code ?? 1, summary: lines[lines.length - 1] ?? '', tail });
+    });
+  });
+}
