@@ -6,6 +6,7 @@
 // depends on proxies.
 
 import { randomBytes } from 'node:crypto';
+import { isKind } from '../errors/etcd-error.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { readMemberState } from '../members/bootstrap.js';
@@ -38,6 +39,12 @@ export interface MoveOptions {
   log: Logger;
   onProgress?: (p: MoveProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Wait between the flip and the removal of S's copies (default 5 s): a request
+   * a proxy started at generation g (before it saw the bump) may still read P
+   * from S; the protocol has no acknowledgement of the new generation to wait for.
+   */
+  cleanGraceMs?: number;
 }
 
 export interface MoveResult {
@@ -128,6 +135,7 @@ async function runMove(c: MetaCluster, s: MoveState, o: MoveOptions, resumed: bo
     await hold('flipped', log);
     s.phase = 'cleaning';
     await saveMoveState(target, s);
+    await sleep(o.cleanGraceMs ?? 5000, o.signal);
   }
   const removed = await deleteCarried(source, filter, s.id);
   o.onProgress?.({ phase: 'clean', done: removed, total: removed });
@@ -171,8 +179,9 @@ async function copyAndFreeze(c: MetaCluster, s: MoveState, filter: PartitionFilt
       await hold('frozen', log);
       return frozenAt;
     } catch (err) {
-      if (!(err instanceof CompactedHistory)) throw err;
-      log.warn({ err: err.message }, 'history compacted during the move; restarting the copy');
+      // S compacted past s0 while the copy read at it, or past the start of a catch-up.
+      if (!(err instanceof CompactedHistory) && !isKind(err, 'compacted')) throw err;
+      log.warn({ err: (err as Error).message }, 'history compacted during the move; restarting the copy');
       await liftFreeze(source);
     }
   }
@@ -189,6 +198,14 @@ async function hold(phase: MovePhase, log: Logger): Promise<void> {
   log.warn({ phase }, 'holding (test hook)');
   process.stderr.write(`holding after ${phase}\n`);
   await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+  });
 }
 
 function sameSet(a: number[], b: number[]): boolean {
