@@ -255,6 +255,16 @@ test('rebalance evens the partitions out', BOUND, async () => {
   assert.equal(l.members.reduce((n, m) => n + m.keys, 0), 600 - 55 + 60, 'every key is held once');
 });
 
+test('members drain moves every partition and key off the member, evenly onto the others', BOUND, async () => {
+  const r = ok(await metaetcd(['members', 'drain', '2']), 'drain');
+  assert.match(r.stdout, /^moved \d+ partitions from member 2 to member 0: .*\nmoved \d+ partitions from member 2 to member 1: /);
+  const l = JSON.parse(ok(await metaetcd(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
+  assert.deepEqual(l.members.map((m) => m.partitions), [512, 512, 0]);
+  assert.equal(l.members[2]!.keys, 0);
+  assert.equal(l.members.reduce((n, m) => n + m.keys, 0), 600 - 55 + 60, 'every key is held once');
+  assert.equal(l.move, undefined);
+});
+
 test('catch-up replays S history onto T: puts (versions continue), deletes, new keys, lease index entries', BOUND, async () => {
   const layout = (await layouts())[0]!;
   const S = 0;
