@@ -25,14 +25,12 @@ interface Flags {
   logLevel: string;
   writeOut: string;
   to: string;
-  cleanGraceMs: number;
 }
 
 const SHARED = ['coordinator', 'members', 'ca-cert', 'client-cert', 'client-cert-key'] as const;
 const FLAGS: Record<string, { key: string; kind: Kind; help: string }> = {
   ...Object.fromEntries(SHARED.map((name) => [name, PROXY_FLAGS[name]!])),
   to: { key: 'to', kind: 'string', help: 'partitions move: the target member slot' },
-  'clean-grace': { key: 'cleanGraceMs', kind: 'duration', help: "wait between a move's flip and the removal of the source's copies (default 5s)" },
   'request-timeout': { key: 'requestTimeoutMs', kind: 'duration', help: 'bound on each request to the etcd clusters (default 30s)' },
   'write-out': { key: 'writeOut', kind: 'string', help: 'members list: table or json (default table)' },
   w: { key: 'writeOut', kind: 'string', help: 'short for --write-out' },
@@ -64,7 +62,7 @@ export function parseMoverArgs(argv: string[]): Parsed {
   });
   const parsed = parseFlags(rest, new Set(Object.keys(FLAGS)));
   const flags = applyFlags<Flags>(
-    { coordinator: '', members: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, logLevel: 'warn', writeOut: 'table', to: '', cleanGraceMs: 5000 },
+    { coordinator: '', members: '', caCert: undefined, clientCert: undefined, clientCertKey: undefined, requestTimeoutMs: 30_000, logLevel: 'warn', writeOut: 'table', to: '' },
     parsed.values,
     FLAGS,
   );
@@ -129,7 +127,7 @@ async function plannedCommand(c: MetaCluster, p: Parsed, log: Logger, plan: (ass
   const running = await findMoveState(c.members);
   if (running) {
     if (dryRun) process.stdout.write(`an interrupted move would be finished first: ${describeMove(running)} (phase ${running.phase})\n`);
-    else await runOne(c, running, log, p.flags.cleanGraceMs);
+    else await runOne(c, running, log);
   }
   const layout = newestLayout(await refreshStates(c));
   const moves = plan(layout.assignment, layout.members);
@@ -137,15 +135,15 @@ async function plannedCommand(c: MetaCluster, p: Parsed, log: Logger, plan: (ass
     process.stdout.write(describePlan(moves));
     return 0;
   }
-  for (const m of moves) await runOne(c, m, log, p.flags.cleanGraceMs);
+  for (const m of moves) await runOne(c, m, log);
   if (moves.length === 0 && !running) process.stdout.write('nothing to move\n');
   return 0;
 }
 
-async function runOne(c: MetaCluster, m: PlannedMove, log: Logger, cleanGraceMs: number): Promise<MoveResult> {
+async function runOne(c: MetaCluster, m: PlannedMove, log: Logger): Promise<MoveResult> {
   process.stderr.write(`${describeMove(m)}\n`);
   const shown = progressPrinter(`copy to member ${m.to}`);
-  const r = await movePartitions({ coordinator: c.coordinator, members: c.members, partitions: m.partitions, to: m.to, log, onProgress: shown.update, cleanGraceMs });
+  const r = await movePartitions({ coordinator: c.coordinator, members: c.members, partitions: m.partitions, to: m.to, log, onProgress: shown.update });
   shown.done();
   process.stdout.write(
     `moved ${r.partitions.length} partitions from member ${r.from} to member ${r.to}${r.resumed ? ' (resumed)' : ''}: ` +

@@ -14,6 +14,7 @@ import { CompactedHistory, catchUp } from './catch-up.js';
 import { newestLayout, clockNow, type MetaCluster } from './connect.js';
 import { copyPartitions, TargetVersions } from './copy.js';
 import { flip, freeze, liftFreeze, markDone } from './layout-steps.js';
+import { fenceAtNewRevision } from './revision-fence.js';
 import { deleteCarried, memberRevision, PartitionFilter } from './member-io.js';
 import { createMoveState, deleteMoveState, findMoveState, saveMoveState, type MovePhase, type MoveState } from './move-state.js';
 
@@ -39,12 +40,6 @@ export interface MoveOptions {
   log: Logger;
   onProgress?: (p: MoveProgress) => void;
   signal?: AbortSignal;
-  /**
-   * Wait between the flip and the removal of S's copies (default 5 s): a request
-   * a proxy started at generation g (before it saw the bump) may still read P
-   * from S; the protocol has no acknowledgement of the new generation to wait for.
-   */
-  cleanGraceMs?: number;
 }
 
 export interface MoveResult {
@@ -135,8 +130,11 @@ async function runMove(c: MetaCluster, s: MoveState, o: MoveOptions, resumed: bo
     await hold('flipped', log);
     s.phase = 'cleaning';
     await saveMoveState(target, s);
-    await sleep(o.cleanGraceMs ?? 5000, o.signal);
   }
+  // Readings taken before the layout bump (a proxy still routing P to S) have revisions below this fence,
+  // so they read S as it was before the removal below.
+  const fence = await fenceAtNewRevision(c, s.from, log);
+  log.info({ revision: fence }, 'source fenced before its copies are removed');
   const removed = await deleteCarried(source, filter, s.id);
   o.onProgress?.({ phase: 'clean', done: removed, total: removed });
   log.info({ removed }, "source copies removed");
@@ -198,14 +196,6 @@ async function hold(phase: MovePhase, log: Logger): Promise<void> {
   log.warn({ phase }, 'holding (test hook)');
   process.stderr.write(`holding after ${phase}\n`);
   await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
-  });
 }
 
 function sameSet(a: number[], b: number[]): boolean {

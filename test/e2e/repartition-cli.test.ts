@@ -45,7 +45,7 @@ interface Run {
   stderr: string;
 }
 
-const flags = () => ['--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(','), '--clean-grace', '0'];
+const flags = () => ['--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(',')];
 
 function metaetcd(args: string[], timeoutMs = 60_000): Promise<Run> {
   return new Promise((res, rej) => {
