@@ -1,6 +1,7 @@
 // The `metaetcd` command: runs the proxy (`metaetcd --coordinator URL --members
 // URL,...`) or the embedded sandbox (`metaetcd sandbox`), or reports on the
-// clusters (`metaetcd status`).
+// clusters (`metaetcd status`), or moves partitions between members
+// (`metaetcd partitions move`, `members drain|list`, `rebalance`).
 
 import cluster from 'node:cluster';
 import { startProxy } from './app.js';
@@ -8,6 +9,7 @@ import { parseProxyArgs, PROXY_FLAGS } from './config.js';
 import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
 import { runSnapshot } from './ops/snapshot/cli.js';
+import { runMover } from './repartition/cli.js';
 import { runStatus } from './ops/status-command.js';
 import { runSandbox } from './sandbox/sandbox.js';
 import { WORKER_INDEX_ENV } from './workers/messages.js';
@@ -25,6 +27,10 @@ export async function main(argv: string[]): Promise<number> {
       return runStatus(rest);
     case 'snapshot':
       return runSnapshot(rest);
+    case 'partitions':
+    case 'members':
+    case 'rebalance':
+      return runMover(first, rest);
     case 'version':
     case '--version':
       process.stdout.write(`metaetcd ${VERSION}\n`);
@@ -43,7 +49,8 @@ function help(): string {
       'metaetcd --coordinator URL --members URL[;URL...][,URL...] [flags]\n' +
         '       metaetcd sandbox [flags]   (metaetcd sandbox --help)\n' +
         '       metaetcd status [flags]    (metaetcd status --help)\n' +
-        '       metaetcd snapshot save|restore FILE [flags]   (metaetcd snapshot --help)',
+        '       metaetcd snapshot save|restore FILE [flags]   (metaetcd snapshot --help)\n' +
+        '       metaetcd partitions move P... --to N | members drain N | members list | rebalance [flags]   (metaetcd rebalance --help)',
       PROXY_FLAGS,
     )
   );

@@ -278,7 +278,8 @@ export class Clock {
         ceiling = revision + this.ceilingWindow;
         await this.raiseCeiling(ceiling);
       }
-      const record: CoordinatorRecord = { format: 1, revision, ceiling, last, first };
+      // The layout generation is set only by partition moves (repartition/); every tick keeps it.
+      const record: CoordinatorRecord = { format: 1, revision, ceiling, last, first, ...(base.layoutGeneration ? { layoutGeneration: base.layoutGeneration } : {}) };
       this.metrics.clockRoundTrips.inc({ kind: attempt === 0 ? 'allocate' : 'conflict' });
       const seen = this.seen();
       let resp;

@@ -1,0 +1,106 @@
+// Connecting the mover's commands to a meta cluster: the coordinator and the
+// member clusters ordered by the slot each records (m/identity), exactly as the
+// proxy recognises them (members/bootstrap.ts), but never initialising anything:
+// the mover works only on an existing meta cluster.
+
+import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
+import { readMemberState, type MemberState } from '../members/bootstrap.js';
+import { parseCluster, parseClusters } from '../members/endpoints.js';
+import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
+import { cmp, op, txn } from '../proto/build.js';
+import type { Layout } from '../shard/layout.js';
+
+export interface MetaCluster {
+  coordinator: EtcdClient;
+  /** Member clients ordered by slot. */
+  members: EtcdClient[];
+  states: MemberState[];
+  close(): void;
+}
+
+export interface ConnectOptions {
+  coordinator: string;
+  members: string;
+  tls: ClientTls;
+  requestTimeoutMs: number;
+}
+
+export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster> {
+  const opts = { tls: o.tls, requestTimeoutMs: o.requestTimeoutMs };
+  const coordinator = new EtcdClient({ name: 'coordinator', endpoints: parseCluster(o.coordinator), ...opts });
+  const candidates = parseClusters(o.members).map((endpoints, i) => new EtcdClient({ name: `--members entry ${i}`, endpoints, ...opts }));
+  const close = () => [coordinator, ...candidates].forEach((c) => c.close());
+  try {
+    const states = await Promise.all(candidates.map(readMemberState));
+    const ordered = orderMembers(states);
+    return { coordinator, members: ordered.map((s) => s.client), states: ordered, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+function orderMembers(states: MemberState[]): MemberState[] {
+  const out: MemberState[] = [];
+  const clusterId = states.find((s) => s.identity)?.identity?.clusterId;
+  for (const s of states) {
+    const where = `${s.client.name} (${s.client.endpoints.map((e) => e.url).join(';')})`;
+    if (!s.identity || !s.layout) throw new Error(`${where} is not part of a meta cluster (no identity or layout); start a proxy over it first`);
+    if (s.identity.clusterId !== clusterId) throw new Error(`${where} belongs to meta cluster ${s.identity.clusterId}, not ${clusterId}`);
+    if (out[s.identity.index]) throw new Error(`${where} and ${out[s.identity.index]!.client.name} both claim member slot ${s.identity.index}`);
+    out[s.identity.index] = s;
+    s.client.name = `member ${s.identity.index}`;
+  }
+  const members = newestLayout(states).members;
+  if (states.length !== members) throw new Error(`the meta cluster has ${members} members but --members lists ${states.length}`);
+  return out;
+}
+
+export function newestLayout(states: MemberState[]): Layout {
+  let best: Layout | undefined;
+  for (const s of states) if (s.layout && (!best || s.layout.generation > best.generation)) best = s.layout;
+  if (!best) throw new Error('no member holds a layout');
+  return best;
+}
+
+/** Re-reads every member's records (layouts change during a move). */
+export async function refreshStates(c: MetaCluster): Promise<MemberState[]> {
+  c.states = await Promise.all(c.members.map(readMemberState));
+  return c.states;
+}
+
+/** The coordinator's clock record and its mod revision (undefined: no clock yet). */
+export async function readClock(c: MetaCluster): Promise<{ record: CoordinatorRecord; mod: number } | undefined> {
+  const resp = await c.coordinator.range({ key: CLOCK_KEY }, { context: 'reading the clock' });
+  const kv = resp.kvs[0];
+  if (!kv) return undefined;
+  return { record: decodeCoordinatorRecord(kv.value, c.members.length), mod: Number(kv.modRevision) };
+}
+
+/**
+ * The clock's current revision, as a proxy's clock.now() would read it. Without
+ * a coordinator record a proxy rebuilds the clock from the members' highest
+ * revision or ceiling, so that is the reading then.
+ */
+export async function clockNow(c: MetaCluster): Promise<number> {
+  const clock = await readClock(c);
+  if (clock) return clock.record.revision;
+  const states = await refreshStates(c);
+  return Math.max(0, ...states.map((s) => s.clockRevision ?? 0));
+}
+
+/** CAS the coordinator record's layoutGeneration up to `generation`, preserving every other field. */
+export async function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const clock = await readClock(c);
+    // No record: the next clock rebuild takes the generation from the members' layouts.
+    if (!clock || (clock.record.layoutGeneration ?? 1) >= generation) return;
+    const next: CoordinatorRecord = { ...clock.record, layoutGeneration: generation };
+    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, clock.mod)], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), {
+      context: 'bumping the layout generation',
+    });
+    if (resp.succeeded) return;
+    // A proxy ticked meanwhile: read again and retry.
+  }
+  throw new Error('could not bump the layout generation in the coordinator: the clock record kept changing');
+}
