@@ -13,7 +13,15 @@ export interface KeyMeta {
   /** Member revision of this information (the key's member mod_revision when present). */
   rev: number;
   /** undefined: the key was deleted at `rev`. */
-  present?: { version: bigint; createRevision: number; modRevision: number; lease: bigint };
+  present?: {
+    /** The reported version (member version + versionBase). */
+    version: bigint;
+    /** The envelope's version base, which a put of the key keeps. */
+    versionBase: number;
+    createRevision: number;
+    modRevision: number;
+    lease: bigint;
+  };
 }
 
 export class KeyCache {
@@ -34,7 +42,13 @@ export class KeyCache {
         const env = decodeEnvelope(ev.kv!.value);
         this.set(k, {
           rev: memberRevision,
-          present: { version: ev.kv!.version, createRevision: env.createRevision, modRevision: env.modRevision, lease: env.lease },
+          present: {
+            version: ev.kv!.version + BigInt(env.versionBase),
+            versionBase: env.versionBase,
+            createRevision: env.createRevision,
+            modRevision: env.modRevision,
+            lease: env.lease,
+          },
         });
       } else {
         this.set(k, { rev: memberRevision });

@@ -24,14 +24,23 @@ const bytes = (max: number) => Buffer.from(Array.from({ length: Math.floor(r() *
 const rev = () => Math.floor(r() * 2 ** Math.floor(r() * 53));
 const lease = () => [0n, 1n, -1n, 2n ** 63n - 1n, -(2n ** 63n), BigInt(rev())][Math.floor(r() * 6)]!;
 
-test('envelope round trip: binary and empty values, signed 64-bit leases, bounded overhead', () => {
+test('envelope round trip: binary and empty values, signed 64-bit leases, version bases, bounded overhead', () => {
   for (let i = 0; i < 1000; i++) {
-    const e = { modRevision: rev(), createRevision: rev(), lease: lease(), value: bytes(20) };
+    const e = { modRevision: rev(), createRevision: rev(), lease: lease(), versionBase: i % 3 === 0 ? 0 : rev(), value: bytes(20) };
     const raw = encodeEnvelope(e);
     assert.deepEqual(decodeEnvelope(raw), e);
+    // Format 1 unless there is a base, so members that never saw a move keep the old format.
+    assert.equal(raw[0], e.versionBase === 0 ? 1 : 2);
     assert.ok(raw.length - e.value.length <= MAX_ENVELOPE_OVERHEAD);
   }
-  assert.deepEqual(decodeEnvelope(encodeEnvelope({ modRevision: 0, createRevision: 0, lease: 0n, value: Buffer.alloc(0) })).value, Buffer.alloc(0));
+  assert.deepEqual(decodeEnvelope(encodeEnvelope({ modRevision: 0, createRevision: 0, lease: 0n, versionBase: 0, value: Buffer.alloc(0) })).value, Buffer.alloc(0));
+  // A format 2 envelope, byte by byte: mod 300, create 5, lease 0, base 7, value "v".
+  assert.deepEqual(
+    encodeEnvelope({ modRevision: 300, createRevision: 5, lease: 0n, versionBase: 7, value: Buffer.from('v') }),
+    Buffer.from([2, 0xac, 0x02, 5, 0, 7, 0x76]),
+  );
+  assert.throws(() => encodeEnvelope({ modRevision: 1, createRevision: 1, lease: 0n, versionBase: -1, value: Buffer.alloc(0) }), /version base/);
+  assert.throws(() => decodeEnvelope(Buffer.from([2, 1, 1, 0])), /truncated/);
   assert.throws(() => decodeEnvelope(Buffer.alloc(0)), /not a metaetcd envelope/);
   assert.throws(() => decodeEnvelope(Buffer.from('plain value')), /not a metaetcd envelope/);
   assert.throws(() => decodeEnvelope(Buffer.from([1, 0x80])), /truncated/);

@@ -15,7 +15,7 @@ import { compareToPath } from '../../src/kv/txn-compare.js';
 import { planTxn, type TxnPlan } from '../../src/kv/txn-plan.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { cmp, op, txn } from '../../src/proto/build.js';
-import type { RequestOp, ResponseOp, TxnRequest, TxnResponse } from '../../src/proto/gen/rpc.js';
+import { type Compare, Compare_CompareResult, Compare_CompareTarget, type RequestOp, type ResponseOp, type TxnRequest, type TxnResponse } from '../../src/proto/gen/rpc.js';
 import { newLayout, Router } from '../../src/shard/layout.js';
 import { ClockKind, clockAtLeastValue, clockGuardValue, encodeClockRecord } from '../../src/store/clock-record.js';
 import { decodeEnvelope, encodeEnvelope } from '../../src/store/envelope.js';
@@ -27,13 +27,13 @@ const NO_PAST: PastRevisions = new Map();
 const ONE_MEMBER = new Router(newLayout('0123456789abcdef', 1));
 
 /** A member key-value as stored: value enveloped with its meta revisions. */
-function stored(key: string, memberRev: number, metaRev: number, value = 'old'): KeyValue {
+function stored(key: string, memberRev: number, metaRev: number, value = 'old', versionBase = 0): KeyValue {
   return {
     key: mk(key),
     createRevision: BigInt(memberRev),
     modRevision: BigInt(memberRev),
     version: 1n,
-    value: encodeEnvelope({ modRevision: metaRev, createRevision: metaRev, lease: 0n, value: b(value) }),
+    value: encodeEnvelope({ modRevision: metaRev, createRevision: metaRev, lease: 0n, versionBase, value: b(value) }),
     lease: 0n,
   };
 }
@@ -64,8 +64,8 @@ function slotLevel(R: number, ops: RequestOp[], next: RequestOp[]): RequestOp {
   return op.txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(R))], [...ops, op.put(InternalKey.clock, record)], next));
 }
 
-const putAt = (key: string, value: string, R: number, createRevision = R) =>
-  op.put(mk(key), encodeEnvelope({ modRevision: R, createRevision, lease: 0n, value: b(value) }));
+const putAt = (key: string, value: string, R: number, createRevision = R, versionBase = 0) =>
+  op.put(mk(key), encodeEnvelope({ modRevision: R, createRevision, lease: 0n, versionBase, value: b(value) }));
 
 test('a simple put: guarded by the key as read, one slot, the state read again on failure', () => {
   const req = txn([], [op.put(b('k'), b('v'))]);
@@ -73,7 +73,7 @@ test('a simple put: guarded by the key as read, one slot, the state read again o
   const { own, write } = compile(input, tickOf([7], 7));
   assert.deepEqual(write.txn, txn([cmp.modEqual(mk('k'), 0)], [slotLevel(7, [putAt('k', 'v', 7)], [op.range(InternalKey.clock)])], [op.range(InternalKey.clock), op.range(mk('k'))]));
   assert.deepEqual(write.slots.map((s) => s.revision), [7]);
-  assert.deepEqual(own.written, [{ key: mk('k').toString('latin1'), put: { version: 1n, createRevision: undefined, lease: 0n } }]);
+  assert.deepEqual(own.written, [{ key: mk('k').toString('latin1'), put: { version: 1n, versionBase: 0, createRevision: undefined, lease: 0n } }]);
 });
 
 test('a put over an existing key keeps its create revision and is guarded by its member mod revision', () => {
@@ -82,6 +82,17 @@ test('a put over an existing key keeps its create revision and is guarded by its
   const { write } = compile(input, tickOf([9], 9));
   assert.deepEqual(write.txn.compare, [cmp.modEqual(mk('k'), 4)]);
   assert.deepEqual(write.txn.success, [slotLevel(9, [putAt('k', 'new', 9, 3)], [op.range(InternalKey.clock)])]);
+});
+
+test('a put over a key copied by a move keeps its version base: the reported version continues', () => {
+  // Member version 1 + base 6: the client saw version 7 before the move.
+  const versionIs7: Compare = { key: b('k'), rangeEnd: Buffer.alloc(0), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: 7n } };
+  const req = txn([versionIs7], [op.put(b('k'), b('new'))]);
+  const input = inputOf(req, stateOf({ k: stored('k', 4, 3, 'old', 6) }));
+  assert.deepEqual(input.path, [true]);
+  const { own, write } = compile(input, tickOf([9], 9));
+  assert.deepEqual(write.txn.success, [slotLevel(9, [putAt('k', 'new', 9, 3, 6)], [op.range(InternalKey.clock)])]);
+  assert.deepEqual(own.written, [{ key: mk('k').toString('latin1'), put: { version: 8n, versionBase: 6, createRevision: 3, lease: 0n } }]);
 });
 
 test('a guarded create, If ModRevision(k) == 0 Then Put Else Get: the branch follows the state read', () => {
@@ -257,5 +268,5 @@ test('put values are enveloped with the slot revision', () => {
   const { own } = compile(inputOf(req, stateOf({ k: undefined })), tickOf([3], 3));
   const put = own.ops[0]!.request;
   assert.equal(put?.$case, 'requestPut');
-  if (put?.$case === 'requestPut') assert.deepEqual(decodeEnvelope(put.value.value), { modRevision: 3, createRevision: 3, lease: 0n, value: b('v') });
+  if (put?.$case === 'requestPut') assert.deepEqual(decodeEnvelope(put.value.value), { modRevision: 3, createRevision: 3, lease: 0n, versionBase: 0, value: b('v') });
 });

@@ -11,7 +11,7 @@ import { encodeEnvelope } from '../../store/envelope.js';
 import { InternalKey, toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import type { KeyMeta } from '../key-cache.js';
 import { memberFetchLimit } from '../range-shape.js';
-import { toClientKv } from '../translate.js';
+import { metaOf, toClientKv } from '../translate.js';
 import type { TxnPlan } from '../txn-plan.js';
 import type { PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
@@ -32,7 +32,14 @@ export interface WrittenKey {
   /** latin1(member key). */
   key: string;
   /** undefined: deleted. createRevision undefined: created by this write. */
-  put?: { version: bigint; createRevision: number | undefined; lease: bigint };
+  put?: {
+    /** The reported version after the put. */
+    version: bigint;
+    /** The envelope's version base (kept from the key's current envelope). */
+    versionBase: number;
+    createRevision: number | undefined;
+    lease: bigint;
+  };
 }
 
 /** The client ops at the write's own revision, and what they do. */
@@ -130,16 +137,18 @@ class OpsBuilder implements TakenVisitor {
     const value = p.ignoreValue ? meta!.value : p.value;
     const lease = p.ignoreLease ? meta!.lease : p.lease;
     const createRevision = meta ? Number(meta.createRevision) : this.R;
+    // A put keeps the key's base (a copy's version continues the source's); a create starts at 0.
+    const versionBase = current ? metaOf(current).versionBase : 0;
     const rec = this.record;
     if (rec) {
       rec.clientBytes += mkey.length + value.length;
       if (lease !== 0n) rec.leases.add(lease);
       rec.written.push({
         key: mkey.toString('latin1'),
-        put: { version: (current?.version ?? 0n) + 1n, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
+        put: { version: (meta?.version ?? 0n) + 1n, versionBase, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
       });
     }
-    return op.put(mkey, encodeEnvelope({ modRevision: this.R, createRevision, lease, value }), { prevKv: p.prevKv });
+    return op.put(mkey, encodeEnvelope({ modRevision: this.R, createRevision, lease, versionBase, value }), { prevKv: p.prevKv });
   }
 }
 
@@ -153,5 +162,6 @@ function pastMemberRevision(past: PastRevisions, revision: number): number {
 /** What the key cache learns of a written key once the write landed at meta revision R, member revision m. */
 export function cachedMeta(w: WrittenKey, R: number, m: number): KeyMeta {
   if (!w.put) return { rev: m };
-  return { rev: m, present: { version: w.put.version, createRevision: w.put.createRevision ?? R, modRevision: R, lease: w.put.lease } };
+  const p = w.put;
+  return { rev: m, present: { version: p.version, versionBase: p.versionBase, createRevision: p.createRevision ?? R, modRevision: R, lease: p.lease } };
 }

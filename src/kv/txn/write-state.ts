@@ -88,8 +88,15 @@ export function stateFromCache(cache: KeyCache, plan: TxnPlan): WriteState | und
             key: mkey,
             createRevision: 0n,
             modRevision: BigInt(meta.rev),
-            version: p.version,
-            value: encodeEnvelope({ modRevision: p.modRevision, createRevision: p.createRevision, lease: p.lease, value: Buffer.alloc(0) }),
+            // Member form: the member's version and the base in the envelope, as a read would return them.
+            version: p.version - BigInt(p.versionBase),
+            value: encodeEnvelope({
+              modRevision: p.modRevision,
+              createRevision: p.createRevision,
+              lease: p.lease,
+              versionBase: p.versionBase,
+              value: Buffer.alloc(0),
+            }),
             lease: 0n,
           }
         : undefined,

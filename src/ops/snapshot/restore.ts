@@ -181,7 +181,7 @@ async function write(client: EtcdClient, kvs: SnapshotKv[]): Promise<void> {
     for (const kv of kvs) {
       if (kv.version < j) continue;
       const last = kv.version === j;
-      const envelope = encodeEnvelope({ modRevision: kv.modRevision, createRevision: kv.createRevision, lease: kv.lease, value: last ? kv.value : EMPTY });
+      const envelope = encodeEnvelope({ modRevision: kv.modRevision, createRevision: kv.createRevision, lease: kv.lease, versionBase: 0, value: last ? kv.value : EMPTY });
       ops.push(op.put(toMemberKey(kv.key), envelope));
       if (last && kv.lease !== 0n) ops.push(op.put(leaseIndexKey(kv.lease, kv.key), EMPTY));
     }
