@@ -203,12 +203,14 @@ export class MemberStream {
     while (i < events.length) {
       const rev = Number(events[i]!.kv!.modRevision);
       let record: ClockRecord | undefined;
+      let marked = false;
       const data: Event[] = [];
       for (; i < events.length && Number(events[i]!.kv!.modRevision) === rev; i++) {
         const ev = events[i]!;
         const key = ev.kv!.key;
         if (isDataKey(key)) data.push(ev);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) record = decodeClockRecord(ev.kv!.value);
+        else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.moveMarker)) marked = true;
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.compacted)) this.o.onCompacted?.(decodeU64BE(ev.kv!.value));
         else if (key.equals(InternalKey.auth)) this.o.onAuth?.(ev.type === Event_EventType.PUT ? ev.kv!.value : undefined, rev);
         else if (ev.type === Event_EventType.DELETE) {
@@ -218,7 +220,10 @@ export class MemberStream {
       }
       if (rev <= this.o.timeline.processed) continue; // already seen (seeded past it)
       this.o.timeline.observe(rev, record?.revision);
-      if (record || data.length > 0) this.o.onBatch?.({ member: this.o.member, memberRevision: rev, record, events: data });
+      // A partition move's copy or clean-up (docs/notes/repartitioning.md): bookkeeping, not client
+      // changes — the client saw them when they were written in the source member.
+      const delivered = marked ? [] : data;
+      if (record || delivered.length > 0) this.o.onBatch?.({ member: this.o.member, memberRevision: rev, record, events: delivered });
     }
   }
 }

@@ -81,7 +81,7 @@ export class HistoryReader {
     const groups = await readMemberRevisions(client, c.member, c.next, c.end, this.chunkEvents);
     for (const g of groups) {
       c.next = g.memberRevision + 1;
-      if (!g.record || g.record.kind !== ClockKind.Write) continue;
+      if (!g.record || g.record.kind !== ClockKind.Write || g.marked) continue;
       const matching = g.events.filter((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
       if (matching.length === 0 || g.record.revision < this.from || g.record.revision > this.to) continue;
       const { events, bytes } = toClientEvents(matching, g.record.revision);
@@ -94,6 +94,8 @@ export class HistoryReader {
 interface Group {
   memberRevision: number;
   record: ReturnType<typeof decodeClockRecord> | undefined;
+  /** Carries a partition move's marker: copies or clean-up, never client changes. */
+  marked: boolean;
   events: Event[];
 }
 
@@ -118,7 +120,7 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
         if (rev > end || (events >= maxEvents && rev !== groups[groups.length - 1]?.memberRevision)) return finish();
         let g = groups[groups.length - 1];
         if (!g || g.memberRevision !== rev) {
-          g = { memberRevision: rev, record: undefined, events: [] };
+          g = { memberRevision: rev, record: undefined, marked: false, events: [] };
           groups.push(g);
         }
         const key = ev.kv!.key;
@@ -127,6 +129,8 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
           events++;
         } else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) {
           g.record = decodeClockRecord(ev.kv!.value);
+        } else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.moveMarker)) {
+          g.marked = true;
         }
       }
     });
