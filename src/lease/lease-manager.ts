@@ -47,11 +47,15 @@ const REAP_CHUNK = 100;
 /** Index keys read per member range request. */
 const INDEX_PAGE = 5000;
 
-/** The member holding lease `id` under the router's layout (the hash of its 8-byte big-endian ID). */
+/**
+ * The member holding lease `id` (the hash of its 8-byte big-endian ID). Lease homes
+ * are fixed at bootstrap: partition moves never move lease records.
+ */
 export function leaseHome(router: Router, id: bigint): number {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(BigInt.asUintN(64, id));
-  return router.layout.assignment[partitionOf(b, router.layout.partitions)]!;
+  const homes = router.layout.leaseAssignment ?? router.layout.assignment;
+  return homes[partitionOf(b, router.layout.partitions)]!;
 }
 
 export class LeaseManager implements LeaseChecker {

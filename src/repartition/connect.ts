@@ -4,6 +4,7 @@
 // the mover works only on an existing meta cluster.
 
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
+import { parseAnnouncements, PROXIES_END, PROXIES_PREFIX } from '../app/heartbeat.js';
 import { readMemberState, type MemberState } from '../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../members/endpoints.js';
 import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
@@ -103,4 +104,21 @@ export async function bumpLayoutGeneration(c: MetaCluster, generation: number): 
     // A proxy ticked meanwhile: read again and retry.
   }
   throw new Error('could not bump the layout generation in the coordinator: the clock record kept changing');
+}
+
+/**
+ * Refuses to go on while a proxy announces itself in the coordinator (app/heartbeat.ts).
+ * Proxies do not yet follow a move while it runs (docs/design.md, "Repartitioning"), so
+ * moves are made with every proxy stopped; a proxy that died is forgotten within its
+ * announcement's TTL (15 s).
+ */
+export async function assertNoProxyServing(coordinator: EtcdClient): Promise<void> {
+  const resp = await coordinator.range({ key: PROXIES_PREFIX, rangeEnd: PROXIES_END }, { context: 'listing the proxies' });
+  const proxies = parseAnnouncements(resp.kvs.map((kv) => kv.value));
+  if (resp.kvs.length === 0) return;
+  const who = proxies.map((p) => `${p.urls.join(',')} (host ${p.host}, pid ${p.pid})`).join('; ');
+  throw new Error(
+    `${resp.kvs.length} proxies are serving this meta cluster${who ? `: ${who}` : ''}; partitions are moved with every proxy stopped ` +
+      '(proxies do not follow a move while it runs yet): stop them and run the command again',
+  );
 }

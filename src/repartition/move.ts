@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { readMemberState } from '../members/bootstrap.js';
 import { CompactedHistory, catchUp } from './catch-up.js';
-import { newestLayout, clockNow, type MetaCluster } from './connect.js';
+import { assertNoProxyServing, newestLayout, clockNow, type MetaCluster } from './connect.js';
 import { copyPartitions, TargetVersions } from './copy.js';
 import { flip, freeze, liftFreeze, markDone } from './layout-steps.js';
 import { fenceAtNewRevision } from './revision-fence.js';
@@ -62,6 +62,7 @@ export async function clusterOf(coordinator: EtcdClient, members: EtcdClient[]):
 
 /** Moves P (all on one source member) to member `to`; continues the same move if an earlier run was interrupted. */
 export async function movePartitions(o: MoveOptions): Promise<MoveResult> {
+  await assertNoProxyServing(o.coordinator);
   const c = await clusterOf(o.coordinator, o.members);
   const running = await findMoveState(c.members);
   const wanted = [...new Set(o.partitions)].sort((a, b) => a - b);
@@ -93,6 +94,7 @@ export async function movePartitions(o: MoveOptions): Promise<MoveResult> {
 
 /** Undoes a move that has not flipped: T's copies deleted, S's freeze lifted, the state removed. */
 export async function rollbackMove(o: { coordinator: EtcdClient; members: EtcdClient[]; log: Logger }): Promise<MoveState | undefined> {
+  await assertNoProxyServing(o.coordinator);
   const s = await findMoveState(o.members);
   if (!s) return undefined;
   if (s.phase === 'flipped' || s.phase === 'cleaning') {

@@ -14,7 +14,7 @@ import { CLOCK_KEY, decodeCoordinatorRecord } from '../../src/clock/coordinator-
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { catchUp } from '../../src/repartition/catch-up.js';
-import { decodeCopyEnvelope } from '../../src/repartition/copy-envelope.js';
+import { decodeEnvelope } from '../../src/store/envelope.js';
 import { copyPartitions, TargetVersions } from '../../src/repartition/copy.js';
 import type { MembersList } from '../../src/repartition/members-list.js';
 import { PartitionFilter } from '../../src/repartition/member-io.js';
@@ -27,6 +27,7 @@ import { prefixEnd } from '../../src/util/bytes.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale } from '../harness/faults.js';
 import { clientFor, startTestProxy } from '../harness/proxy.js';
+import { WatchRecorder } from '../lease/lease-helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'metaetcd.js');
@@ -38,6 +39,8 @@ let set: EtcdSet;
 let members: EtcdClient[];
 let coordinator: EtcdClient;
 let lease: bigint;
+/** What a client saw of every key before any move (through the proxy that wrote them). */
+let clientView: unknown[];
 
 interface Run {
   code: number | null;
@@ -120,7 +123,7 @@ async function carried(member: number, partitions: number[]): Promise<{ data: Ke
 
 /** What a client sees of a member key: the envelope's revisions and lease, the value and the reported version. */
 const seen = (kv: KeyValue) => {
-  const e = decodeCopyEnvelope(kv.value);
+  const e = decodeEnvelope(kv.value);
   return { key: kv.key.toString('latin1'), mod: e.modRevision, create: e.createRevision, lease: e.lease.toString(), value: e.value.toString('latin1'), version: Number(kv.version) + e.versionBase };
 };
 
@@ -129,6 +132,12 @@ async function populated(member: number, n: number): Promise<number[]> {
   const layout = (await layouts())[member]!;
   const ps = new Set((await members[member]!.range(DATA)).kvs.map((kv) => partitionOf(kv.key.subarray(1), PARTITIONS)));
   return [...ps].filter((p) => layout.assignment[p] === member).sort((a, b) => a - b).slice(0, n);
+}
+
+/** Every client key under mv/ as a client reads it: key, value, revisions, version, lease. */
+async function viewOf(c: EtcdClient): Promise<unknown[]> {
+  const r = await c.range({ key: Buffer.from('mv/'), rangeEnd: prefixEnd(Buffer.from('mv/')) });
+  return r.kvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.createRevision, kv.modRevision, kv.version, kv.lease]);
 }
 
 /** Asserts that a move of P from S to T completed: T holds what S held, S holds nothing of P. */
@@ -162,6 +171,7 @@ before(async () => {
     for (let i = 0; i < 600; i += 3) await c.put({ key: key(i), value: Buffer.from(`v${i}-2`) });
     for (let i = 0; i < 600; i += 11) await c.deleteRange({ key: key(i) });
     for (let i = 0; i < 60; i++) await c.put({ key: Buffer.from(`mv/lease/${i}`), value: Buffer.from(`l${i}`), lease });
+    clientView = await viewOf(c);
   } finally {
     c.close();
     await proxy.stop();
@@ -265,6 +275,52 @@ test('members drain moves every partition and key off the member, evenly onto th
   assert.equal(l.move, undefined);
 });
 
+test('after the moves a proxy serves every key as before; revisions before the last move read as compacted; a moved lease still deletes its keys once', BOUND, async () => {
+  const proxy = await startTestProxy(set);
+  const c = clientFor(proxy.url);
+  const w = new WatchRecorder(c, { key: Buffer.from('mv/'), prefix: true, prevKv: true });
+  try {
+    assert.deepEqual(await viewOf(c), clientView, 'keys, values, create/mod revisions, versions and leases as before the moves');
+    const layout = (await layouts())[0]!;
+    const lastDone = Math.max(...layout.moves!.map((m) => m.doneAt));
+    await assert.rejects(c.range({ key: Buffer.from('mv/'), rangeEnd: prefixEnd(Buffer.from('mv/')), revision: BigInt(lastDone - 1) }), /required revision has been compacted/);
+    await w.ready();
+    // A moved key keeps counting versions and keeps its create revision.
+    const movedKey = (await c.range({ key: Buffer.from('mv/'), rangeEnd: prefixEnd(Buffer.from('mv/')) })).kvs.find(
+      (kv) => layout.moves!.some((m) => m.partitions.includes(partitionOf(kv.key, PARTITIONS))) && kv.version > 1n,
+    )!;
+    assert.ok(movedKey, 'a moved key with several versions');
+    await c.put({ key: movedKey.key, value: Buffer.from('after the move') });
+    const now = (await c.range({ key: movedKey.key })).kvs[0]!;
+    assert.deepEqual([now.version, now.createRevision], [movedKey.version + 1n, movedKey.createRevision]);
+    // While a proxy serves, moves are refused and change nothing.
+    const layoutsBefore = await layouts();
+    const refused = await metaetcd(['rebalance']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /proxies are serving this meta cluster.*stop them/);
+    assert.deepEqual(await layouts(), layoutsBefore, 'the refused command changed no layout');
+    // The lease's keys (spread over moved and unmoved partitions) are deleted once each.
+    await c.leaseRevoke({ ID: lease });
+    const leaseKeys = Array.from({ length: 60 }, (_, i) => `mv/lease/${i}`);
+    await w.waitForEvents('a DELETE of every lease key', () => w.deletesOf(leaseKeys).length >= 60, 20_000);
+    assert.deepEqual(w.deletesOf(leaseKeys).map((e) => e.key).sort(), [...leaseKeys].sort(), 'exactly one DELETE per key');
+    assert.equal((await c.range({ key: Buffer.from('mv/lease/'), rangeEnd: prefixEnd(Buffer.from('mv/lease/')), countOnly: true })).count, 0n);
+  } finally {
+    w.close();
+    c.close();
+    await proxy.stop();
+  }
+});
+
+test('a proxy does not start while a move is in progress, and says how to finish it', BOUND, async () => {
+  const P = await populated(0, 2);
+  await moveKilledAfter('copy', ['partitions', 'move', P.join(','), '--to', '1']);
+  await assert.rejects(startTestProxy(set), /a partition move is in progress .*run the same `metaetcd partitions move` again.*--rollback/);
+  ok(await metaetcd(['partitions', 'move', '--rollback']), 'rollback');
+  const proxy = await startTestProxy(set);
+  await proxy.stop();
+});
+
 test('catch-up replays S history onto T: puts (versions continue), deletes, new keys, lease index entries', BOUND, async () => {
   const layout = (await layouts())[0]!;
   const S = 0;
@@ -273,7 +329,7 @@ test('catch-up replays S history onto T: puts (versions continue), deletes, new 
   const p = layout.assignment.findIndex((m) => m === S);
   const keys = Array.from({ length: 5000 }, (_, i) => Buffer.from(`cu/${i}`)).filter((k) => partitionOf(k, PARTITIONS) === p).slice(0, 4);
   assert.equal(keys.length, 4);
-  const env = (rev: number, value: string, l = 0n) => encodeEnvelope({ modRevision: rev, createRevision: rev, lease: l, value: Buffer.from(value) });
+  const env = (rev: number, value: string, l = 0n) => encodeEnvelope({ modRevision: rev, createRevision: rev, lease: l, versionBase: 0, value: Buffer.from(value) });
   const [k0, k1, k2, k3] = keys.map(toMemberKey) as [Buffer, Buffer, Buffer, Buffer];
   await members[S]!.put({ key: k0, value: env(1_000_000, 'a') });
   await members[S]!.put({ key: k0, value: env(1_000_001, 'a2') });
