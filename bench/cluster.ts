@@ -40,6 +40,9 @@ export interface Target {
   scrape: ScrapeTargets;
   /** The proxy's coordinator and member client URLs (for operator commands such as `partitions move`). */
   clusters?: { coordinator: string; members: string[] };
+  /** The proxy alone, stopped and started again over the same clusters and address (proxy targets). */
+  stopProxy?(): Promise<void>;
+  startProxy?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -147,35 +150,40 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
   ]);
   const port = await freePort();
   const metricsPort = await freePort();
-  const proxy = await spawnProxy(o.nodeArgs, [
-    '--coordinator',
-    coordinator!.clientUrl,
-    '--members',
-    members.map((m) => m.clientUrl).join(','),
-    '--listen-addr',
-    `127.0.0.1:${port}`,
-    '--metrics-addr',
-    '127.0.0.1',
-    '--metrics-port',
-    String(metricsPort),
-    '-v',
-    'warn',
-    ...(o.workers === undefined ? [] : ['--workers', String(o.workers)]),
-  ]);
+  const spawnServing = async () => {
+    const p = await spawnProxy(o.nodeArgs, [
+      '--coordinator',
+      coordinator!.clientUrl,
+      '--members',
+      members.map((m) => m.clientUrl).join(','),
+      '--listen-addr',
+      `127.0.0.1:${port}`,
+      '--metrics-addr',
+      '127.0.0.1',
+      '--metrics-port',
+      String(metricsPort),
+      '-v',
+      'warn',
+      ...(o.workers === undefined ? [] : ['--workers', String(o.workers)]),
+    ]);
+    try {
+      await waitServing(`127.0.0.1:${port}`, p);
+    } catch (err) {
+      await p.stop();
+      throw err;
+    }
+    return p;
+  };
+  let proxy = await spawnServing();
   const address = `127.0.0.1:${port}`;
-  try {
-    await waitServing(address, proxy);
-  } catch (err) {
-    await proxy.stop();
-    throw err;
-  }
   // With --workers N the proxy's CPU and RSS are those of the primary and all its workers.
   const front = { label: 'proxy', pid: proxy.pid, tree: true };
+  const processes = [front, { label: 'coordinator', pid: coordinator!.pid }, ...members.map((m, i) => ({ label: `member-${i}`, pid: m.pid }))];
   return {
     kind: 'proxy',
     address,
     front,
-    processes: [front, { label: 'coordinator', pid: coordinator!.pid }, ...members.map((m, i) => ({ label: `member-${i}`, pid: m.pid }))],
+    processes,
     clusters: { coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl) },
     scrape: {
       proxy: `http://127.0.0.1:${metricsPort}/metrics`,
@@ -183,6 +191,11 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
         { label: 'coordinator', url: `${coordinator!.clientUrl}/metrics` },
         ...members.map((m, i) => ({ label: `member-${i}`, url: `${m.clientUrl}/metrics` })),
       ],
+    },
+    stopProxy: () => proxy.stop(),
+    startProxy: async () => {
+      proxy = await spawnServing();
+      front.pid = proxy.pid;
     },
     stop: async () => {
       await proxy.stop();
