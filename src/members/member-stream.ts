@@ -97,6 +97,7 @@ export class MemberStream {
     this.o.metrics.watchesDialing.inc();
     const stream = this.o.client.watch();
     this.stream = stream;
+    const attempt = this.o.timeline.link.attemptStarted();
     let dialing = true;
     const settleDialing = () => {
       if (dialing) {
@@ -123,9 +124,10 @@ export class MemberStream {
     stream.on('error', (err: Error) => {
       settleDialing();
       if (this.stopped) return;
-      if (!this.connected) this.o.timeline.link.attemptFailed();
+      const wanted = !this.connected && this.o.timeline.link.attemptFailed(attempt);
       this.log.warn({ err: err.message }, 'member watch stream failed; resuming');
       this.scheduleReopen();
+      if (wanted) this.reconnectNow();
     });
     stream.on('end', () => {
       settleDialing();
