@@ -23,7 +23,6 @@ import { fmt, nowMs, Samples, table } from './stats.js';
 const TIMEOUT_MS = 10_000;
 
 interface Sample {
-  at: number;
   ms: number;
   moved: boolean;
 }
@@ -73,7 +72,7 @@ export async function runMoveBench(o: { members: number }): Promise<void> {
             const r = res.responses[0]?.response;
             const rev = res.succeeded ? Number(res.header?.revision ?? 0n) : r?.$case === 'responseRange' ? Number(r.value.kvs[0]?.modRevision ?? 0n) : 0;
             ks.podRevs[i] = Math.max(ks.podRevs[i]!, rev);
-            samples.push({ at: t0, ms: nowMs() - t0, moved: movedKey[i]! });
+            samples.push({ ms: nowMs() - t0, moved: movedKey[i]! });
           } catch (err) {
             if (errors.length < 1000) errors.push(grpcCode(err));
           }

@@ -171,7 +171,8 @@ export async function readMemberState(client: EtcdClient): Promise<MemberState> 
   }
 }
 
-function newestLayout(states: MemberState[]): Layout | undefined {
+/** The layout of the highest generation any member holds (undefined: none holds one). */
+export function newestLayout(states: MemberState[]): Layout | undefined {
   let best: Layout | undefined;
   for (const s of states) {
     if (s.layout && (!best || s.layout.generation > best.generation)) best = s.layout;

@@ -5,7 +5,7 @@
 
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { parseAnnouncements, PROXIES_END, PROXIES_PREFIX } from '../app/heartbeat.js';
-import { readMemberState, type MemberState } from '../members/bootstrap.js';
+import { newestLayout as newestKnownLayout, readMemberState, type MemberState } from '../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../members/endpoints.js';
 import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
@@ -58,8 +58,7 @@ function orderMembers(states: MemberState[]): MemberState[] {
 }
 
 export function newestLayout(states: MemberState[]): Layout {
-  let best: Layout | undefined;
-  for (const s of states) if (s.layout && (!best || s.layout.generation > best.generation)) best = s.layout;
+  const best = newestKnownLayout(states);
   if (!best) throw new Error('no member holds a layout');
   return best;
 }
@@ -114,8 +113,8 @@ export async function bumpLayoutGeneration(c: MetaCluster, generation: number): 
  */
 export async function assertNoProxyServing(coordinator: EtcdClient): Promise<void> {
   const resp = await coordinator.range({ key: PROXIES_PREFIX, rangeEnd: PROXIES_END }, { context: 'listing the proxies' });
-  const proxies = parseAnnouncements(resp.kvs.map((kv) => kv.value));
   if (resp.kvs.length === 0) return;
+  const proxies = parseAnnouncements(resp.kvs.map((kv) => kv.value));
   const who = proxies.map((p) => `${p.urls.join(',')} (host ${p.host}, pid ${p.pid})`).join('; ');
   throw new Error(
     `${resp.kvs.length} proxies are serving this meta cluster${who ? `: ${who}` : ''}; partitions are moved with every proxy stopped ` +

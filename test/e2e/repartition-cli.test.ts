@@ -8,7 +8,6 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CLOCK_KEY, decodeCoordinatorRecord } from '../../src/clock/coordinator-record.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
@@ -24,16 +23,18 @@ import { decodeLayout, type Layout } from '../../src/shard/layout.js';
 import { encodeEnvelope } from '../../src/store/envelope.js';
 import { InternalKey, LEASE_INDEX_PREFIX, toMemberKey } from '../../src/store/keyspace.js';
 import { prefixEnd } from '../../src/util/bytes.js';
+import { BIN, metaetcd, ok, ROOT, type Run } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale } from '../harness/faults.js';
 import { clientFor, startTestProxy } from '../harness/proxy.js';
 import { WatchRecorder } from '../lease/lease-helpers.js';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'metaetcd.js');
 const BOUND = { timeout: 120_000 };
 const DATA = { key: Buffer.from('d'), rangeEnd: Buffer.from('e') };
 const PARTITIONS = 1024;
+const flags = () => ['--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(',')];
+/** `metaetcd <args>` with this file's cluster flags. */
+const mover = (args: string[]): Promise<Run> => metaetcd([...args, ...flags()]);
 
 let set: EtcdSet;
 let members: EtcdClient[];
@@ -41,37 +42,6 @@ let coordinator: EtcdClient;
 let lease: bigint;
 /** What a client saw of every key before any move (through the proxy that wrote them). */
 let clientView: unknown[];
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-const flags = () => ['--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(',')];
-
-function metaetcd(args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [BIN, ...args, ...flags()], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    p.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      p.kill('SIGKILL');
-      rej(new Error(`metaetcd ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      res({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run, what: string): Run {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r;
-}
 
 /** Runs a move with the test hook holding after `phase`, and kills it (-9, by pid) once it holds there. */
 async function moveKilledAfter(phase: string, args: string[]): Promise<void> {
@@ -186,7 +156,7 @@ after(async () => {
 });
 
 test('members list -w json: every member with endpoints, partitions, keys and db size; generation 1, no moves', BOUND, async () => {
-  const l = JSON.parse(ok(await metaetcd(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
+  const l = JSON.parse(ok(await mover(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
   assert.equal(l.generation, 1);
   assert.deepEqual(l.moves, []);
   assert.deepEqual(l.frozen, []);
@@ -194,17 +164,17 @@ test('members list -w json: every member with endpoints, partitions, keys and db
   assert.deepEqual(l.members.map((m) => [m.index, m.endpoints, m.partitions]), set.members.map((m, i) => [i, [m.clientUrl], i === 0 ? 342 : 341]));
   assert.equal(l.members.reduce((n, m) => n + m.keys, 0), 600 - 55 + 60);
   assert.ok(l.members.every((m) => m.dbSize > 0));
-  const table = ok(await metaetcd(['members', 'list']), 'members list').stdout;
+  const table = ok(await mover(['members', 'list']), 'members list').stdout;
   assert.match(table, /^MEMBER\s+ENDPOINTS\s+PARTITIONS\s+KEYS\s+DB SIZE/);
 });
 
 test('dry runs print the plan and change nothing', BOUND, async () => {
-  assert.equal(ok(await metaetcd(['rebalance', '--dry-run']), 'rebalance').stdout, 'nothing to move\n');
+  assert.equal(ok(await mover(['rebalance', '--dry-run']), 'rebalance').stdout, 'nothing to move\n');
   assert.equal(
-    ok(await metaetcd(['members', 'drain', '2', '--dry-run']), 'drain').stdout,
+    ok(await mover(['members', 'drain', '2', '--dry-run']), 'drain').stdout,
     'move 170 partitions from member 2 to member 0\nmove 171 partitions from member 2 to member 1\n',
   );
-  assert.equal(ok(await metaetcd(['partitions', 'move', '0-5', '--to', '1', '--dry-run']), 'move').stdout, 'move 2 partitions from member 0 to member 1\nmove 2 partitions from member 2 to member 1\n');
+  assert.equal(ok(await mover(['partitions', 'move', '0-5', '--to', '1', '--dry-run']), 'move').stdout, 'move 2 partitions from member 0 to member 1\nmove 2 partitions from member 2 to member 1\n');
   assert.ok((await layouts()).every((l) => l.generation === 1));
 });
 
@@ -212,10 +182,10 @@ test('partitions move with no proxy running: T gets P (envelopes, versions, leas
   const P = await populated(0, 6);
   const before_ = await carried(0, P);
   assert.ok(before_.data.length > 0 && before_.data.some((kv) => Number(kv.version) > 1));
-  const r = ok(await metaetcd(['partitions', 'move', P.join(','), '--to', '2']), 'move');
+  const r = ok(await mover(['partitions', 'move', P.join(','), '--to', '2']), 'move');
   assert.match(r.stdout, new RegExp(`^moved 6 partitions from member 0 to member 2: ${before_.data.length + before_.index.length} keys copied, \\d+ catch-up rounds, frozen \\d+ ms\\n$`));
   await assertMoved(P, 0, 2, before_, 2);
-  const l = JSON.parse(ok(await metaetcd(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
+  const l = JSON.parse(ok(await mover(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
   assert.equal(l.generation, 2);
   assert.equal(l.moves.length, 1);
   assert.deepEqual(l.members.map((m) => m.partitions), [336, 341, 347]);
@@ -227,7 +197,7 @@ test('a move killed after its copy is restarted and finished by the next run', B
   await moveKilledAfter('copy', ['partitions', 'move', ...P.map(String), '--to', '0']);
   assert.equal((await moveState(0))?.phase, 'copy');
   assert.ok((await carried(0, P)).data.length > 0, 'the killed run had copied keys');
-  ok(await metaetcd(['partitions', 'move', ...P.map(String), '--to', '0']), 'resumed move');
+  ok(await mover(['partitions', 'move', ...P.map(String), '--to', '0']), 'resumed move');
   await assertMoved(P, 1, 0, before_, 3);
 });
 
@@ -239,8 +209,8 @@ test('a move killed after its flip is finished (source copies removed, doneAt) b
   assert.ok((await layouts()).every((l) => l.generation === 4));
   assert.equal(await coordinatorGeneration(), 4);
   assert.ok((await carried(2, P)).data.length > 0, 'S still holds its frozen copies');
-  assert.match(ok(await metaetcd(['rebalance', '--dry-run']), 'dry run').stdout, /interrupted move would be finished first/);
-  ok(await metaetcd(['partitions', 'move', ...P.map(String), '--to', '1']), 'finishing run');
+  assert.match(ok(await mover(['rebalance', '--dry-run']), 'dry run').stdout, /interrupted move would be finished first/);
+  ok(await mover(['partitions', 'move', ...P.map(String), '--to', '1']), 'finishing run');
   await assertMoved(P, 2, 1, before_, 4);
 });
 
@@ -249,26 +219,26 @@ test('--rollback undoes a move killed while frozen: T loses its copies, S is unf
   const before_ = await carried(0, P);
   await moveKilledAfter('frozen', ['partitions', 'move', ...P.map(String), '--to', '1']);
   assert.deepEqual((await layouts())[0]!.frozen, P);
-  assert.match(ok(await metaetcd(['partitions', 'move', '--rollback']), 'rollback').stdout, /^rolled back move [0-9a-f]+ \(move 3 partitions from member 0 to member 1\)\n$/);
+  assert.match(ok(await mover(['partitions', 'move', '--rollback']), 'rollback').stdout, /^rolled back move [0-9a-f]+ \(move 3 partitions from member 0 to member 1\)\n$/);
   const ls = await layouts();
   assert.ok(ls.every((l) => l.generation === 4 && l.frozen === undefined));
   assert.equal((await carried(1, P)).data.length, 0);
   assert.deepEqual((await carried(0, P)).data.map(seen), before_.data.map(seen));
   assert.equal(await moveState(1), undefined);
-  assert.equal(ok(await metaetcd(['partitions', 'move', '--rollback']), 'rollback again').stdout, 'no move is running\n');
+  assert.equal(ok(await mover(['partitions', 'move', '--rollback']), 'rollback again').stdout, 'no move is running\n');
 });
 
 test('rebalance evens the partitions out', BOUND, async () => {
-  ok(await metaetcd(['rebalance']), 'rebalance');
-  const l = JSON.parse(ok(await metaetcd(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
+  ok(await mover(['rebalance']), 'rebalance');
+  const l = JSON.parse(ok(await mover(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
   assert.deepEqual(l.members.map((m) => m.partitions).sort(), [341, 341, 342]);
   assert.equal(l.members.reduce((n, m) => n + m.keys, 0), 600 - 55 + 60, 'every key is held once');
 });
 
 test('members drain moves every partition and key off the member, evenly onto the others', BOUND, async () => {
-  const r = ok(await metaetcd(['members', 'drain', '2']), 'drain');
+  const r = ok(await mover(['members', 'drain', '2']), 'drain');
   assert.match(r.stdout, /^moved \d+ partitions from member 2 to member 0: .*\nmoved \d+ partitions from member 2 to member 1: /);
-  const l = JSON.parse(ok(await metaetcd(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
+  const l = JSON.parse(ok(await mover(['members', 'list', '-w', 'json']), 'members list').stdout) as MembersList;
   assert.deepEqual(l.members.map((m) => m.partitions), [512, 512, 0]);
   assert.equal(l.members[2]!.keys, 0);
   assert.equal(l.members.reduce((n, m) => n + m.keys, 0), 600 - 55 + 60, 'every key is held once');
@@ -295,7 +265,7 @@ test('after the moves a proxy serves every key as before; revisions before the l
     assert.deepEqual([now.version, now.createRevision], [movedKey.version + 1n, movedKey.createRevision]);
     // While a proxy serves, moves are refused and change nothing.
     const layoutsBefore = await layouts();
-    const refused = await metaetcd(['rebalance']);
+    const refused = await mover(['rebalance']);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /proxies are serving this meta cluster.*stop them/);
     assert.deepEqual(await layouts(), layoutsBefore, 'the refused command changed no layout');
@@ -316,7 +286,7 @@ test('a proxy does not start while a move is in progress, and says how to finish
   const P = await populated(0, 2);
   await moveKilledAfter('copy', ['partitions', 'move', P.join(','), '--to', '1']);
   await assert.rejects(startTestProxy(set), /a partition move is in progress .*run the same `metaetcd partitions move` again.*--rollback/);
-  ok(await metaetcd(['partitions', 'move', '--rollback']), 'rollback');
+  ok(await mover(['partitions', 'move', '--rollback']), 'rollback');
   const proxy = await startTestProxy(set);
   await proxy.stop();
 });

@@ -5,20 +5,18 @@
 // corrupted file is refused; a restore into one plain etcd keeps keys and values.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { defaultScratchRoot } from '../../src/sandbox/etcd-process.js';
+import { metaetcd, ok } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { etcdctl } from '../harness/etcdctl.js';
 import { buildIfStale } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'metaetcd.js');
 const ALL = Buffer.from([0]);
 const BOUND = { timeout: 120_000 };
 
@@ -34,35 +32,6 @@ let leaseA: bigint;
 let leaseB: bigint;
 const clients: EtcdClient[] = [];
 const proxies: TestProxy[] = [];
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function metaetcd(args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    p.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      p.kill('SIGKILL');
-      rej(new Error(`metaetcd ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      res({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run, what: string): Run {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r;
-}
 
 const memberFlags = (set: EtcdSet) => ['--coordinator', set.coordinator.clientUrl, '--members', set.members.map((m) => m.clientUrl).join(',')];
 
