@@ -13,8 +13,14 @@
 // Sharing the machine is safe: etcd ports come from the kernel and etcd is
 // restarted on other ports when one was taken meanwhile, proxies and metrics
 // listen on port 0, and every etcd gets its own mkdtemp data directory.
+//
+// Each test process gets its own scratch root (METAETCD_SCRATCH_ROOT, on tmpfs
+// when there is one), removed when the process ends: a file whose after-hook
+// failed or that was killed leaves no etcd data behind to fill the tmpfs (and
+// so the memory) of the files that run after it.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
@@ -67,6 +73,17 @@ if (files.length === 0) {
   process.exit(1);
 }
 
+/** Where etcd data goes: tmpfs when it is writable (as src/sandbox/local-resources.ts decides). */
+function scratchBase() {
+  try {
+    accessSync('/dev/shm', fsConstants.W_OK | fsConstants.X_OK);
+    if (statSync('/dev/shm').isDirectory()) return '/dev/shm';
+  } catch {
+    // no tmpfs
+  }
+  return tmpdir();
+}
+
 const SUMMARY = /^ℹ (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) (\d+(?:\.\d+)?)$/;
 const totals = { tests: 0, suites: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0 };
 const failedFiles = [];
@@ -75,16 +92,20 @@ const failedFiles = [];
 function runFiles(batch) {
   const name = batch.length === 1 ? batch[0] : `${batch.length} files (${batch.join(', ')})`;
   const started = performance.now();
+  const scratch = mkdtempSync(join(scratchBase(), 'metaetcd-run-'));
   return new Promise((done) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${concurrency}`, ...batch], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: process.stdout.isTTY ? { ...process.env, FORCE_COLOR: '1' } : process.env,
+      env: { ...process.env, METAETCD_SCRATCH_ROOT: scratch, ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : {}) },
     });
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
     child.on('close', (code, signal) => {
+      const left = readdirSync(scratch);
+      rmSync(scratch, { recursive: true, force: true });
+      if (left.length > 0) out += `\n# scratch left behind by the test process (removed): ${left.join(', ')}\n`;
       const counted = {};
       const lines = out.split('\n').filter((line) => {
         const m = SUMMARY.exec(line.replace(/\x1b\[[0-9;]*m/g, ''));

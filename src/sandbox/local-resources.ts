@@ -20,8 +20,12 @@ export async function freePort(host: string = DEFAULT_HOST): Promise<number> {
   throw new Error(`freePort(${host}): the kernel kept returning recently used ports`);
 }
 
-/** '/dev/shm' when it exists and is writable, else os.tmpdir(). */
+/** $METAETCD_SCRATCH_ROOT when set (the test runner gives each test file its
+ *  own and removes it afterwards), else '/dev/shm' when it exists and is
+ *  writable, else os.tmpdir(). */
 export function defaultScratchRoot(): string {
+  const chosen = process.env.METAETCD_SCRATCH_ROOT;
+  if (chosen) return chosen;
   try {
     if (statSync('/dev/shm').isDirectory()) {
       accessSync('/dev/shm', fsConstants.W_OK | fsConstants.X_OK);

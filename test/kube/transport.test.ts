@@ -170,6 +170,7 @@ test('ยง7 large lists: 10 000 objects of 10 KiB (~100 MiB) are served in full โ€
     return v;
   };
   let next = 0;
+  const loadStart = performance.now();
   await Promise.all(
     Array.from({ length: 48 }, async (_, w) => {
       for (;;) {
@@ -179,6 +180,7 @@ test('ยง7 large lists: 10 000 objects of 10 KiB (~100 MiB) are served in full โ€
       }
     }),
   );
+  console.log(`# loaded ${N} objects in ${(performance.now() - loadStart).toFixed(0)} ms`);
   const reader = new KubeStore(conn('big reader'), 'configmaps');
   const check = (items: { key: string; value: Buffer }[], what: string) => {
     assert.equal(items.length, N, `${what}: ${items.length} items`);
@@ -188,9 +190,18 @@ test('ยง7 large lists: 10 000 objects of 10 KiB (~100 MiB) are served in full โ€
       assert.ok(o.value.equals(value(i)), `${what}: value of ${o.key} damaged`);
     }
   };
-  const full = await reader.getList({});
+  const timed = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+    const r = await f();
+    clearInterval(sampler);
+    console.log(`# ${what}: ${(performance.now() - t0).toFixed(0)} ms, peak rss ${(peak / 2 ** 20).toFixed(0)} MiB (proxy and client in this process)`);
+    return r;
+  };
+  const full = await timed('unpaged list', () => reader.getList({}));
   check(full.items, 'unpaged');
-  const page = await reader.getList({ limit: 10_000 });
+  const page = await timed('list with limit 10000', () => reader.getList({ limit: 10_000 }));
   check(page.items, 'limit 10000');
   assert.equal(page.continueToken, undefined);
   const items: { key: string; value: Buffer }[] = [];
