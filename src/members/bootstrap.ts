@@ -65,7 +65,7 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
   if (layout.members !== o.candidates.length) {
     throw new Error(
       `the meta cluster ${layout.clusterId} has ${layout.members} members but --members lists ${o.candidates.length}; ` +
-        'adding or removing members is not supported yet',
+        'list exactly its member clusters (a removed member\'s cluster is left out)',
     );
   }
 

@@ -1,5 +1,6 @@
 // The mover's commands: `partitions move P... --to N [--dry-run] [--rollback]`,
-// `members drain N [--dry-run]`, `rebalance [--dry-run]`, `members list [-w table|json]`.
+// `members drain N [--dry-run]`, `members remove N [--dry-run]`, `rebalance [--dry-run]`,
+// `members list [-w table|json]`.
 // They take the proxy's cluster and TLS flags and talk to the clusters directly
 // (no proxy needed). A move interrupted earlier is finished before anything new
 // is planned; plans of several sources run as one move per source, in turn.
@@ -13,6 +14,7 @@ import { connectMetaCluster, newestLayout, refreshStates, type MetaCluster } fro
 import { formatMembersList, listMembers } from './members-list.js';
 import { movePartitions, rollbackMove, type MoveProgress, type MoveResult } from './move.js';
 import { findMoveState } from './move-state.js';
+import { removeMember } from './remove.js';
 import { describeMove, describePlan, parsePartitionList, planDrain, planMove, planRebalance, type PlannedMove } from './plan.js';
 
 interface Flags {
@@ -43,6 +45,7 @@ const SWITCH_HELP = { 'dry-run': { help: 'print the plan and change nothing' }, 
 const SYNOPSIS =
   'metaetcd partitions move P[,P|P-P...]... --to N [--dry-run] | --rollback  --coordinator URL --members URL,...\n' +
   '       metaetcd members drain N [--dry-run] [flags]\n' +
+  '       metaetcd members remove N [--dry-run] [flags]   (N: the last slot, drained)\n' +
   '       metaetcd members list [-w table|json] [flags]\n' +
   '       metaetcd rebalance [--dry-run] [flags]';
 
@@ -86,13 +89,15 @@ export async function runMover(command: 'partitions' | 'members' | 'rebalance', 
       return 0;
     }
     const log = createLogger(p.flags.logLevel);
-    const c = await connectMetaCluster({ ...p.flags, tls: loadClientTls(p.flags) });
+    const removing = command === 'members' && verb === 'remove' ? member(p.positional[0], 'members remove needs a member N') : undefined;
+    const c = await connectMetaCluster({ ...p.flags, tls: loadClientTls(p.flags), ...(removing !== undefined ? { removing } : {}) });
     try {
       if (command === 'members' && verb === 'list') return await membersList(c, p);
       if (command === 'partitions' && verb === 'move') return await partitionsMove(c, p, log);
       if (command === 'members' && verb === 'drain') return await plannedCommand(c, p, log, (a, m) => planDrain(a, m, member(p.positional[0], 'members drain needs a member N')), 1);
+      if (removing !== undefined) return await membersRemove(c, p, log, removing);
       if (command === 'rebalance') return await plannedCommand(c, p, log, planRebalance, 0);
-      throw new Error(`unknown command ${JSON.stringify(`${command} ${verb}`)} (want partitions move, members drain, members list or rebalance)`);
+      throw new Error(`unknown command ${JSON.stringify(`${command} ${verb}`)} (want partitions move, members drain, members remove, members list or rebalance)`);
     } finally {
       c.close();
     }
@@ -105,6 +110,12 @@ export async function runMover(command: 'partitions' | 'members' | 'rebalance', 
 async function membersList(c: MetaCluster, p: Parsed): Promise<number> {
   if (p.positional.length > 0) throw new Error(`unexpected argument ${JSON.stringify(p.positional[0])}`);
   process.stdout.write(formatMembersList(await listMembers(c), p.flags.writeOut as 'table' | 'json'));
+  return 0;
+}
+
+async function membersRemove(c: MetaCluster, p: Parsed, log: Logger, n: number): Promise<number> {
+  if (p.positional.length > 1) throw new Error(`unexpected argument ${JSON.stringify(p.positional[1])}`);
+  await removeMember(c, { member: n, dryRun: p.switches.has('dry-run'), log, print: (line) => process.stdout.write(line) });
   return 0;
 }
 

@@ -24,6 +24,11 @@ export interface ConnectOptions {
   members: string;
   tls: ClientTls;
   requestTimeoutMs: number;
+  /**
+   * `members remove N`: slot N may still be listed although the newest layout no
+   * longer counts it (a removal stopped after writing the new layouts; remove.ts).
+   */
+  removing?: number;
 }
 
 export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster> {
@@ -33,7 +38,7 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   const close = () => [coordinator, ...candidates].forEach((c) => c.close());
   try {
     const states = await Promise.all(candidates.map(readMemberState));
-    const ordered = orderMembers(states);
+    const ordered = orderMembers(states, o.removing);
     return { coordinator, members: ordered.map((s) => s.client), states: ordered, close };
   } catch (err) {
     close();
@@ -41,19 +46,28 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   }
 }
 
-function orderMembers(states: MemberState[]): MemberState[] {
+function orderMembers(states: MemberState[], removing: number | undefined): MemberState[] {
   const out: MemberState[] = [];
   const clusterId = states.find((s) => s.identity)?.identity?.clusterId;
   for (const s of states) {
     const where = `${s.client.name} (${s.client.endpoints.map((e) => e.url).join(';')})`;
-    if (!s.identity || !s.layout) throw new Error(`${where} is not part of a meta cluster (no identity or layout); start a proxy over it first`);
+    if (!s.identity || !s.layout) {
+      const removed = removing === undefined ? '' : ` (if it is member ${removing}'s cluster, its removal has finished: leave it out of --members)`;
+      throw new Error(`${where} is not part of a meta cluster (no identity or layout); start a proxy over it first${removed}`);
+    }
     if (s.identity.clusterId !== clusterId) throw new Error(`${where} belongs to meta cluster ${s.identity.clusterId}, not ${clusterId}`);
     if (out[s.identity.index]) throw new Error(`${where} and ${out[s.identity.index]!.client.name} both claim member slot ${s.identity.index}`);
     out[s.identity.index] = s;
     s.client.name = `member ${s.identity.index}`;
   }
   const members = newestLayout(states).members;
-  if (states.length !== members) throw new Error(`the meta cluster has ${members} members but --members lists ${states.length}`);
+  // A slot past the newest layout's members is one whose removal has not finished (remove.ts).
+  const leaving = out[members] ? members : undefined;
+  if (states.length === members + 1 && leaving !== undefined && leaving === removing) return out;
+  if (states.length !== members) {
+    const hint = leaving === undefined ? '' : `; member ${leaving} is being removed: finish it with \`metaetcd members remove ${leaving}\` first`;
+    throw new Error(`the meta cluster has ${members} members but --members lists ${states.length}${hint}`);
+  }
   return out;
 }
 
@@ -69,12 +83,12 @@ export async function refreshStates(c: MetaCluster): Promise<MemberState[]> {
   return c.states;
 }
 
-/** The coordinator's clock record and its mod revision (undefined: no clock yet). */
-export async function readClock(c: MetaCluster): Promise<{ record: CoordinatorRecord; mod: number } | undefined> {
+/** The coordinator's clock record (with `members` entries per array) and its mod revision (undefined: no clock yet). */
+export async function readClock(c: MetaCluster, members = c.members.length): Promise<{ record: CoordinatorRecord; mod: number } | undefined> {
   const resp = await c.coordinator.range({ key: CLOCK_KEY }, { context: 'reading the clock' });
   const kv = resp.kvs[0];
   if (!kv) return undefined;
-  return { record: decodeCoordinatorRecord(kv.value, c.members.length), mod: Number(kv.modRevision) };
+  return { record: decodeCoordinatorRecord(kv.value, members), mod: Number(kv.modRevision) };
 }
 
 /**
@@ -90,19 +104,27 @@ export async function clockNow(c: MetaCluster): Promise<number> {
 }
 
 /** CAS the coordinator record's layoutGeneration up to `generation`, preserving every other field. */
-export async function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
+export function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
+  return updateClock(c, 'bumping the layout generation', c.members.length, (r) =>
+    (r.layoutGeneration ?? 1) >= generation ? undefined : { ...r, layoutGeneration: generation },
+  );
+}
+
+/**
+ * Rewrites the coordinator's clock record (read with `members` entries per array)
+ * by compare-and-swap, again from the new record while proxies tick meanwhile.
+ * `change` returns undefined when nothing needs writing; without a record there
+ * is nothing to change (the next clock rebuild takes everything from the members).
+ */
+export async function updateClock(c: MetaCluster, what: string, members: number, change: (r: CoordinatorRecord) => CoordinatorRecord | undefined): Promise<void> {
   for (let attempt = 0; attempt < 1000; attempt++) {
-    const clock = await readClock(c);
-    // No record: the next clock rebuild takes the generation from the members' layouts.
-    if (!clock || (clock.record.layoutGeneration ?? 1) >= generation) return;
-    const next: CoordinatorRecord = { ...clock.record, layoutGeneration: generation };
-    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, clock.mod)], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), {
-      context: 'bumping the layout generation',
-    });
+    const clock = await readClock(c, members);
+    const next = clock && change(clock.record);
+    if (!clock || !next) return;
+    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, clock.mod)], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), { context: what });
     if (resp.succeeded) return;
-    // A proxy ticked meanwhile: read again and retry.
   }
-  throw new Error('could not bump the layout generation in the coordinator: the clock record kept changing');
+  throw new Error(`${what} in the coordinator failed: the clock record kept changing`);
 }
 
 /**

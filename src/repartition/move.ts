@@ -193,10 +193,15 @@ async function setPhase(target: EtcdClient, s: MoveState, phase: MovePhase): Pro
 }
 
 /** The test-only hook (HOLD_ENV): announce and wait forever, so a test can kill the process at this point. */
-async function hold(phase: MovePhase, log: Logger): Promise<void> {
-  if (process.env[HOLD_ENV] !== phase) return;
-  log.warn({ phase }, 'holding (test hook)');
-  process.stderr.write(`holding after ${phase}\n`);
+function hold(phase: MovePhase, log: Logger): Promise<void> {
+  return holdIfAsked(HOLD_ENV, phase, log);
+}
+
+/** Test-only hooks: when env var `env` names `step`, say "holding after <step>" on stderr and wait forever. */
+export async function holdIfAsked(env: string, step: string, log: Logger): Promise<void> {
+  if (process.env[env] !== step) return;
+  log.warn({ step }, 'holding (test hook)');
+  process.stderr.write(`holding after ${step}\n`);
   await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
 }
 

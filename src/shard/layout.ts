@@ -80,7 +80,7 @@ export function decodeLayout(raw: Buffer): Layout {
     v.assignment.length !== v.partitions ||
     v.assignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)) ||
     (v.leaseAssignment !== undefined &&
-      (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m)))) ||
+      (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)))) ||
     !partitionList(v.frozen) ||
     (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at))))
   ) {
