@@ -1,8 +1,8 @@
 // `metaetcd members remove N` (bin/metaetcd.js as an operator runs it) against
 // real etcd, no proxy running during it: refused for a slot that is not the last
 // and for a member still holding partitions; after `members drain 2`, a dry run
-// changes nothing; a removal killed (-9) after re-homing the leases and again
-// after writing the layouts is finished by later runs (with and without the
+// changes nothing; a removal killed (-9) after fencing an outstanding revision of
+// member 2 and again after writing the layouts is finished by later runs (with and without the
 // removed cluster in --members); then the layouts, the coordinator and the
 // removed cluster are checked, a proxy over the old list refuses, and a proxy
 // over the two remaining members serves every key, lease and revoke as before.
@@ -16,8 +16,9 @@ import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { MembersList } from '../../src/repartition/members-list.js';
 import { REMOVE_HOLD_ENV } from '../../src/repartition/remove.js';
 import { decodeLayout, Router, type Layout } from '../../src/shard/layout.js';
+import { decodeClockRecord } from '../../src/store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX } from '../../src/store/keyspace.js';
-import { prefixEnd } from '../../src/util/bytes.js';
+import { decodeU64BE, prefixEnd } from '../../src/util/bytes.js';
 import { BIN, metaetcd, ok, ROOT, type Run } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale } from '../harness/faults.js';
@@ -127,9 +128,18 @@ test('after members drain 2, a dry run prints the plan and changes nothing', BOU
   assert.equal(await keyCount(members[2]!), count);
 });
 
-test('a removal killed after re-homing leases, then after the layouts, is finished by the next runs (without, then with slot 2 listed)', BOUND, async () => {
-  await removeKilledAfter('leases');
+test('a removal killed after fencing, then after the layouts, is finished by the next runs (without, then with slot 2 listed)', BOUND, async () => {
+  // A proxy took a revision for a write on member 2 and died before writing it.
+  const clock = decodeCoordinatorRecord(await clockValue(), 3);
+  const outstanding = clock.revision + 3;
+  const record = { ...clock, revision: outstanding, last: [clock.last[0], clock.last[1], outstanding] };
+  await coordinator.put({ key: CLOCK_KEY, value: Buffer.from(JSON.stringify(record)) });
+  await removeKilledAfter('fenced');
   assert.equal((await layoutOf(members[0]!))!.generation, generationBefore, 'no layout written yet');
+  assert.equal(decodeClockRecord((await members[2]!.range({ key: InternalKey.clock })).kvs[0]!.value).revision, outstanding, 'the outstanding revision is fenced');
+  for (const m of members.slice(0, 2)) {
+    assert.ok(decodeU64BE((await m.range({ key: InternalKey.ceiling })).kvs[0]!.value) >= outstanding, "member 2's clock floor is carried");
+  }
   await removeKilledAfter('layouts');
   for (const m of members.slice(0, 2)) assert.equal((await layoutOf(m))!.members, 2);
   assert.equal((await layoutOf(members[2]!))!.members, 3, 'the removed member keeps its layout until retired');
@@ -176,6 +186,8 @@ test('a proxy over the old list refuses; one over the remaining two serves every
   const w = new WatchRecorder(c, { key: PREFIX, prefix: true, prevKv: true });
   try {
     assert.deepEqual(await viewOf(c), clientView, 'values, create/mod revisions, versions and leases as before');
+    const lastDone = Math.max(...(await layoutOf(members[0]!))!.moves!.map((m) => m.doneAt));
+    await assert.rejects(c.range({ key: PREFIX, rangeEnd: prefixEnd(PREFIX), revision: BigInt(lastDone - 1) }), /required revision has been compacted/);
     for (const l of leases) {
       const ttl = await c.leaseTimeToLive({ ID: l.id, keys: true });
       assert.ok(ttl.TTL > 0n && ttl.grantedTTL === 60n, `lease ${l.id}: ${ttl.TTL}/${ttl.grantedTTL}`);
