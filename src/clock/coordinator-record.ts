@@ -31,8 +31,10 @@ export function encodeCoordinatorRecord(r: CoordinatorRecord): Buffer {
   return Buffer.from(JSON.stringify(r));
 }
 
-export function decodeCoordinatorRecord(raw: Buffer, members: number): CoordinatorRecord {
+/** Decodes and checks a record; `members`: the member count its arrays must have (absent: any, as long as they agree). */
+export function decodeCoordinatorRecord(raw: Buffer, members?: number): CoordinatorRecord {
   const v = JSON.parse(raw.toString('utf8')) as Partial<CoordinatorRecord>;
+  members ??= Array.isArray(v.last) ? v.last.length : 0;
   if (
     v.format !== 1 ||
     !Number.isSafeInteger(v.revision) ||

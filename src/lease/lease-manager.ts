@@ -25,13 +25,14 @@ import { executeTxn } from '../kv/txn/execute.js';
 import { toClientKv } from '../kv/translate.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
+import { rangePages } from '../members/range-pages.js';
 import { asRange, op, txn } from '../proto/build.js';
 import { Compare_CompareResult, Compare_CompareTarget, type RequestOp } from '../proto/gen/rpc.js';
 import { isKind, messageOf } from '../errors/etcd-error.js';
 import { partitionOf } from '../shard/hash.js';
 import type { Router } from '../shard/layout.js';
 import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKey, toMemberKey } from '../store/keyspace.js';
-import { nextKey, prefixEnd } from '../util/bytes.js';
+import { prefixEnd } from '../util/bytes.js';
 
 export interface LeaseManagerOptions {
   /**
@@ -353,14 +354,8 @@ export class LeaseManager implements LeaseChecker {
  * and the sweep catch.
  */
 async function* indexKeys(client: EtcdClient, prefix: Buffer): AsyncGenerator<Buffer> {
-  const end = prefixEnd(prefix);
-  let from = prefix;
-  for (;;) {
-    const resp = await client.range({ key: from, rangeEnd: end, keysOnly: true, limit: BigInt(INDEX_PAGE) });
-    for (const kv of resp.kvs) yield kv.key;
-    const last = resp.kvs[resp.kvs.length - 1];
-    if (!resp.more || !last) return;
-    from = nextKey(last.key);
+  for await (const kvs of rangePages(client, { key: prefix, rangeEnd: prefixEnd(prefix), keysOnly: true }, INDEX_PAGE)) {
+    for (const kv of kvs) yield kv.key;
   }
 }
 

@@ -4,12 +4,13 @@
 // member revision as bookkeeping (never delivered to watches or the key cache).
 
 import type { EtcdClient } from '../members/etcd-client.js';
+import { rangePages } from '../members/range-pages.js';
 import type { KeyValue } from '../proto/gen/kv.js';
 import { op, txn } from '../proto/build.js';
 import type { RequestOp } from '../proto/gen/rpc.js';
 import { partitionOf } from '../shard/hash.js';
 import { InternalKey, isDataKey, LEASE_INDEX_PREFIX, parseLeaseIndexKey, toClientKey, toMemberRange } from '../store/keyspace.js';
-import { EMPTY, nextKey, prefixEnd } from '../util/bytes.js';
+import { EMPTY, prefixEnd } from '../util/bytes.js';
 
 /** Client ops per member txn, the marker included (etcd's default --max-txn-ops is 128). */
 export const MAX_OPS = 100;
@@ -46,16 +47,10 @@ export async function scanCarried(
   o: { keysOnly?: boolean; visit: (kvs: KeyValue[]) => Promise<void> | void },
 ): Promise<void> {
   for (const r of [DATA, LEASE_INDEX]) {
-    let start = r.key;
-    for (;;) {
-      const page = await client.range(
-        { key: start, rangeEnd: r.rangeEnd, revision: BigInt(revision), limit: BigInt(PAGE), keysOnly: o.keysOnly ?? false },
-        { context: `reading ${client.name}'s keys at member revision ${revision}` },
-      );
-      const kvs = page.kvs.filter((kv) => filter.carries(kv.key));
+    const req = { ...r, revision: BigInt(revision), keysOnly: o.keysOnly ?? false };
+    for await (const page of rangePages(client, req, PAGE, { context: `reading ${client.name}'s keys at member revision ${revision}` })) {
+      const kvs = page.filter((kv) => filter.carries(kv.key));
       if (kvs.length > 0) await o.visit(kvs);
-      if (!page.more || page.kvs.length === 0) break;
-      start = nextKey(page.kvs[page.kvs.length - 1]!.key);
     }
   }
 }

@@ -26,16 +26,17 @@
 // is above them. So no read at any revision can need N's history, and the floor
 // needs no extension.
 
-import { CLOCK_KEY, type CoordinatorRecord } from '../clock/coordinator-record.js';
+import { CLOCK_KEY, decodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { isKind } from '../errors/etcd-error.js';
 import { leaseHome } from '../lease/lease-manager.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
+import { rangePages } from '../members/range-pages.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { decodeLayout, encodeLayout, Router, type Layout } from '../shard/layout.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX, leaseOfRecordKey, leaseRecordKey } from '../store/keyspace.js';
-import { decodeU64BE, encodeU64BE, nextKey, prefixEnd } from '../util/bytes.js';
+import { decodeU64BE, encodeU64BE, prefixEnd } from '../util/bytes.js';
 import { assertNoProxyServing, newestLayout, readClock, updateClock, type MetaCluster } from './connect.js';
 import { rewriteLayout } from './layout-steps.js';
 import { holdIfAsked } from './move.js';
@@ -127,13 +128,16 @@ export function removedLayout(l: Layout, n: number): Layout {
 async function leasesToMove(member: EtcdClient, next: Layout): Promise<LeaseMove[]> {
   const router = new Router(next);
   const out: LeaseMove[] = [];
-  for (const kv of await rangeAll(member, LEASE_RECORD_PREFIX, prefixEnd(LEASE_RECORD_PREFIX))) {
-    const id = leaseOfRecordKey(kv.key);
-    if (id === undefined) continue;
-    const ttl = await timeToLive(member, id);
-    // Expired or revoked since the record was read: nothing to carry (a proxy's sweep reaps its keys).
-    if (!ttl || ttl.TTL < 0n) continue;
-    out.push({ id, to: leaseHome(router, id), grantedTtl: ttl.grantedTTL, record: kv.value });
+  const records = { key: LEASE_RECORD_PREFIX, rangeEnd: prefixEnd(LEASE_RECORD_PREFIX) };
+  for await (const kvs of rangePages(member, records, PAGE, { context: 'reading its lease records' })) {
+    for (const kv of kvs) {
+      const id = leaseOfRecordKey(kv.key);
+      if (id === undefined) continue;
+      const ttl = await timeToLive(member, id);
+      // Expired or revoked since the record was read: nothing to carry (a proxy's sweep reaps its keys).
+      if (!ttl || ttl.TTL < 0n) continue;
+      out.push({ id, to: leaseHome(router, id), grantedTtl: ttl.grantedTTL, record: kv.value });
+    }
   }
   return out;
 }
@@ -246,9 +250,7 @@ async function shrinkClock(c: MetaCluster, next: Layout): Promise<void> {
 async function clockEntries(c: MetaCluster): Promise<number | undefined> {
   const kv = (await c.coordinator.range({ key: CLOCK_KEY }, { context: 'reading the clock' })).kvs[0];
   if (!kv) return undefined;
-  const last = (JSON.parse(kv.value.toString('utf8')) as { last?: unknown }).last;
-  if (!Array.isArray(last)) throw new Error('malformed metaetcd clock record in the coordinator');
-  return last.length;
+  return decodeCoordinatorRecord(kv.value).last.length;
 }
 
 /** Step 5: N's etcd leases (only proxies grant leases there) revoked and every metaetcd key deleted. */
@@ -295,18 +297,6 @@ function printPlan(c: MetaCluster, next: Layout, o: RemoveOptions, leases: Lease
       `  cut the coordinator's clock record to ${n} members\n` +
       `  revoke member ${n}'s etcd leases and delete its metaetcd keys\n`,
   );
-}
-
-/** Every key of [key, end) on the member, read in pages. */
-async function rangeAll(member: EtcdClient, key: Buffer, end: Buffer) {
-  const out = [];
-  for (let from = key; ; ) {
-    const page = await member.range({ key: from, rangeEnd: end, limit: BigInt(PAGE) }, { context: 'reading its lease records' });
-    out.push(...page.kvs);
-    const last = page.kvs[page.kvs.length - 1];
-    if (!page.more || !last) return out;
-    from = nextKey(last.key);
-  }
 }
 
 function hold(step: RemoveStep, log: Logger): Promise<void> {

@@ -8,7 +8,6 @@
 // over the two remaining members serves every key, lease and revoke as before.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { CLOCK_KEY, decodeCoordinatorRecord } from '../../src/clock/coordinator-record.js';
 import { leaseHome } from '../../src/lease/lease-manager.js';
@@ -19,10 +18,10 @@ import { decodeLayout, Router, type Layout } from '../../src/shard/layout.js';
 import { decodeClockRecord } from '../../src/store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX } from '../../src/store/keyspace.js';
 import { decodeU64BE, prefixEnd } from '../../src/util/bytes.js';
-import { BIN, metaetcd, ok, ROOT, type Run } from '../harness/cli.js';
+import { killedWhileHolding, metaetcd, ok, type Run } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale } from '../harness/faults.js';
-import { clientFor, startTestProxy } from '../harness/proxy.js';
+import { clientFor, keysAsSeen, startTestProxy } from '../harness/proxy.js';
 import { WatchRecorder } from '../lease/lease-helpers.js';
 
 const BOUND = { timeout: 60_000 };
@@ -41,12 +40,6 @@ let leases: { id: bigint; onTwo: boolean; keys: string[] }[];
 let clientView: unknown[];
 let generationBefore: number;
 
-/** Every client key under rm/ as a client reads it. */
-async function viewOf(c: EtcdClient): Promise<unknown[]> {
-  const r = await c.range({ key: PREFIX, rangeEnd: prefixEnd(PREFIX) });
-  return r.kvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.createRevision, kv.modRevision, kv.version, kv.lease]);
-}
-
 async function layoutOf(m: EtcdClient): Promise<Layout | undefined> {
   const kv = (await m.range({ key: InternalKey.layout })).kvs[0];
   return kv ? decodeLayout(kv.value) : undefined;
@@ -55,22 +48,8 @@ async function layoutOf(m: EtcdClient): Promise<Layout | undefined> {
 const clockValue = async () => (await coordinator.range({ key: CLOCK_KEY })).kvs[0]!.value;
 const keyCount = async (m: EtcdClient) => Number((await m.range({ ...ALL, countOnly: true })).count);
 
-/** Runs the removal with the hook holding after `step`, and kills it (-9, by pid) once it holds there. */
-async function removeKilledAfter(step: string): Promise<void> {
-  const p = spawn(process.execPath, [BIN, 'members', 'remove', '2', ...flags()], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, [REMOVE_HOLD_ENV]: step } });
-  let stderr = '';
-  const exited = new Promise((r) => p.once('exit', r));
-  await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`no "holding after ${step}" within 30 s:\n${stderr}`)), 30_000);
-    p.stderr.setEncoding('utf8').on('data', (s: string) => {
-      stderr += s;
-      if (stderr.includes(`holding after ${step}`)) clearTimeout(timer), res();
-    });
-    p.once('exit', (code) => rej(new Error(`the removal exited (${code}) before holding after ${step}:\n${stderr}`)));
-  });
-  process.kill(p.pid!, 'SIGKILL');
-  await exited;
-}
+/** Runs the removal with the hook holding after `step`, killed there. */
+const removeKilledAfter = (step: string) => killedWhileHolding(['members', 'remove', '2', ...flags()], REMOVE_HOLD_ENV, step);
 
 before(async () => {
   buildIfStale();
@@ -91,7 +70,7 @@ before(async () => {
       assert.equal((await c.leaseGrant({ ID: l.id, TTL: 60n })).ID, l.id);
       for (const k of l.keys) await c.put({ key: Buffer.from(k), value: Buffer.from(k), lease: l.id });
     }
-    clientView = await viewOf(c);
+    clientView = await keysAsSeen(c, 'rm/');
   } finally {
     c.close();
     await proxy.stop();
@@ -185,7 +164,7 @@ test('a proxy over the old list refuses; one over the remaining two serves every
   const c = clientFor(proxy.url);
   const w = new WatchRecorder(c, { key: PREFIX, prefix: true, prevKv: true });
   try {
-    assert.deepEqual(await viewOf(c), clientView, 'values, create/mod revisions, versions and leases as before');
+    assert.deepEqual(await keysAsSeen(c, 'rm/'), clientView, 'values, create/mod revisions, versions and leases as before');
     const lastDone = Math.max(...(await layoutOf(members[0]!))!.moves!.map((m) => m.doneAt));
     await assert.rejects(c.range({ key: PREFIX, rangeEnd: prefixEnd(PREFIX), revision: BigInt(lastDone - 1) }), /required revision has been compacted/);
     for (const l of leases) {

@@ -7,11 +7,11 @@
 // catch-up of S's history (in-process, writing S directly).
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { CLOCK_KEY, decodeCoordinatorRecord } from '../../src/clock/coordinator-record.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
+import { HOLD_ENV } from '../../src/repartition/move.js';
 import { catchUp } from '../../src/repartition/catch-up.js';
 import { decodeEnvelope } from '../../src/store/envelope.js';
 import { copyPartitions, TargetVersions } from '../../src/repartition/copy.js';
@@ -23,10 +23,10 @@ import { decodeLayout, type Layout } from '../../src/shard/layout.js';
 import { encodeEnvelope } from '../../src/store/envelope.js';
 import { InternalKey, LEASE_INDEX_PREFIX, toMemberKey } from '../../src/store/keyspace.js';
 import { prefixEnd } from '../../src/util/bytes.js';
-import { BIN, metaetcd, ok, ROOT, type Run } from '../harness/cli.js';
+import { killedWhileHolding, metaetcd, ok, type Run } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { buildIfStale } from '../harness/faults.js';
-import { clientFor, startTestProxy } from '../harness/proxy.js';
+import { clientFor, keysAsSeen, startTestProxy } from '../harness/proxy.js';
 import { WatchRecorder } from '../lease/lease-helpers.js';
 
 const BOUND = { timeout: 120_000 };
@@ -43,29 +43,8 @@ let lease: bigint;
 /** What a client saw of every key before any move (through the proxy that wrote them). */
 let clientView: unknown[];
 
-/** Runs a move with the test hook holding after `phase`, and kills it (-9, by pid) once it holds there. */
-async function moveKilledAfter(phase: string, args: string[]): Promise<void> {
-  const p: ChildProcess = spawn(process.execPath, [BIN, ...args, ...flags()], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, METAETCD_TEST_MOVE_HOLD: phase },
-  });
-  let stderr = '';
-  await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`no "holding after ${phase}" within 60 s:\n${stderr}`)), 60_000);
-    p.stderr!.setEncoding('utf8').on('data', (s: string) => {
-      stderr += s;
-      if (stderr.includes(`holding after ${phase}`)) {
-        clearTimeout(timer);
-        res();
-      }
-    });
-    p.on('exit', (code) => rej(new Error(`the move exited (${code}) before holding after ${phase}:\n${stderr}`)));
-  });
-  const exited = new Promise((r) => p.once('exit', r));
-  process.kill(p.pid!, 'SIGKILL');
-  await exited;
-}
+/** Runs a move with the test hook holding after `phase`, killed there. */
+const moveKilledAfter = (phase: string, args: string[]) => killedWhileHolding([...args, ...flags()], HOLD_ENV, phase);
 
 async function layouts(): Promise<Layout[]> {
   return Promise.all(members.map(async (m) => decodeLayout((await m.range({ key: InternalKey.layout })).kvs[0]!.value)));
@@ -104,12 +83,6 @@ async function populated(member: number, n: number): Promise<number[]> {
   return [...ps].filter((p) => layout.assignment[p] === member).sort((a, b) => a - b).slice(0, n);
 }
 
-/** Every client key under mv/ as a client reads it: key, value, revisions, version, lease. */
-async function viewOf(c: EtcdClient): Promise<unknown[]> {
-  const r = await c.range({ key: Buffer.from('mv/'), rangeEnd: prefixEnd(Buffer.from('mv/')) });
-  return r.kvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.createRevision, kv.modRevision, kv.version, kv.lease]);
-}
-
 /** Asserts that a move of P from S to T completed: T holds what S held, S holds nothing of P. */
 async function assertMoved(P: number[], S: number, T: number, before: { data: KeyValue[]; index: string[] }, generation: number): Promise<void> {
   const after_ = await carried(T, P);
@@ -141,7 +114,7 @@ before(async () => {
     for (let i = 0; i < 600; i += 3) await c.put({ key: key(i), value: Buffer.from(`v${i}-2`) });
     for (let i = 0; i < 600; i += 11) await c.deleteRange({ key: key(i) });
     for (let i = 0; i < 60; i++) await c.put({ key: Buffer.from(`mv/lease/${i}`), value: Buffer.from(`l${i}`), lease });
-    clientView = await viewOf(c);
+    clientView = await keysAsSeen(c, 'mv/');
   } finally {
     c.close();
     await proxy.stop();
@@ -250,7 +223,7 @@ test('after the moves a proxy serves every key as before; revisions before the l
   const c = clientFor(proxy.url);
   const w = new WatchRecorder(c, { key: Buffer.from('mv/'), prefix: true, prevKv: true });
   try {
-    assert.deepEqual(await viewOf(c), clientView, 'keys, values, create/mod revisions, versions and leases as before the moves');
+    assert.deepEqual(await keysAsSeen(c, 'mv/'), clientView, 'keys, values, create/mod revisions, versions and leases as before the moves');
     const layout = (await layouts())[0]!;
     const lastDone = Math.max(...layout.moves!.map((m) => m.doneAt));
     await assert.rejects(c.range({ key: Buffer.from('mv/'), rangeEnd: prefixEnd(Buffer.from('mv/')), revision: BigInt(lastDone - 1) }), /required revision has been compacted/);

@@ -7,6 +7,7 @@ import { createLogger, silentLogger } from '../../src/log.js';
 import { parseEndpoint } from '../../src/members/endpoints.js';
 import { EtcdClient } from '../../src/members/etcd-client.js';
 import { Metrics } from '../../src/metrics.js';
+import { prefixEnd } from '../../src/util/bytes.js';
 import type { EtcdSet } from './etcd-set.js';
 
 export interface TestProxy {
@@ -39,4 +40,11 @@ export async function startTestProxy(set: EtcdSet, overrides: Partial<ProxyConfi
 /** A client of one endpoint URL (the proxy or a plain etcd). Close it when done. */
 export function clientFor(url: string, name = url, timeoutMs = 10_000): EtcdClient {
   return new EtcdClient({ name, endpoints: [parseEndpoint(url)], requestTimeoutMs: timeoutMs, rawErrors: true });
+}
+
+/** Every key under `prefix` as a client reads it: key, value, create and mod revision, version, lease. */
+export async function keysAsSeen(c: EtcdClient, prefix: string): Promise<unknown[]> {
+  const key = Buffer.from(prefix);
+  const r = await c.range({ key, rangeEnd: prefixEnd(key) });
+  return r.kvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.createRevision, kv.modRevision, kv.version, kv.lease]);
 }
