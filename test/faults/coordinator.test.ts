@@ -24,7 +24,7 @@ import { after, before, test } from 'node:test';
 import { freePort } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { allKvs, codeOf, describeErr, healthOf, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
+import { allKvs, codeOf, describeErr, hang, healthOf, loseAndReplace, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
 import { checkRevisions, type HistoryOp } from '../harness/linearizability.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { ModelHistory, WatchRecorder, checkWatch, prefixEnd } from '../harness/watch-checker.js';
@@ -224,13 +224,13 @@ test('(c) coordinator hang (SIGSTOP): writes fail with Unavailable within a boun
   const held = w.header!.revision;
   const bound = 2 * REQUEST_TIMEOUT_MS + 1500;
 
-  set.coordinator.signal('SIGSTOP');
+  await hang(set.coordinator);
   try {
     const writes = await Promise.all(
       Array.from({ length: 6 }, (_, i) => timed(() => (i % 2 ? a : b).put({ key: Buffer.from(`c3/hang-${i}`), value: Buffer.from('x') }))),
     );
-    for (const t of writes) {
-      assert.ok(t.err, 'a write succeeded while the coordinator was stopped');
+    for (const [i, t] of writes.entries()) {
+      assert.ok(t.err, `write ${i} via ${i % 2 ? 'A' : 'B'} succeeded while the coordinator was stopped, after ${t.ms.toFixed(0)} ms at revision ${t.value?.header?.revision} (held ${held})`);
       assert.equal(codeOf(t.err), Status.UNAVAILABLE, `write during the hang: ${describeErr(t.err)}`);
       assert.ok(t.ms < bound, `write failed only after ${t.ms.toFixed(0)} ms (bound ${bound} ms)`);
     }
@@ -283,7 +283,7 @@ test('(c2) coordinator hang: a paged list continued at the revision of its first
   const first = await a.range({ key: Buffer.from('c4/'), rangeEnd: prefixEnd('c4/'), limit: 4n });
   const R = first.header!.revision;
   assert.equal(first.kvs.length, 4);
-  set.coordinator.signal('SIGSTOP');
+  await hang(set.coordinator);
   try {
     const next = await timed(() => a.range({ key: Buffer.concat([first.kvs[3]!.key, Buffer.from([0])]), rangeEnd: prefixEnd('c4/'), revision: R }));
     assert.equal(next.err, undefined, `second page at revision ${R} while the coordinator hangs: ${describeErr(next.err)} after ${next.ms.toFixed(0)} ms`);

@@ -19,7 +19,7 @@ import { freePort } from '../../src/sandbox/etcd-process.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { Router } from '../../src/shard/layout.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { allKvs, codeOf, describeErr, healthOf, killHard, metricSum, sleep, Status, timed, waitUntil, type Timed } from '../harness/faults.js';
+import { allKvs, codeOf, describeErr, hang, healthOf, killHard, metricSum, sleep, Status, timed, waitUntil, type Timed } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { prefixEnd, WatchRecorder } from '../harness/watch-checker.js';
 import { keysOnMember } from '../lease/lease-helpers.js';
@@ -241,7 +241,7 @@ test('(b) member hangs (SIGSTOP) with writes in flight: bounded failures, other 
     await Promise.all(writers);
   });
   await sleep(700);
-  set.members[1]!.signal('SIGSTOP');
+  await hang(set.members[1]!);
   const stopAt = performance.now();
   let report: string;
   try {

@@ -16,7 +16,7 @@ import { after, before, test } from 'node:test';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { allKvs, ChildProxy, describeErr, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
+import { allKvs, ChildProxy, describeErr, hang, metricSum, sleep, Status, timed, waitUntil } from '../harness/faults.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { prefixEnd, WatchRecorder } from '../harness/watch-checker.js';
 import { judgeWatch, judgeWrites, summarize, writerLoop, type WriteRecord } from './workload.js';
@@ -87,8 +87,7 @@ async function crash(prefix: string, pauseMember: number | undefined): Promise<{
   const timeoutsBefore = await metricSum(P2.metrics, 'metaetcd_time_buffer_timeouts_count');
   const fencesBefore = await metricSum(P2.metrics, 'metaetcd_fences_total');
   if (pauseMember !== undefined) {
-    set.members[pauseMember]!.signal('SIGSTOP');
-    await sleep(150);
+    await hang(set.members[pauseMember]!);
   }
   const killAt = performance.now();
   try {

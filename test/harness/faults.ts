@@ -123,6 +123,32 @@ export async function loseAndReplace(etcd: EtcdProcess): Promise<void> {
   await etcd.restart();
 }
 
+/**
+ * SIGSTOP, then waits until every thread of the process is in the stopped state
+ * (the stat file of each task under /proc/PID/task), so that a test's "while it hangs" window begins only
+ * once the process can no longer answer anything.
+ */
+export async function hang(etcd: EtcdProcess): Promise<void> {
+  const pid = etcd.pid;
+  etcd.signal('SIGSTOP');
+  await waitUntil(`every thread of etcd pid ${pid} stopped`, () => threadStates(pid).every((s) => s === 'T' || s === 't'), 5000, 2);
+}
+
+/** The scheduler state letter of each thread of `pid` (empty when it is gone). */
+function threadStates(pid: number): string[] {
+  const dir = `/proc/${pid}/task`;
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).map((tid) => {
+    try {
+      // "TID (comm) S ...": the state follows the last ')' (comm may hold spaces or parentheses).
+      const stat = readFileSync(join(dir, tid, 'stat'), 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return 'T'; // the thread exited meanwhile
+    }
+  });
+}
+
 /** kill -9 and wait for the exit (data kept). */
 export async function killHard(etcd: EtcdProcess): Promise<void> {
   etcd.signal('SIGKILL');
