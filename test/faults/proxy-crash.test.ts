@@ -88,6 +88,7 @@ async function crash(prefix: string, pauseMember: number | undefined): Promise<{
   const fencesBefore = await metricSum(P2.metrics, 'metaetcd_fences_total');
   if (pauseMember !== undefined) {
     await hang(set.members[pauseMember]!);
+    await sleep(150); // P1 takes revisions for the hung member that cannot land
   }
   const killAt = performance.now();
   try {
