@@ -5,7 +5,7 @@
 
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { parseAnnouncements, PROXIES_END, PROXIES_PREFIX } from '../app/heartbeat.js';
-import { newestLayout as newestKnownLayout, readMemberState, type MemberState } from '../members/bootstrap.js';
+import { memberCountError, newestLayout as newestKnownLayout, readMemberState, type MemberState } from '../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../members/endpoints.js';
 import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
@@ -24,6 +24,11 @@ export interface ConnectOptions {
   members: string;
   tls: ClientTls;
   requestTimeoutMs: number;
+  /**
+   * How many members the layout may have beyond those listed (`members add`
+   * resuming: the clusters being added hold the slots after the listed ones).
+   */
+  joining?: number;
 }
 
 export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster> {
@@ -33,7 +38,7 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   const close = () => [coordinator, ...candidates].forEach((c) => c.close());
   try {
     const states = await Promise.all(candidates.map(readMemberState));
-    const ordered = orderMembers(states);
+    const ordered = orderMembers(states, o.joining ?? 0);
     return { coordinator, members: ordered.map((s) => s.client), states: ordered, close };
   } catch (err) {
     close();
@@ -41,7 +46,7 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   }
 }
 
-function orderMembers(states: MemberState[]): MemberState[] {
+function orderMembers(states: MemberState[], joining: number): MemberState[] {
   const out: MemberState[] = [];
   const clusterId = states.find((s) => s.identity)?.identity?.clusterId;
   for (const s of states) {
@@ -52,8 +57,10 @@ function orderMembers(states: MemberState[]): MemberState[] {
     out[s.identity.index] = s;
     s.client.name = `member ${s.identity.index}`;
   }
-  const members = newestLayout(states).members;
-  if (states.length !== members) throw new Error(`the meta cluster has ${members} members but --members lists ${states.length}`);
+  const layout = newestLayout(states);
+  const listed = out.filter((s) => s !== undefined).length;
+  // The listed clusters must be slots 0..n-1; only slots after them may be joining.
+  if (layout.members < states.length || layout.members > states.length + joining || out.length > listed) throw memberCountError(layout, states);
   return out;
 }
 
@@ -91,18 +98,29 @@ export async function clockNow(c: MetaCluster): Promise<number> {
 
 /** CAS the coordinator record's layoutGeneration up to `generation`, preserving every other field. */
 export async function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
+  await updateClockRecord(c, 'bumping the layout generation', (raw) => {
+    const record = decodeCoordinatorRecord(raw, c.members.length);
+    return (record.layoutGeneration ?? 1) >= generation ? undefined : { ...record, layoutGeneration: generation };
+  });
+}
+
+/**
+ * Compare-and-swaps the coordinator's clock record with `change` applied to the
+ * stored bytes (undefined: nothing to change). No record: nothing to do, the
+ * next clock rebuild takes its state from the members. Returns whether it wrote.
+ */
+export async function updateClockRecord(c: MetaCluster, what: string, change: (raw: Buffer) => CoordinatorRecord | undefined): Promise<boolean> {
   for (let attempt = 0; attempt < 1000; attempt++) {
-    const clock = await readClock(c);
-    // No record: the next clock rebuild takes the generation from the members' layouts.
-    if (!clock || (clock.record.layoutGeneration ?? 1) >= generation) return;
-    const next: CoordinatorRecord = { ...clock.record, layoutGeneration: generation };
-    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, clock.mod)], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), {
-      context: 'bumping the layout generation',
+    const kv = (await c.coordinator.range({ key: CLOCK_KEY }, { context: what })).kvs[0];
+    const next = kv && change(kv.value);
+    if (!kv || !next) return false;
+    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, Number(kv.modRevision))], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), {
+      context: what,
     });
-    if (resp.succeeded) return;
+    if (resp.succeeded) return true;
     // A proxy ticked meanwhile: read again and retry.
   }
-  throw new Error('could not bump the layout generation in the coordinator: the clock record kept changing');
+  throw new Error(`${what} in the coordinator failed: the clock record kept changing`);
 }
 
 /**

@@ -22,7 +22,7 @@ async function readLayout(client: EtcdClient): Promise<{ layout: Layout; mod: nu
  * (then again from the new one). Returns the member revision of the write, or of
  * the read when nothing needed writing.
  */
-async function rewriteLayout(client: EtcdClient, change: (l: Layout) => Layout | undefined): Promise<number> {
+export async function rewriteLayout(client: EtcdClient, change: (l: Layout) => Layout | undefined): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const { layout, mod } = await readLayout(client);
     const next = change(layout);

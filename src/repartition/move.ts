@@ -192,9 +192,13 @@ async function setPhase(target: EtcdClient, s: MoveState, phase: MovePhase): Pro
   await saveMoveState(target, s);
 }
 
-/** The test-only hook (HOLD_ENV): announce and wait forever, so a test can kill the process at this point. */
-async function hold(phase: MovePhase, log: Logger): Promise<void> {
-  if (process.env[HOLD_ENV] !== phase) return;
+function hold(phase: MovePhase, log: Logger): Promise<void> {
+  return testHold(HOLD_ENV, phase, log);
+}
+
+/** A test-only hook: when env var `env` names `phase`, announce it and wait forever, so a test can kill the process at this point. */
+export async function testHold(env: string, phase: string, log: Logger): Promise<void> {
+  if (process.env[env] !== phase) return;
   log.warn({ phase }, 'holding (test hook)');
   process.stderr.write(`holding after ${phase}\n`);
   await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
