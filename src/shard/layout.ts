@@ -28,7 +28,7 @@ export interface MoveEntry {
 }
 
 export interface Layout {
-  /** Format version of this record (1: no moves ever; 2: with moves, frozen partitions or lease homes). */
+  /** Format version of this record (1: no moves ever; 2: with moves, frozen partitions, lease homes or recorded endpoints). */
   format: 1 | 2;
   /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
   clusterId: string;
@@ -54,6 +54,13 @@ export interface Layout {
   frozen?: number[];
   /** Move history, oldest first (pruned once compaction passes an entry's doneAt). */
   moves?: MoveEntry[];
+  /**
+   * Each member's endpoints ("url;url") in slot order, as `members add` last
+   * recorded them (`members remove` drops the removed slot's entry); only for
+   * messages (a proxy missing a member names it). Absent in layouts of meta
+   * clusters that never had a member added.
+   */
+  endpoints?: string[];
 }
 
 export function newLayout(clusterId: string, members: number, partitions = DEFAULT_PARTITIONS): Layout {
@@ -82,7 +89,8 @@ export function decodeLayout(raw: Buffer): Layout {
     (v.leaseAssignment !== undefined &&
       (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)))) ||
     !partitionList(v.frozen) ||
-    (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at))))
+    (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at)))) ||
+    (v.endpoints !== undefined && (!Array.isArray(v.endpoints) || v.endpoints.length !== v.members || v.endpoints.some((e) => typeof e !== 'string')))
   ) {
     throw new Error('malformed metaetcd layout record');
   }

@@ -143,6 +143,7 @@ test('after the removal: layouts, coordinator arrays, lease homes and the remove
     const l = (await layoutOf(m))!;
     assert.deepEqual([l.generation, l.members], [generationBefore + 1, 2]);
     assert.ok(!l.assignment.includes(2) && !l.leaseAssignment!.includes(2));
+    assert.equal(l.endpoints, undefined, 'no endpoints field: none was recorded (no member was ever added)');
   }
   const clock = decodeCoordinatorRecord(await clockValue(), 2);
   assert.equal(clock.layoutGeneration, generationBefore + 1);
