@@ -119,9 +119,9 @@ async function startMemberStreams(
         log,
         metrics,
         onCompacted: (stored) => kv.compaction.raiseStored(stored),
-        onBatch: (b) => {
-          kv.keyCache.observe(b.memberRevision, b.events);
-          hub.push(b);
+        onBatch: (parts) => {
+          for (const b of parts) kv.keyCache.observe(b.memberRevision, b.events);
+          hub.push(parts);
         },
         onLeaseGone: (id) => leases.onLeaseGone(id),
         onAuth: m.index === 0 ? (value, rev) => auth.observe(value, rev) : undefined,

@@ -14,6 +14,7 @@ import type { KvContext } from './context.js';
 import { memberFetchLimit, shapeRange } from './range-shape.js';
 import { resolveReadPoint, type ReadPoint } from './read-point.js';
 import { toClientKv } from './translate.js';
+import { readInsideBatch } from './batch-read.js';
 
 export interface RangeResult {
   kvs: KeyValue[];
@@ -79,14 +80,19 @@ async function rangeOneMemberNow(ctx: KvContext, req: RangeRequest, member: numb
 export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number[], point: ReadPoint): Promise<RangeResult> {
   const { key, rangeEnd } = toMemberRange(req.key, req.rangeEnd);
   const limit = memberFetchLimit(req);
-  const at = (m: number) => BigInt(point.memberRevisions.get(m)!);
+  const read = (m: number, r: Partial<RangeRequest> & { key: Buffer }) => readMemberAtPoint(ctx, m, point, r);
   if (limit === 0 || members.length === 1 || req.countOnly) {
-    const parts = await Promise.all(
-      members.map((m) => readMemberAt(ctx, m, { key, rangeEnd, revision: at(m), limit: BigInt(limit), countOnly: req.countOnly })),
-    );
+    const parts = await Promise.all(members.map((m) => read(m, { key, rangeEnd, limit: BigInt(limit), countOnly: req.countOnly })));
     return assemble(req, parts, limit, point.header);
   }
-  return assemble(req, await fetchFirst(ctx, members, key, rangeEnd, at, limit), limit, point.header);
+  return assemble(req, await fetchFirst(members, key, rangeEnd, read, limit), limit, point.header);
+}
+
+/** Reads `member` exactly at the read point's meta revision (correcting a batch it falls inside). */
+export function readMemberAtPoint(ctx: KvContext, member: number, point: ReadPoint, req: Partial<RangeRequest> & { key: Buffer }): Promise<RangeResponse> {
+  const batch = point.batches.get(member);
+  if (batch) return readInsideBatch(ctx, member, req, point.revision, batch, (r) => readMemberAt(ctx, member, r));
+  return readMemberAt(ctx, member, { ...req, revision: BigInt(point.memberRevisions.get(member)!) });
 }
 
 /**
@@ -98,15 +104,14 @@ export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number
  * `count` from its first answer.
  */
 async function fetchFirst(
-  ctx: KvContext,
   members: number[],
   key: Buffer,
   rangeEnd: Buffer,
-  at: (m: number) => bigint,
+  read: (m: number, r: Partial<RangeRequest> & { key: Buffer }) => Promise<RangeResponse>,
   want: number,
 ): Promise<RangeResponse[]> {
   const share = Math.min(want, Math.ceil((want / members.length) * 1.25) + 8);
-  const parts = await Promise.all(members.map((m) => readMemberAt(ctx, m, { key, rangeEnd, revision: at(m), limit: BigInt(share) })));
+  const parts = await Promise.all(members.map((m) => read(m, { key, rangeEnd, limit: BigInt(share) })));
   const kvs = parts.map((p) => [...p.kvs]);
   const more = parts.map((p) => p.more);
   for (;;) {
@@ -120,10 +125,9 @@ async function fetchFirst(
     await Promise.all(
       short.map(async (i) => {
         const last = kvs[i]![kvs[i]!.length - 1]!;
-        const next = await readMemberAt(ctx, members[i]!, {
+        const next = await read(members[i]!, {
           key: nextKey(last.key),
           rangeEnd,
-          revision: at(members[i]!),
           limit: BigInt(Math.max(share, want - total)),
         });
         kvs[i]!.push(...next.kvs);

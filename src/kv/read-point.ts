@@ -16,6 +16,7 @@
 import { Errors } from '../errors/etcd-error.js';
 import type { ClockSnapshot } from '../clock/clock.js';
 import type { KvContext } from './context.js';
+import type { BatchAround } from './batch-read.js';
 
 export interface ReadPoint {
   /** Revision reported in the response header. */
@@ -24,6 +25,8 @@ export interface ReadPoint {
   revision: number;
   /** Member revision holding the snapshot, per touched member. */
   memberRevisions: Map<number, number>;
+  /** Members where the snapshot falls inside a batch, with the batch's writes (kv/batch-read.ts). */
+  batches: Map<number, BatchAround>;
 }
 
 export async function resolveReadPoint(
@@ -52,19 +55,24 @@ export async function resolveReadPoint(
       header = snap.revision;
       await Promise.all(uncovered.map((m) => ctx.members.get(m).timeline.waitFor(snap.last[m]!, deadline)));
     }
-    return { header, revision, memberRevisions: await memberRevisions(ctx, members, revision) };
+    return { header, revision, ...(await memberRevisions(ctx, members, revision)) };
   }
   if (serializable) {
     // Every member was complete up to the compacted revision when it was compacted.
     const snapshot = Math.max(ctx.compaction.revision, Math.min(...members.map((m) => ctx.members.get(m).timeline.watermark)));
-    return { header: snapshot, revision: snapshot, memberRevisions: await memberRevisions(ctx, members, snapshot) };
+    return { header: snapshot, revision: snapshot, ...(await memberRevisions(ctx, members, snapshot)) };
   }
   const snap = known ?? (await ctx.clock.now());
   await Promise.all(members.map((m) => ctx.members.get(m).timeline.waitFor(snap.last[m]!, deadline)));
-  return { header: snap.revision, revision: snap.revision, memberRevisions: await memberRevisions(ctx, members, snap.revision) };
+  return { header: snap.revision, revision: snap.revision, ...(await memberRevisions(ctx, members, snap.revision)) };
 }
 
-async function memberRevisions(ctx: KvContext, members: number[], revision: number): Promise<Map<number, number>> {
+async function memberRevisions(ctx: KvContext, members: number[], revision: number): Promise<Pick<ReadPoint, 'memberRevisions' | 'batches'>> {
   const revs = await Promise.all(members.map((m) => ctx.members.get(m).timeline.memberRevisionAt(revision)));
-  return new Map(members.map((m, i) => [m, revs[i]!]));
+  const around = await Promise.all(members.map((m) => ctx.members.get(m).timeline.batchAround(revision)));
+  const batches = new Map<number, BatchAround>();
+  members.forEach((m, i) => {
+    if (around[i]) batches.set(m, around[i]!);
+  });
+  return { memberRevisions: new Map(members.map((m, i) => [m, revs[i]!])), batches };
 }

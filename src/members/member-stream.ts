@@ -17,6 +17,7 @@ import { InternalKey, isDataKey, leaseOfRecordKey } from '../store/keyspace.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import { decodeU64BE } from '../util/bytes.js';
 import type { EtcdClient } from './etcd-client.js';
+import { splitByMetaRevision } from './batch-split.js';
 
 export interface MemberBatch {
   member: number;
@@ -33,7 +34,8 @@ export interface MemberStreamOptions {
   timeline: MemberTimeline;
   log: Logger;
   metrics: Metrics;
-  onBatch?: (b: MemberBatch) => void;
+  /** One member revision: one batch, or one per meta revision when a write batch carried several. */
+  onBatch?: (parts: MemberBatch[]) => void;
   /** Continuity was lost (the member compacted past our resume point); state was reseeded. */
   onReset?: (member: number) => void;
   /** A compaction of the meta cluster was recorded in this member (the stored value: revision + 1). */
@@ -221,11 +223,18 @@ export class MemberStream {
         }
       }
       if (rev <= this.o.timeline.processed) continue; // already seen (seeded past it)
-      this.o.timeline.observe(rev, record?.revision);
       // A partition move's copy or clean-up (docs/notes/repartitioning.md): bookkeeping, not client
       // changes — the client saw them when they were written in the source member.
       const delivered = marked ? [] : data;
-      if (record || delivered.length > 0) this.o.onBatch?.({ member: this.o.member, memberRevision: rev, record, events: delivered });
+      if (!record) {
+        this.o.timeline.observe(rev, undefined);
+        if (delivered.length > 0) this.o.onBatch?.([{ member: this.o.member, memberRevision: rev, record, events: delivered }]);
+        continue;
+      }
+      const parts = splitByMetaRevision(record, delivered);
+      if (parts.length > 1) this.o.timeline.noteBatch(rev, parts.flatMap((p) => p.events.map((e) => ({ key: e.kv!.key.toString('latin1'), revision: p.record.revision }))));
+      for (const p of parts) this.o.timeline.observe(rev, p.record.revision);
+      this.o.onBatch?.(parts.map((p) => ({ member: this.o.member, memberRevision: rev, record: p.record, events: p.events })));
     }
   }
 }

@@ -2,12 +2,13 @@
 // client that talks to it, what this proxy knows of its history (the timeline:
 // watermark, revision index, fencing), the sequencer that sends this proxy's
 // writes to it in revision order, the batcher that shares its calls among
-// concurrent single-key reads, and whether its watch stream is up. The
+// concurrent single-key reads, the write batcher that groups its writes, and whether its watch stream is up. The
 // stream that feeds the timeline is attached once the composition root has
 // wired its listeners.
 
 import type { MemberSequencer } from './member-sequencer.js';
 import { MemberReadBatcher } from './read-batcher.js';
+import { MemberWriteBatcher } from './write-batcher.js';
 import type { MemberTimeline } from '../revision/member-timeline.js';
 import type { EtcdClient } from './etcd-client.js';
 import type { StreamLink } from './stream-link.js';
@@ -15,6 +16,8 @@ import type { StreamLink } from './stream-link.js';
 export class Member {
   /** Single-key reads of this member, coalesced into shared calls under load. */
   readonly reads: MemberReadBatcher;
+  /** This proxy's writes to this member, one member transaction in flight at a time (group commit). */
+  readonly writes: MemberWriteBatcher;
 
   constructor(
     /** The member's slot in the layout (its index in MemberSet). */
@@ -24,6 +27,7 @@ export class Member {
     readonly sequencer: MemberSequencer,
   ) {
     this.reads = new MemberReadBatcher(client);
+    this.writes = new MemberWriteBatcher(client);
   }
 
   get name(): string {

@@ -16,7 +16,8 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
 import { Errors, isKind, unavailable } from '../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
-import { InternalKey } from '../store/keyspace.js';
+import { InternalKey, toMemberRange } from '../store/keyspace.js';
+import { readVarint } from '../util/varint.js';
 import { StreamLink } from '../members/stream-link.js';
 import { RevisionIndex } from './revision-index.js';
 
@@ -29,6 +30,15 @@ export interface MemberTimelineOptions {
   /** How long a revision may stay unresolved before the member is fenced at it. */
   fenceAfterMs?: number;
 }
+
+/** A key a batch wrote (latin1 member key) and the meta revision it was written at. */
+export interface BatchWrite {
+  key: string;
+  revision: number;
+}
+
+/** Batch compositions kept in memory; older ones are read from the member when needed. */
+const MAX_BATCHES_KEPT = 4096;
 
 interface Waiter {
   target: number;
@@ -45,6 +55,8 @@ export class MemberTimeline {
   private mark = -1;
   private processedRev = 0;
   private waiters: Waiter[] = [];
+  /** Recent batch member revisions: which key each wrote at which meta revision. */
+  private readonly batches = new Map<number, BatchWrite[]>();
   /** Whether the member's watch stream is up (set by the member stream). */
   readonly link = new StreamLink();
 
@@ -81,6 +93,7 @@ export class MemberTimeline {
 
   /** Records member revision `memberRev`, which carried a clock record for `metaRev` if given. */
   observe(memberRev: number, metaRev: number | undefined): void {
+    // A batch's member revision comes once per meta revision it carries (members/batch-split.ts).
     if (metaRev !== undefined) {
       this.index.append(metaRev, memberRev);
       this.processedRev = memberRev;
@@ -136,6 +149,35 @@ export class MemberTimeline {
     const end = await this.historyLookup(metaRev);
     const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(end) });
     return Number(resp.kvs[0]?.modRevision ?? BigInt(end));
+  }
+
+  /** Whether meta revision `metaRev` falls strictly inside a batch known to the index. */
+  insideBatch(metaRev: number): boolean {
+    return this.index.insideBatch(metaRev) !== undefined;
+  }
+
+  /** Records which keys a batch member revision wrote at which meta revision (from the member stream). */
+  noteBatch(memberRev: number, writes: BatchWrite[]): void {
+    this.batches.set(memberRev, writes);
+    if (this.batches.size > MAX_BATCHES_KEPT) this.batches.delete(this.batches.keys().next().value!);
+  }
+
+  /**
+   * When meta revision `metaRev` falls strictly inside a batch (a member revision
+   * that also holds writes above it): that member revision and the batch's
+   * writes, from memory or, for an older batch, from the member.
+   */
+  async batchAround(metaRev: number): Promise<{ memberRevision: number; writes: BatchWrite[] } | undefined> {
+    const memberRevision = this.index.insideBatch(metaRev);
+    if (memberRevision === undefined) return undefined;
+    let writes = this.batches.get(memberRevision);
+    if (!writes) {
+      // Every key the batch wrote has that member revision as its mod revision there.
+      const all = toMemberRange(Buffer.from([0]), Buffer.from([0]));
+      const resp = await this.client.range({ key: all.key, rangeEnd: all.rangeEnd, revision: BigInt(memberRevision), minModRevision: BigInt(memberRevision), maxModRevision: BigInt(memberRevision) });
+      writes = resp.kvs.map((kv) => ({ key: kv.key.toString('latin1'), revision: readVarint(kv.value, 1)[0] }));
+    }
+    return { memberRevision, writes };
   }
 
   /** Meta revision in effect at member revision `memberRev`, if still in the index. */

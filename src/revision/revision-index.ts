@@ -43,7 +43,7 @@ export class RevisionIndex {
     if (this.end > this.start) {
       const lastMeta = this.meta[this.end - 1]!;
       const lastMember = this.member[this.end - 1]!;
-      if (metaRev <= lastMeta || memberRev <= lastMember) {
+      if (metaRev <= lastMeta || memberRev < lastMember) {
         throw new Error(`revision index out of order: (${metaRev}, ${memberRev}) after (${lastMeta}, ${lastMember})`);
       }
     }
@@ -62,13 +62,32 @@ export class RevisionIndex {
   lookup(metaRev: number, processed: number): number | undefined {
     const i = this.atOrBefore(metaRev);
     if (i === undefined) return undefined;
-    return i === this.end - 1 ? processed : this.member[i + 1]! - 1;
+    if (i === this.end - 1) return processed;
+    // Inside a batch (the next entry shares the member revision): the batch's member revision,
+    // which also holds the batch's writes above metaRev (readers correct them: kv/batch-read.ts).
+    if (this.member[i + 1] === this.member[i]) return this.member[i]!;
+    return this.member[i + 1]! - 1;
   }
 
-  /** The member revision of the clock record for the newest entry at or below `metaRev` (undefined: older than the index). */
+  /**
+   * The member revision of the clock record for the newest entry at or below
+   * `metaRev` (undefined: older than the index); inside a batch, the one before
+   * the batch's, so that compacting there keeps the batch readable.
+   */
   recordRevision(metaRev: number): number | undefined {
     const i = this.atOrBefore(metaRev);
-    return i === undefined ? undefined : this.member[i];
+    if (i === undefined) return undefined;
+    return i < this.end - 1 && this.member[i + 1] === this.member[i] ? this.member[i]! - 1 : this.member[i];
+  }
+
+  /**
+   * When `metaRev` falls inside a batch — its entry shares the member revision
+   * with the next one, so that member revision also holds writes above it — that
+   * member revision; otherwise undefined.
+   */
+  insideBatch(metaRev: number): number | undefined {
+    const i = this.atOrBefore(metaRev);
+    return i !== undefined && i < this.end - 1 && this.member[i + 1] === this.member[i] ? this.member[i] : undefined;
   }
 
   /** Index of the newest entry whose meta revision is <= metaRev, if any is kept. */

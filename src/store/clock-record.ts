@@ -21,22 +21,42 @@ export enum ClockKind {
   Fence = 1,
   /** Written once when the member joined the meta cluster. */
   Bootstrap = 2,
+  /**
+   * Several client writes took the revisions in `batch` (ascending, the last one is
+   * `revision`) in this one member revision (docs/notes/write-batching.md).
+   */
+  Batch = 3,
 }
 
 export interface ClockRecord {
   revision: number;
   kind: ClockKind;
   allocation: number[];
+  /** Kind Batch: every meta revision this member revision carries, ascending, ending with `revision`. */
+  batch?: number[];
 }
+
+// Kind Batch appends: uvarint n | n - 1 × uvarint (revision - batch[i]) for the
+// revisions below the last.
 
 export function encodeClockRecord(r: ClockRecord): Buffer {
   let size = 8 + 1 + varintLength(r.allocation.length);
   for (const a of r.allocation) size += varintLength(a);
+  const batch = r.kind === ClockKind.Batch ? (r.batch ?? [r.revision]) : undefined;
+  if (batch) {
+    if (batch[batch.length - 1] !== r.revision) throw new Error(`batch clock record: the last revision of ${batch.join(',')} is not ${r.revision}`);
+    size += varintLength(batch.length);
+    for (let i = 0; i < batch.length - 1; i++) size += varintLength(r.revision - batch[i]!);
+  }
   const out = Buffer.allocUnsafe(size);
   out.writeBigUInt64BE(BigInt(r.revision), 0);
   out[8] = r.kind;
   let o = writeVarint(out, 9, r.allocation.length);
   for (const a of r.allocation) o = writeVarint(out, o, a);
+  if (batch) {
+    o = writeVarint(out, o, batch.length);
+    for (let i = 0; i < batch.length - 1; i++) o = writeVarint(out, o, r.revision - batch[i]!);
+  }
   return out;
 }
 
@@ -55,7 +75,17 @@ export function decodeClockRecord(raw: Buffer): ClockRecord {
       allocation.push(a);
     }
   }
-  return { revision, kind, allocation };
+  if (kind !== ClockKind.Batch) return { revision, kind, allocation };
+  let n: number;
+  [n, o] = readVarint(raw, o);
+  const batch: number[] = [];
+  for (let i = 0; i < n - 1; i++) {
+    let d: number;
+    [d, o] = readVarint(raw, o);
+    batch.push(revision - d);
+  }
+  batch.push(revision);
+  return { revision, kind, allocation, batch };
 }
 
 /**

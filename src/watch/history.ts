@@ -15,6 +15,7 @@ import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
 import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
 import { inRange } from '../util/bytes.js';
 import { toClientEvents, type RevisionBatch } from './events.js';
+import { splitByMetaRevision } from '../members/batch-split.js';
 
 const ALL = Buffer.from([0]);
 
@@ -66,7 +67,9 @@ export class HistoryReader {
   private async open(): Promise<Cursor[]> {
     return Promise.all(
       this.deps.map(async ({ timeline: t, index: member }) => {
-        const start = this.from <= 1 ? 1 : (await t.memberRevisionAt(this.from - 1)) + 1;
+        // After the member revision holding `from - 1` — or from it, when it is a batch that also
+        // carries revisions from `from` on (fill() skips what is below `from`).
+        const start = this.from <= 1 ? 1 : (await t.memberRevisionAt(this.from - 1)) + (t.insideBatch(this.from - 1) ? 0 : 1);
         const end = await t.memberRevisionAt(this.to);
         return { member, next: start, end, batches: [] };
       }),
@@ -81,11 +84,15 @@ export class HistoryReader {
     const groups = await readMemberRevisions(client, c.member, c.next, c.end, this.chunkEvents);
     for (const g of groups) {
       c.next = g.memberRevision + 1;
-      if (!g.record || g.record.kind !== ClockKind.Write || g.marked) continue;
-      const matching = g.events.filter((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
-      if (matching.length === 0 || g.record.revision < this.from || g.record.revision > this.to) continue;
-      const { events, bytes } = toClientEvents(matching, g.record.revision);
-      c.batches.push({ revision: g.record.revision, events, bytes });
+      if (!g.record || g.marked) continue;
+      for (const part of splitByMetaRevision(g.record, g.events)) {
+        const revision = part.record.revision;
+        if (part.record.kind !== ClockKind.Write || revision < this.from || revision > this.to) continue;
+        const matching = part.events.filter((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
+        if (matching.length === 0) continue;
+        const { events, bytes } = toClientEvents(matching, revision);
+        c.batches.push({ revision, events, bytes });
+      }
     }
     if (groups.length === 0) c.next = c.end + 1;
   }

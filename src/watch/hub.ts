@@ -112,8 +112,18 @@ export class WatchHub {
     this.release();
   }
 
-  /** Called by member streams for every member revision with a clock record or client events. */
-  push(b: MemberBatch): void {
+  /**
+   * Called by member streams for every member revision with a clock record or
+   * client events: its parts (several when a write batch carried several meta
+   * revisions) are all queued before anything is released, so that no other
+   * member's revision can be released between two of them.
+   */
+  push(parts: MemberBatch[]): void {
+    for (const b of parts) this.queue(b);
+    this.release();
+  }
+
+  private queue(b: MemberBatch): void {
     if (!b.record) {
       if (b.events.length > 0) {
         this.log.error(
@@ -124,11 +134,8 @@ export class WatchHub {
       return;
     }
     const revision = b.record.revision;
-    if (b.record.kind !== ClockKind.Write) {
-      // Fences and bootstrap records only advance the member's watermark.
-      this.release();
-      return;
-    }
+    // Fences and bootstrap records only advance the member's watermark.
+    if (b.record.kind !== ClockKind.Write) return;
     if (this.started && revision <= this.frontierRev) {
       if (b.events.length > 0) {
         const { events, bytes } = toClientEvents(b.events, revision);
@@ -139,7 +146,6 @@ export class WatchHub {
     }
     this.queues[b.member]!.push({ batch: b, revision, since: Date.now() });
     this.o.metrics.timeBufferLen.set(this.pendingCount());
-    this.release();
   }
 
   /** Continuity of a member stream was lost: drop the window and tell every listener. */

@@ -24,6 +24,7 @@ import { InternalKey, leaseIndexKey, toMemberRange } from '../../store/keyspace.
 import { rangeId, type TxnPlan } from '../txn-plan.js';
 import { clientOpsAt, type ClientOps, type WriteInput } from './member-ops.js';
 import { refreshedState, type WriteState } from './write-state.js';
+import type { BatchPart } from '../../members/write-batcher.js';
 
 /** Bytes of client data a write may repeat across its slots (each slot carries its own copy of the operations). */
 export const MAX_SLOTTED_BYTES = 256 * 1024;
@@ -40,10 +41,7 @@ export interface MemberWrite {
  * a failed attempt repeats (stateOps).
  */
 export function buildMemberTxn(input: WriteInput, own: ClientOps, tick: Tick, reads: RequestOp[]): MemberWrite {
-  const leaseIndex: RequestOp[] = [];
-  for (const w of own.written) {
-    if (w.put && w.put.lease !== 0n) leaseIndex.push(op.put(leaseIndexKey(w.put.lease, Buffer.from(w.key, 'latin1').subarray(1)), Buffer.alloc(0)));
-  }
+  const leaseIndex = leaseIndexOps(own);
   const slots = slotsFor(tick, input.state.clock, own.clientBytes);
   let chain: RequestOp[] = [op.range(InternalKey.clock)];
   for (let j = slots.length - 1; j >= 0; j--) {
@@ -53,6 +51,37 @@ export function buildMemberTxn(input: WriteInput, own: ClientOps, tick: Tick, re
     chain = [op.txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(slot.revision))], [...ops, ...leaseIndex, op.put(InternalKey.clock, record)], chain))];
   }
   return { txn: txn(stateGuards(input, tick), chain, [op.range(InternalKey.clock), ...reads]), slots };
+}
+
+/** The lease index entries of the keys a write puts with a lease. */
+export function leaseIndexOps(own: ClientOps): RequestOp[] {
+  const out: RequestOp[] = [];
+  for (const w of own.written) {
+    if (w.put && w.put.lease !== 0n) out.push(op.put(leaseIndexKey(w.put.lease, Buffer.from(w.key, 'latin1').subarray(1)), Buffer.alloc(0)));
+  }
+  return out;
+}
+
+/**
+ * The write's part of a batch (members/write-batcher.ts), or undefined when it
+ * must go alone: only puts on the branch taken (no delete, read or nested
+ * transaction), no compared range, and no priority revision to follow.
+ */
+export function batchPartOf(input: WriteInput, own: ClientOps, tick: Tick, reads: RequestOp[]): BatchPart | undefined {
+  if (tick.first > 0 || input.plan.stateRanges.length > 0 || own.ops.length === 0) return undefined;
+  if (!own.ops.every((o) => o.request?.$case === 'requestPut')) return undefined;
+  if (own.clientBytes > MAX_SLOTTED_BYTES) return undefined;
+  const keys = [...input.state.keys.keys()];
+  for (const w of own.written) keys.push(w.key);
+  return {
+    revision: tick.revision,
+    allocation: tick.allocation,
+    guards: stateGuards(input, tick),
+    ops: [...own.ops, ...leaseIndexOps(own)],
+    reads,
+    keys,
+    bytes: own.clientBytes + 64 * (own.ops.length + keys.length),
+  };
 }
 
 /** The free slots of the tick's group (above the member's clock, when known), or just the tick's own. */

@@ -29,11 +29,12 @@ import { compareToPath } from '../txn-compare.js';
 import type { TxnPlan } from '../txn-plan.js';
 import type { TxnOutcome } from './outcome.js';
 import { cachedMeta, compileClientOps, type ClientOps, type WriteInput } from './member-ops.js';
-import { attemptOutcome, buildMemberTxn, type MemberWrite } from './member-txn.js';
+import { attemptOutcome, batchPartOf, buildMemberTxn } from './member-txn.js';
+import type { BatchPart } from '../../members/write-batcher.js';
 import { translateResponses } from './responses.js';
 import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
-import { compareLookup, stateOps, type WriteState } from './write-state.js';
+import { compareLookup, refreshedState, stateOps, type WriteState } from './write-state.js';
 
 const MAX_ATTEMPTS = 32;
 /** Order losses after which a write asks the clock for a priority revision. */
@@ -93,7 +94,10 @@ class WriteRun implements WriteInput {
 
   /** One attempt: the outcome when the write landed, undefined to try again. */
   async attempt(): Promise<TxnOutcome | undefined> {
-    const { own, write } = await this.compile();
+    const own = await this.compile();
+    const part = batchPartOf(this, own, this.tick, this.reads);
+    if (part) return this.attemptInBatch(part, own);
+    const write = buildMemberTxn(this, own, this.tick, this.reads);
     const resp = await this.send(write.txn);
     const outcome = attemptOutcome(resp, write, this.tick, this.plan, this.reads);
     switch (outcome.kind) {
@@ -123,8 +127,8 @@ class WriteRun implements WriteInput {
     finishTick(this.ctx, this.member, this.tick, landed);
   }
 
-  /** The member transaction from the current state, after checking the leases its puts use. */
-  private async compile(): Promise<{ own: ClientOps; write: MemberWrite }> {
+  /** The client ops at the tick's revision from the current state, after checking the leases its puts use. */
+  private async compile(): Promise<ClientOps> {
     try {
       this.path = compareToPath(this.req, compareLookup(this.state));
       checkTakenRanges(this.req, this.path, this.ctx.compaction.revision, this.past);
@@ -132,25 +136,49 @@ class WriteRun implements WriteInput {
       for (const lease of own.leases) {
         if (!(await this.ctx.leases.exists(lease))) throw Errors.leaseNotFound();
       }
-      return { own, write: buildMemberTxn(this, own, this.tick, this.reads) };
+      return own;
     } catch (err) {
       this.finishTick(undefined);
       throw err;
     }
   }
 
-  /** Sends in the sequencer's order for this member. */
+  /** Sends alone, in the sequencer's order for this member, through the member's write queue. */
   private async send(request: TxnRequest): Promise<TxnResponse> {
+    return this.inTurn(() => this.ctx.members.get(this.member).writes.submitSolo(request));
+  }
+
+  /** Queues `submit` in the sequencer's order for this member; the tick is given up if it fails. */
+  private async inTurn<T>(submit: () => Promise<T>): Promise<T> {
     const seq = this.ctx.members.get(this.member).sequencer;
     try {
       await seq.turn(this.tick.revision);
-      const sent = this.ctx.members.get(this.member).client.txn(request);
+      const queued = submit();
       seq.sent(this.tick.revision);
-      return await sent.finally(() => seq.finished());
+      return await queued.finally(() => seq.finished());
     } catch (err) {
       this.finishTick(undefined);
       throw err;
     }
+  }
+
+  /** One attempt as part of a batch with the member's other ready writes. */
+  private async attemptInBatch(part: BatchPart, own: ClientOps): Promise<TxnOutcome | undefined> {
+    const outcome = await this.inTurn(() => this.ctx.members.get(this.member).writes.submit(part));
+    if (outcome.kind === 'order-lost') {
+      // Nothing of the batch was applied: a later write reached the member first.
+      await this.retake();
+      return undefined;
+    }
+    const resp: TxnResponse = { ...outcome.nested, header: outcome.header };
+    if (outcome.nested.succeeded) return this.land({ revision: part.revision, allocation: part.allocation }, outcome.nested.responses, own, resp);
+    // A key changed since it was read. The batch moved the member's clock past this
+    // write's revision, so it goes again with the fresh state and a new revision.
+    this.state = refreshedState(resp, this.plan, this.reads);
+    this.ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+    this.finishTick(undefined);
+    this.tick = await takeTick(this.ctx, this.member, false);
+    return undefined;
   }
 
   private async land(slot: Slot, responses: ResponseOp[], own: ClientOps, resp: TxnResponse): Promise<TxnOutcome> {
