@@ -30,6 +30,8 @@ export interface ProxyConfig {
   grpcServerKeepaliveMaxIdleMs: number;
   /** Which gRPC server implementation serves clients. */
   grpcServer: 'node' | 'grpc-js';
+  /** Concurrent writes to one member go out as one member transaction (docs/notes/write-batching.md). */
+  writeBatching: 'on' | 'off';
   grpcServerKeepaliveIntervalMs: number;
   grpcServerKeepaliveTimeoutMs: number;
   grpcClientKeepaliveIntervalMs: number;
@@ -83,6 +85,11 @@ export const PROXY_FLAGS: Record<string, FlagSpec> = {
     kind: 'duration',
     help: 'how long a revision taken by a write may stay unresolved before readers close it (default 1s)',
   },
+  'write-batching': {
+    key: 'writeBatching',
+    kind: 'string',
+    help: 'send the writes that are ready for one member together, as one member transaction: on or off (default on)',
+  },
   'grpc-server': { key: 'grpcServer', kind: 'string', help: 'gRPC server implementation: node (lean, on node:http2) or grpc-js (default node)' },
   'grpc-server-keepalive-max-idle': { key: 'grpcServerKeepaliveMaxIdleMs', kind: 'duration', help: 'close client connections idle this long (default 5s; 0 = never)' },
   'grpc-server-keepalive-interval': { key: 'grpcServerKeepaliveIntervalMs', kind: 'duration', help: 'ping clients after this much inactivity (default 10s)' },
@@ -121,6 +128,7 @@ export function defaultProxyConfig(): ProxyConfig {
     fenceAfterMs: 1000,
     grpcServerKeepaliveMaxIdleMs: 5000,
     grpcServer: 'node',
+    writeBatching: 'on',
     grpcServerKeepaliveIntervalMs: 10_000,
     grpcServerKeepaliveTimeoutMs: 20_000,
     grpcClientKeepaliveIntervalMs: 10_000,
@@ -220,6 +228,7 @@ export function validateProxyConfig(c: ProxyConfig): void {
   if (c.maxTxnOps < 1) throw new Error('--max-txn-ops must be at least 1');
   if (c.workers < 1) throw new Error('--workers must be at least 1');
   if (c.grpcServer !== 'node' && c.grpcServer !== 'grpc-js') throw new Error('--grpc-server must be node or grpc-js');
+  if (c.writeBatching !== 'on' && c.writeBatching !== 'off') throw new Error('--write-batching must be on or off');
 }
 
 /** Client URLs this proxy advertises: the flag, or the listen address with a usable host. */

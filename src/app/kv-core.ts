@@ -39,7 +39,7 @@ export function buildKvCore(config: ProxyConfig, { members, coordinator, boot }:
       keyCache: new KeyCache(keyCacheEntries),
       clock,
       compaction,
-      limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs },
+      limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs, batchWrites: config.writeBatching === 'on' },
       metrics,
       log: log.child({ component: 'kv' }),
     },

@@ -52,6 +52,8 @@ export interface KvLimits {
   maxTxnOps: number;
   /** Bound on waiting for member clusters within one request. */
   requestTimeoutMs: number;
+  /** Whether writes to one member are grouped into shared member transactions (members/write-batcher.ts). */
+  batchWrites: boolean;
 }
 
 export interface KvContext {

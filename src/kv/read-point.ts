@@ -68,11 +68,15 @@ export async function resolveReadPoint(
 }
 
 async function memberRevisions(ctx: KvContext, members: number[], revision: number): Promise<Pick<ReadPoint, 'memberRevisions' | 'batches'>> {
-  const revs = await Promise.all(members.map((m) => ctx.members.get(m).timeline.memberRevisionAt(revision)));
-  const around = await Promise.all(members.map((m) => ctx.members.get(m).timeline.batchAround(revision)));
+  const memberRevisions = new Map<number, number>();
   const batches = new Map<number, BatchAround>();
-  members.forEach((m, i) => {
-    if (around[i]) batches.set(m, around[i]!);
-  });
-  return { memberRevisions: new Map(members.map((m, i) => [m, revs[i]!])), batches };
+  await Promise.all(
+    members.map(async (m) => {
+      const t = ctx.members.get(m).timeline;
+      const at = await t.locate(revision);
+      memberRevisions.set(m, at.memberRevision);
+      if (at.insideBatch) batches.set(m, { memberRevision: at.memberRevision, writes: await t.batchWrites(at.memberRevision) });
+    }),
+  );
+  return { memberRevisions, batches };
 }

@@ -137,9 +137,25 @@ export class MemberTimeline {
    * every write on this member at or below `metaRev`.
    */
   async memberRevisionAt(metaRev: number): Promise<number> {
+    return (await this.locate(metaRev)).memberRevision;
+  }
+
+  /**
+   * memberRevisionAt, and whether `metaRev` falls strictly inside a batch there
+   * (that member revision then also holds writes above `metaRev`).
+   */
+  async locate(metaRev: number): Promise<{ memberRevision: number; insideBatch: boolean }> {
     const hit = this.index.lookup(metaRev, this.processedRev);
-    if (hit !== undefined) return hit;
-    return this.historyLookup(metaRev);
+    if (hit !== undefined) return { memberRevision: hit, insideBatch: this.index.insideBatch(metaRev) !== undefined };
+    const before = await this.historyLookup(metaRev);
+    // The member revision after it has a clock record above metaRev: a batch whose first revision is not.
+    if (before + 1 <= this.processedRev) {
+      const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(before + 1) });
+      const kv = resp.kvs[0];
+      const rec = kv && Number(kv.modRevision) === before + 1 ? decodeClockRecord(kv.value) : undefined;
+      if (rec?.kind === ClockKind.Batch && rec.batch![0]! <= metaRev) return { memberRevision: before + 1, insideBatch: true };
+    }
+    return { memberRevision: before, insideBatch: false };
   }
 
   /** The member revision at which the member's last write at or below meta revision `metaRev` committed. */
@@ -151,25 +167,14 @@ export class MemberTimeline {
     return Number(resp.kvs[0]?.modRevision ?? BigInt(end));
   }
 
-  /** Whether meta revision `metaRev` falls strictly inside a batch known to the index. */
-  insideBatch(metaRev: number): boolean {
-    return this.index.insideBatch(metaRev) !== undefined;
-  }
-
   /** Records which keys a batch member revision wrote at which meta revision (from the member stream). */
   noteBatch(memberRev: number, writes: BatchWrite[]): void {
     this.batches.set(memberRev, writes);
     if (this.batches.size > MAX_BATCHES_KEPT) this.batches.delete(this.batches.keys().next().value!);
   }
 
-  /**
-   * When meta revision `metaRev` falls strictly inside a batch (a member revision
-   * that also holds writes above it): that member revision and the batch's
-   * writes, from memory or, for an older batch, from the member.
-   */
-  async batchAround(metaRev: number): Promise<{ memberRevision: number; writes: BatchWrite[] } | undefined> {
-    const memberRevision = this.index.insideBatch(metaRev);
-    if (memberRevision === undefined) return undefined;
+  /** The keys the batch at member revision `memberRevision` wrote, from memory or, for an older batch, from the member. */
+  async batchWrites(memberRevision: number): Promise<BatchWrite[]> {
     let writes = this.batches.get(memberRevision);
     if (!writes) {
       // Every key the batch wrote has that member revision as its mod revision there.
@@ -177,7 +182,7 @@ export class MemberTimeline {
       const resp = await this.client.range({ key: all.key, rangeEnd: all.rangeEnd, revision: BigInt(memberRevision), minModRevision: BigInt(memberRevision), maxModRevision: BigInt(memberRevision) });
       writes = resp.kvs.map((kv) => ({ key: kv.key.toString('latin1'), revision: readVarint(kv.value, 1)[0] }));
     }
-    return { memberRevision, writes };
+    return writes;
   }
 
   /** Meta revision in effect at member revision `memberRev`, if still in the index. */

@@ -69,7 +69,8 @@ export class HistoryReader {
       this.deps.map(async ({ timeline: t, index: member }) => {
         // After the member revision holding `from - 1` — or from it, when it is a batch that also
         // carries revisions from `from` on (fill() skips what is below `from`).
-        const start = this.from <= 1 ? 1 : (await t.memberRevisionAt(this.from - 1)) + (t.insideBatch(this.from - 1) ? 0 : 1);
+        const before = this.from <= 1 ? undefined : await t.locate(this.from - 1);
+        const start = before === undefined ? 1 : before.memberRevision + (before.insideBatch ? 0 : 1);
         const end = await t.memberRevisionAt(this.to);
         return { member, next: start, end, batches: [] };
       }),

@@ -46,7 +46,7 @@ test('empty, cleared, and out-of-order appends', () => {
   assert.equal(idx.lastMeta, undefined);
   idx.append(10, 100);
   assert.throws(() => idx.append(10, 101), /out of order/);
-  assert.throws(() => idx.append(11, 100), /out of order/);
+  assert.throws(() => idx.append(11, 99), /out of order/);
   assert.equal(idx.lookup(9, 120), undefined, 'older than the oldest entry');
   assert.equal(idx.lookup(10, 120), 120);
   idx.append(12, 105);

@@ -103,7 +103,7 @@ function fake(groups: number[][], answers: TxnResponse[], first = 0): Fake {
     },
     compaction: new CompactionState(),
     leases: { exists: async () => true, attached: () => undefined },
-    limits: { maxRequestBytes: 1 << 20, maxTxnOps: 128, requestTimeoutMs: 1000 },
+    limits: { maxRequestBytes: 1 << 20, maxTxnOps: 128, requestTimeoutMs: 1000, batchWrites: false },
     metrics: { writeAttempts: { inc: (l: { outcome: string }) => f.outcomes.push(l.outcome) } },
     log: { debug: () => undefined },
   } as unknown as KvContext;

@@ -13,7 +13,7 @@ import type { KeyMeta } from '../key-cache.js';
 import { memberFetchLimit } from '../range-shape.js';
 import { metaOf, toClientKv } from '../translate.js';
 import type { TxnPlan } from '../txn-plan.js';
-import type { PastRevisions } from './taken-ranges.js';
+import { READ_AFTER, type PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
 import type { WriteState } from './write-state.js';
 
@@ -119,6 +119,10 @@ class OpsBuilder implements TakenVisitor {
   }
 
   private range(r: RangeRequest): RequestOp {
+    if (r.revision > 0n && this.input.past.get(Number(r.revision)) === READ_AFTER) {
+      // Read after the write, as a snapshot at its own revision (see translateResponses).
+      return op.range(InternalKey.clock, { countOnly: true });
+    }
     if (this.input.plan.deferredReads.has(r)) {
       // A stand-in whose header tells at which revision the deferred read is served (see translateResponses).
       this.deferredSeen = true;

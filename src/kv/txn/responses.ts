@@ -12,6 +12,7 @@ import { shapeRange } from '../range-shape.js';
 import { toClientKv } from '../translate.js';
 import type { WriteInput } from './member-ops.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
+import { READ_AFTER, type PastRevisions } from './taken-ranges.js';
 
 /** Maps a member revision `h` seen inside our member transaction at member revision m to meta terms. */
 export function metaRevision(h: number, R: number, m: number): number {
@@ -42,7 +43,7 @@ export interface Translated {
  * landed at, meta revision R, member revision m — into the client's responses.
  */
 export function translateResponses(input: WriteInput, member: ResponseOp[], R: number, m: number): Translated {
-  const t = new ResponseTranslator(input.plan.deferredReads, member, R, m);
+  const t = new ResponseTranslator(input.plan.deferredReads, input.past, member, R, m);
   walkTaken(input.req, input.path, t);
   return { responses: t.out, deferred: t.deferred };
 }
@@ -60,6 +61,7 @@ class ResponseTranslator implements TakenVisitor {
 
   constructor(
     private readonly deferredReads: Set<RangeRequest>,
+    private readonly past: PastRevisions,
     member: ResponseOp[],
     private readonly R: number,
     private readonly m: number,
@@ -93,6 +95,12 @@ class ResponseTranslator implements TakenVisitor {
           // etcd's range sees the writes before it in the transaction: at R after one, at R - 1 before any.
           const response: RangeResponse = { header, kvs: [], more: false, count: 0n };
           this.deferred.push({ request: r.value, revision, response });
+          return { response: { $case: 'responseRange', value: response } };
+        }
+        if (r.value.revision > 0n && this.past.get(Number(r.value.revision)) === READ_AFTER) {
+          // A past revision inside a write batch: read afterwards at that revision.
+          const response: RangeResponse = { header, kvs: [], more: false, count: 0n };
+          this.deferred.push({ request: r.value, revision: Number(r.value.revision), response });
           return { response: { $case: 'responseRange', value: response } };
         }
         const shaped = r.value.countOnly ? { kvs: [], more: false } : shapeRange(r.value, range.kvs.map(toClientKv));

@@ -9,9 +9,14 @@ import { walkTaken } from './walk.js';
 /**
  * Member revisions of the ranges that read at a past meta revision, by meta
  * revision; an Error where that revision cannot be read (raised only if such a
- * range is on the branch taken, see checkTakenRanges).
+ * range is on the branch taken, see checkTakenRanges); READ_AFTER where it falls
+ * inside a write batch on the member, which a read inside the member
+ * transaction cannot correct: such ranges are read after the write lands, as
+ * snapshot reads (the past does not change).
  */
-export type PastRevisions = ReadonlyMap<number, number | Error>;
+export type PastRevisions = ReadonlyMap<number, number | Error | typeof READ_AFTER>;
+
+export const READ_AFTER = 'read after the write';
 
 /**
  * etcd's checkRange over the branch taken: a range at a revision below the

@@ -95,7 +95,7 @@ class WriteRun implements WriteInput {
   /** One attempt: the outcome when the write landed, undefined to try again. */
   async attempt(): Promise<TxnOutcome | undefined> {
     const own = await this.compile();
-    const part = batchPartOf(this, own, this.tick, this.reads);
+    const part = this.ctx.limits.batchWrites ? batchPartOf(this, own, this.tick, this.reads) : undefined;
     if (part) return this.attemptInBatch(part, own);
     const write = buildMemberTxn(this, own, this.tick, this.reads);
     const resp = await this.send(write.txn);
@@ -143,9 +143,10 @@ class WriteRun implements WriteInput {
     }
   }
 
-  /** Sends alone, in the sequencer's order for this member, through the member's write queue. */
+  /** Sends alone, in the sequencer's order for this member (in the member's write queue when writes are batched). */
   private async send(request: TxnRequest): Promise<TxnResponse> {
-    return this.inTurn(() => this.ctx.members.get(this.member).writes.submitSolo(request));
+    const m = this.ctx.members.get(this.member);
+    return this.inTurn(() => (this.ctx.limits.batchWrites ? m.writes.submitSolo(request) : m.client.txn(request)));
   }
 
   /** Queues `submit` in the sequencer's order for this member; the tick is given up if it fails. */

@@ -10,7 +10,7 @@ import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint } from '../read-point.js';
 import type { TxnPlan } from '../txn-plan.js';
-import type { PastRevisions } from './taken-ranges.js';
+import { READ_AFTER, type PastRevisions } from './taken-ranges.js';
 import type { DeferredRead } from './responses.js';
 import { stateFrom, stateFromCache, type WriteState } from './write-state.js';
 
@@ -59,11 +59,11 @@ export async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member:
     }
   };
   walk(req);
-  const out = new Map<number, number | Error>();
+  const out = new Map<number, number | Error | typeof READ_AFTER>();
   for (const rev of revs) {
     try {
       const point = await resolveReadPoint(ctx, [member], rev, false);
-      out.set(rev, point.memberRevisions.get(member)!);
+      out.set(rev, point.batches.has(member) ? READ_AFTER : point.memberRevisions.get(member)!);
     } catch (err) {
       if (!(err instanceof Error)) throw err;
       out.set(rev, err);
