@@ -129,7 +129,8 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
  * removed. From `doneAt` on, every member's state is exact.
  */
 function movedFloor(layout: Layout): number {
-  const done = (layout.moves ?? []).map((m) => m.doneAt);
+  // Placement rule changes (repartition/placement.ts) move keys too: the same floor.
+  const done = [...(layout.moves ?? []), ...(layout.placementChanges ?? [])].map((m) => m.doneAt);
   return done.length > 0 ? Math.max(...done) + 1 : 0;
 }
 

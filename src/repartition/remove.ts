@@ -29,6 +29,7 @@
 import { CLOCK_KEY, decodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { isKind } from '../errors/etcd-error.js';
 import { leaseHome } from '../lease/lease-manager.js';
+import { showPrefix } from '../shard/placement.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
@@ -102,6 +103,10 @@ function checkRemovable(c: MetaCluster, l: Layout, n: number): void {
   const drain = `run \`metaetcd members drain ${n}\` first`;
   if (held > 0) throw new Error(`member ${n} holds ${held} partitions in layout generation ${l.generation}: ${drain}`);
   if (c.states.some((s) => (s.layout?.frozen?.length ?? 0) > 0)) throw new Error(`a member has frozen partitions (an unfinished move): ${drain}`);
+  const pinned = (l.rules ?? []).filter((r) => r.member === n).map((r) => showPrefix(r.prefix));
+  if (pinned.length > 0) {
+    throw new Error(`placement rules pin ${pinned.join(', ')} to member ${n}: run \`metaetcd placement remove PREFIX\` (or pin them elsewhere) first`);
+  }
   const keys = c.states[n]!.dataKeys;
   if (keys > 0) throw new Error(`member ${n} still holds ${keys} client keys: ${drain}`);
 }

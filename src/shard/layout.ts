@@ -4,7 +4,7 @@
 // its --members flag lists the clusters in, and so that partitions can later be
 // moved between members without changing the data format.
 
-import { partitionOf } from './hash.js';
+import { PlacementRules, route, validPlacementChanges, validRules, type PlacementChange, type PlacementRule, type Route } from './placement.js';
 
 /** Partitions per meta cluster; fixed for its lifetime (the original had 16). */
 export const DEFAULT_PARTITIONS = 1024;
@@ -54,6 +54,10 @@ export interface Layout {
   frozen?: number[];
   /** Move history, oldest first (pruned once compaction passes an entry's doneAt). */
   moves?: MoveEntry[];
+  /** Placement rules: key prefixes pinned to members (shard/placement.ts); absent: none. */
+  rules?: PlacementRule[];
+  /** Applied rule changes, oldest first (pruned once compaction passes an entry's doneAt). */
+  placementChanges?: PlacementChange[];
 }
 
 export function newLayout(clusterId: string, members: number, partitions = DEFAULT_PARTITIONS): Layout {
@@ -82,7 +86,9 @@ export function decodeLayout(raw: Buffer): Layout {
     (v.leaseAssignment !== undefined &&
       (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)))) ||
     !partitionList(v.frozen) ||
-    (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at))))
+    (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at)))) ||
+    !validRules(v.rules, v.members) ||
+    !validPlacementChanges(v.placementChanges)
   ) {
     throw new Error('malformed metaetcd layout record');
   }
@@ -91,20 +97,33 @@ export function decodeLayout(raw: Buffer): Layout {
 
 /** Routes client keys to member indexes according to a layout. */
 export class Router {
-  constructor(readonly layout: Layout) {}
+  readonly rules: PlacementRules;
+
+  constructor(readonly layout: Layout) {
+    this.rules = new PlacementRules(layout.rules);
+  }
 
   get memberCount(): number {
     return this.layout.members;
   }
 
-  memberOf(key: Uint8Array): number {
-    return this.layout.assignment[partitionOf(key, this.layout.partitions)]!;
+  /** Where `key` lives: its placement rule's member, else its partition's owner. */
+  route(key: Uint8Array): Route {
+    return route(this.rules, this.layout.assignment, key);
   }
 
-  /** Members that may hold keys of a client range: one for a single key, otherwise all. */
+  memberOf(key: Uint8Array): number {
+    return this.route(key).member;
+  }
+
+  /**
+   * Members that may hold keys of a client range: one for a single key or for a
+   * range inside one placement rule (without nested rules elsewhere), otherwise all.
+   */
   membersOf(key: Buffer, rangeEnd: Buffer): number[] {
     if (rangeEnd.length === 0) return [this.memberOf(key)];
-    return this.allMembers();
+    const pinned = this.rules.rangeMember(key, rangeEnd);
+    return pinned === undefined ? this.allMembers() : [pinned];
   }
 
   allMembers(): number[] {
