@@ -344,19 +344,24 @@ async function copyKeys(c: MetaCluster, prefix: Buffer, from: Router, to: Router
 async function deleteUnowned(c: MetaCluster, prefix: Buffer, owner: Router, id: string, fence: boolean, log: Logger): Promise<number> {
   let deleted = 0;
   for (const [i, member] of c.members.entries()) {
-    const doomed: Buffer[] = [];
+    const w = new MarkedWriter(member, id);
+    let fenced = !fence;
+    // The scan reads at one member revision, so deleting meanwhile does not disturb its pages.
     await scanPrefix(member, prefix, {
       keysOnly: true,
-      visit: (kvs) => {
-        for (const kv of kvs) if (owner.memberOf(clientKeyUnder(kv.key, prefix)!) !== i) doomed.push(kv.key);
+      visit: async (kvs) => {
+        for (const kv of kvs) {
+          if (owner.memberOf(clientKeyUnder(kv.key, prefix)!) === i) continue;
+          if (!fenced) {
+            log.info({ member: i, revision: await fenceAtNewRevision(c, i, log) }, 'member fenced before its copies are removed');
+            fenced = true;
+          }
+          await w.delete(kv.key);
+          if (isDataKey(kv.key)) deleted++;
+        }
       },
     });
-    if (doomed.length === 0) continue;
-    if (fence) log.info({ member: i, revision: await fenceAtNewRevision(c, i, log) }, 'member fenced before its copies are removed');
-    const w = new MarkedWriter(member, id);
-    for (const k of doomed) await w.delete(k);
     await w.flush();
-    deleted += doomed.filter(isDataKey).length;
   }
   return deleted;
 }

@@ -99,14 +99,14 @@ function checkRemovable(c: MetaCluster, l: Layout, n: number): void {
         `to shrink the meta cluster, run \`metaetcd members drain ${last}\` and then \`metaetcd members remove ${last}\` (member ${n} may stay drained)`,
     );
   }
-  const held = l.assignment.filter((m) => m === n).length;
-  const drain = `run \`metaetcd members drain ${n}\` first`;
-  if (held > 0) throw new Error(`member ${n} holds ${held} partitions in layout generation ${l.generation}: ${drain}`);
-  if (c.states.some((s) => (s.layout?.frozen?.length ?? 0) > 0)) throw new Error(`a member has frozen partitions (an unfinished move): ${drain}`);
   const pinned = (l.rules ?? []).filter((r) => r.member === n).map((r) => showPrefix(r.prefix));
   if (pinned.length > 0) {
     throw new Error(`placement rules pin ${pinned.join(', ')} to member ${n}: run \`metaetcd placement remove PREFIX\` (or pin them elsewhere) first`);
   }
+  const held = l.assignment.filter((m) => m === n).length;
+  const drain = `run \`metaetcd members drain ${n}\` first`;
+  if (held > 0) throw new Error(`member ${n} holds ${held} partitions in layout generation ${l.generation}: ${drain}`);
+  if (c.states.some((s) => (s.layout?.frozen?.length ?? 0) > 0)) throw new Error(`a member has frozen partitions (an unfinished move): ${drain}`);
   const keys = c.states[n]!.dataKeys;
   if (keys > 0) throw new Error(`member ${n} still holds ${keys} client keys: ${drain}`);
 }

@@ -169,6 +169,10 @@ test('after placement add: every key and lease index entry under the prefix is o
   assert.equal(l.placement, undefined);
   const table = ok(await cmd(['members', 'list']), 'members list').stdout;
   assert.match(table, new RegExp(`\\nPREFIX\\s+MEMBER\\s+KEYS\\n${EV}\\s+2\\s+${all.length}\\n`));
+  // The member a rule pins to cannot be removed until the rule goes.
+  const remove = await cmd(['members', 'remove', '2']);
+  assert.notEqual(remove.code, 0);
+  assert.match(remove.stderr, /placement rules pin pl\/ev\/ to member 2: run `metaetcd placement remove PREFIX`/);
 });
 
 test('a proxy started afterwards: keys as before, old revisions compacted, writes under the rule on member 2, transactions inside it atomic, across members refused, a lease revoke deletes the pinned keys', BOUND, async () => {
@@ -248,14 +252,18 @@ test('placement remove killed after its flip is finished by the next run; the ke
   assert.match(r.stdout, /^unpinned pl\/ev\/: \d+ keys moved .*\(resumed\)\n/);
   const l = (await layouts())[0]!;
   const router = new Router(l);
-  assert.deepEqual(l.rules, [{ prefix: encodePrefix(b(SUB)), member: 0 }]);
+  assert.deepEqual(l.rules, [{ prefix: encodePrefix(b(SUB)), member: 0 }], 'the nested rule stays');
   for (const m of [0, 1, 2]) {
     for (const k of await held(m, EV)) assert.equal(m, k.startsWith(SUB) ? 0 : router.layout.assignment[partitionOf(b(k), 1024)], k);
   }
+  // Re-pinning a rule to another member moves its keys there.
+  const repin = ok(await cmd(['placement', 'add', SUB, '--to', '1']), 're-pin');
+  assert.match(repin.stdout, /^pinned pl\/ev\/sub\/ to member 1: 12 keys moved \(12 from member 0 to member 1\); layout generation \d+\n$/);
+  assert.deepEqual([(await held(0, SUB)).length, (await held(1, SUB)).length], [0, 12]);
   // The nested rule goes too; a dry run first changes nothing.
   const dry = ok(await cmd(['placement', 'remove', SUB, '--dry-run']), 'dry run');
   assert.match(dry.stdout, /^unpin pl\/ev\/sub\/ \(layout generation \d+ -> \d+\):\n {2}move \d+ keys/);
-  assert.deepEqual((await held(0, SUB)).length, 12);
+  assert.deepEqual((await held(1, SUB)).length, 12);
   ok(await cmd(['placement', 'remove', SUB]), 'remove the nested rule');
   const plain = new Router((await layouts())[0]!);
   assert.equal(plain.layout.rules, undefined);
