@@ -181,7 +181,7 @@ export function placedLayout(base: Layout, s: PlacementState, compactedRevision:
   const { rules: _rules, frozen: _frozen, ...rest } = base;
   const next: Layout = {
     ...rest,
-    format: 2,
+    format: 3,
     generation: s.generation + 1,
     leaseAssignment: base.leaseAssignment ?? [...base.assignment],
     ...(rules.length > 0 ? { rules } : {}),

@@ -28,8 +28,13 @@ export interface MoveEntry {
 }
 
 export interface Layout {
-  /** Format version of this record (1: no moves ever; 2: with moves, frozen partitions or lease homes). */
-  format: 1 | 2;
+  /**
+   * Format version of this record (1: no moves ever; 2: with moves, frozen
+   * partitions or lease homes; 3: with placement rules or their history, set by
+   * encodeLayout, so that a proxy of a version without rules, which would route
+   * pinned keys by partition, refuses the record instead).
+   */
+  format: 1 | 2 | 3;
   /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
   clusterId: string;
   /** Generation of the assignment; bumped by any future repartitioning. */
@@ -68,7 +73,8 @@ export function newLayout(clusterId: string, members: number, partitions = DEFAU
 }
 
 export function encodeLayout(layout: Layout): Buffer {
-  return Buffer.from(JSON.stringify(layout));
+  const placed = (layout.rules?.length ?? 0) > 0 || (layout.placementChanges?.length ?? 0) > 0;
+  return Buffer.from(JSON.stringify(placed ? { ...layout, format: 3 } : layout));
 }
 
 export function decodeLayout(raw: Buffer): Layout {
@@ -76,7 +82,7 @@ export function decodeLayout(raw: Buffer): Layout {
   const partitionList = (a: unknown) =>
     a === undefined || (Array.isArray(a) && a.every((p) => Number.isInteger(p) && p >= 0 && p < (v.partitions as number)));
   if (
-    (v.format !== 1 && v.format !== 2) ||
+    (v.format !== 1 && v.format !== 2 && v.format !== 3) ||
     typeof v.clusterId !== 'string' ||
     typeof v.members !== 'number' ||
     typeof v.partitions !== 'number' ||

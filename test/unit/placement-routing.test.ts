@@ -69,7 +69,8 @@ test('an empty prefix is refused by the rules and by the layout; malformed rules
   bad([{ prefix: 'not base64!', member: 0 }]);
   bad({});
   const good = withRules([rule('/a/', 2)]);
-  assert.deepEqual(decodeLayout(encodeLayout(good)), good);
+  assert.deepEqual(decodeLayout(encodeLayout(good)), { ...good, format: 3 }, 'format 3: a proxy without rules refuses it');
+  assert.equal(decodeLayout(encodeLayout({ ...good, rules: [] })).format, 2, 'no rules, no history: the format is kept');
 });
 
 test('a multi-key transaction under one rule plans onto its member; with a key of another member it is refused', () => {
