@@ -122,7 +122,9 @@ export async function changePlacement(c: MetaCluster, o: PlacementOptions): Prom
   if (running.placement) {
     const s = running.placement;
     if (o.dryRun) {
-      o.print(`an interrupted placement change would be finished first: ${describeChange(s.prefix, s.member)} (phase ${s.phase})\n`);
+      // What comes after depends on the finished layouts: planned once the change is finished.
+      o.print(`an interrupted placement change would be finished first: ${describeChange(s.prefix, s.member)} (phase ${s.phase}); plan again after it\n`);
+      return;
     } else {
       o.log.warn({ change: s.id, phase: s.phase }, 'finishing an interrupted placement change');
       const moved = await runChange(c, s, o.log);
@@ -141,6 +143,13 @@ export async function changePlacement(c: MetaCluster, o: PlacementOptions): Prom
   } else if (!existing) {
     const rules = (layout.rules ?? []).map((r) => showPrefix(r.prefix));
     throw new Error(`no placement rule for ${showPrefix(prefix)} (rules: ${rules.length ? rules.join(', ') : 'none'})`);
+  }
+  const behind = c.states.findIndex((s) => s.layout!.generation !== layout.generation);
+  if (behind >= 0) {
+    throw new Error(
+      `member ${behind}'s layout is at generation ${c.states[behind]!.layout!.generation}, the newest is ${layout.generation}: ` +
+        'an earlier command did not finish; run it again (see members list) before changing placement rules',
+    );
   }
   const frozen = c.states.findIndex((s) => (s.layout?.frozen?.length ?? 0) > 0);
   if (frozen >= 0) throw new Error(`member ${frozen} has frozen partitions (an unfinished move); finish or roll it back first`);
