@@ -1,7 +1,7 @@
 // The `metaetcd` command: runs the proxy (`metaetcd --coordinator URL --members
 // URL,...`) or the embedded sandbox (`metaetcd sandbox`), or reports on the
 // clusters (`metaetcd status`), or moves partitions between members
-// (`metaetcd partitions move`, `members drain|remove|list`, `rebalance`).
+// (`metaetcd partitions move`, `members add|drain|remove|list`, `rebalance`).
 
 import cluster from 'node:cluster';
 import { startProxy } from './app.js';
@@ -53,7 +53,7 @@ function help(): string {
         '       metaetcd sandbox [flags]   (metaetcd sandbox --help)\n' +
         '       metaetcd status [flags]    (metaetcd status --help)\n' +
         '       metaetcd snapshot save|restore FILE [flags]   (metaetcd snapshot --help)\n' +
-        '       metaetcd partitions move P... --to N | members drain N | members remove N | members list | rebalance [flags]   (metaetcd rebalance --help)\n' +
+        '       metaetcd partitions move P... --to N | members add URL... | members drain N | members remove N | members list | rebalance [flags]   (metaetcd rebalance --help)\n' +
         '       metaetcd placement add PREFIX --to N | placement remove PREFIX [--dry-run] [flags]   (metaetcd placement --help)',
       PROXY_FLAGS,
     )

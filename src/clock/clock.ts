@@ -11,7 +11,7 @@
 //   ceiling has been raised in at least one member.
 // - When the coordinator has no clock record (first start, or it was wiped), the
 //   clock is rebuilt from the members: the highest revision or ceiling any member
-//   holds, after fencing every member at that revision so that no write still in
+//   holds (and the newest layout generation), after fencing every member at that revision so that no write still in
 //   flight from before can land below it. Concurrent rebuilds by several proxies
 //   agree (they compute the same value; one create wins, the rest read it).
 
@@ -20,6 +20,7 @@ import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { EtcdError, isKind, messageOf, Status, unavailable } from '../errors/etcd-error.js';
+import { decodeLayout } from '../shard/layout.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
@@ -343,19 +344,22 @@ export class Clock {
 
   private async doRebuild(staleModRevision: number | undefined): Promise<void> {
     if (staleModRevision === undefined) this.log.warn('the coordinator holds no clock; rebuilding it from the members');
-    // 1. The highest revision any member holds, and the highest ceiling.
+    // 1. The highest revision any member holds, the highest ceiling, and the
+    //    newest layout generation (m/layout).
     const states = await Promise.all(
       this.members.map(async (m, i) => {
-        const resp = await m.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling)]), {
+        const resp = await m.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling), op.range(InternalKey.layout)]), {
           readOnly: true,
           context: 'needed to rebuild the clock',
         });
         const clockKv = asRange(resp.responses[0]).kvs[0];
         const ceilingKv = asRange(resp.responses[1]).kvs[0];
+        const layoutKv = asRange(resp.responses[2]).kvs[0];
         if (!clockKv) throw new EtcdError(Status.INTERNAL, `metaetcd: member ${i} has no clock record (not bootstrapped; needed to rebuild the clock)`, 'internal');
         return {
           revision: decodeClockRecord(clockKv.value).revision,
           ceiling: ceilingKv ? decodeU64BE(ceilingKv.value) : 0,
+          generation: layoutKv ? decodeLayout(layoutKv.value).generation : 1,
         };
       }),
     );
@@ -375,8 +379,19 @@ export class Clock {
         ),
       ),
     );
-    // 3. Publish the clock unless another proxy already did.
-    const record: CoordinatorRecord = { format: 1, revision, ceiling: revision, last: this.members.map(() => revision) };
+    // 3. Publish the clock unless another proxy already did. It carries the
+    //    highest layout generation any member holds (the mover raises the
+    //    record's generation only after writing that layout to every member, and
+    //    never lowers it; absent means 1, so without it a rebuild after a move or
+    //    `members add` would fall back to generation 1).
+    const generation = Math.max(1, ...states.map((s) => s.generation));
+    const record: CoordinatorRecord = {
+      format: 1,
+      revision,
+      ceiling: revision,
+      last: this.members.map(() => revision),
+      ...(generation > 1 ? { layoutGeneration: generation } : {}),
+    };
     const resp = await this.coordinator.txn(
       txn(
         [staleModRevision === undefined ? cmp.createEqual(CLOCK_KEY, 0) : cmp.modEqual(CLOCK_KEY, staleModRevision)],
@@ -388,7 +403,7 @@ export class Clock {
       this.metrics.clockReconstitution.inc();
       this.cached = { ...record, modRevision: Number(resp.header!.revision) };
       this.learn(record);
-      this.log.warn({ revision }, 'clock rebuilt from the members');
+      this.log.warn({ revision, layoutGeneration: generation }, 'clock rebuilt from the members');
     } else {
       const kv = asRange(resp.responses[0]).kvs[0];
       if (kv) this.adopt(kv.value, Number(kv.modRevision), 0);

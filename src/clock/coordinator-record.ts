@@ -34,6 +34,12 @@ export function encodeCoordinatorRecord(r: CoordinatorRecord): Buffer {
 /** Decodes and checks a record; `members`: the member count its arrays must have (absent: any, as long as they agree). */
 export function decodeCoordinatorRecord(raw: Buffer, members?: number): CoordinatorRecord {
   const v = JSON.parse(raw.toString('utf8')) as Partial<CoordinatorRecord>;
+  if (members !== undefined && v.format === 1 && Array.isArray(v.last) && v.last.length !== members) {
+    throw new Error(
+      `the clock record in the coordinator covers ${v.last.length} member(s), the layout in the members ${members}: ` +
+        'a `metaetcd members add` or `members remove` is unfinished (run the same command again to finish it)',
+    );
+  }
   members ??= Array.isArray(v.last) ? v.last.length : 0;
   if (
     v.format !== 1 ||

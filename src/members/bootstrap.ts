@@ -23,7 +23,7 @@ const ALL = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
 /** Every client key's member key. */
 const DATA = toMemberRange(EMPTY, ALL.rangeEnd);
 
-interface Identity {
+export interface Identity {
   clusterId: string;
   index: number;
 }
@@ -62,12 +62,7 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
     layout = await agreeOnLayout(o.coordinator, o.candidates.length);
     log.info({ clusterId: layout.clusterId, members: layout.members }, 'initialising a new meta cluster');
   }
-  if (layout.members !== o.candidates.length) {
-    throw new Error(
-      `the meta cluster ${layout.clusterId} has ${layout.members} members but --members lists ${o.candidates.length}; ` +
-        'list exactly its member clusters (a removed member\'s cluster is left out)',
-    );
-  }
+  if (layout.members !== o.candidates.length) throw memberCountError(layout, states);
 
   const missing = states.filter((s) => !s.identity);
   if (missing.length > 0) {
@@ -140,6 +135,33 @@ function movedFloor(layout: Layout): number {
   return done.length > 0 ? Math.max(...done) + 1 : 0;
 }
 
+/**
+ * Why the clusters listed (`states`, one per --members entry) do not match the
+ * layout's member count: a listed slot past the layout (a removal not finished),
+ * a cluster too many (to add one, `members add`), or the slots nobody listed
+ * (named with their endpoints when the layout records them). Shared by the proxy
+ * and the mover commands.
+ */
+export function memberCountError(layout: Layout, states: MemberState[]): Error {
+  const head = `the meta cluster ${layout.clusterId} has ${layout.members} members but --members lists ${states.length}`;
+  const ours = states.flatMap((s) => (s.identity?.clusterId === layout.clusterId ? [s.identity.index] : []));
+  const leaving = ours.filter((i) => i >= layout.members).sort((a, b) => a - b);
+  if (leaving.length > 0) {
+    const n = leaving[0]!;
+    return new Error(`${head}; member ${n} is being removed: finish it with \`metaetcd members remove ${n}\`, then leave its cluster out of --members`);
+  }
+  if (states.length > layout.members) {
+    return new Error(
+      `${head}; to add a member cluster, stop the proxies and run \`metaetcd members add\` (docs/operations.md, "Adding a member"); ` +
+        "a removed member's cluster is left out",
+    );
+  }
+  const listed = new Set(ours);
+  const missing = Array.from({ length: layout.members }, (_, i) => i).filter((i) => !listed.has(i));
+  const named = missing.map((i) => `member ${i}${layout.endpoints ? ` (${layout.endpoints[i]})` : ''}`);
+  return new Error(`${head}: ${named.join(', ')} ${named.length === 1 ? 'is' : 'are'} missing; add ${named.length === 1 ? 'it' : 'them'} to --members`);
+}
+
 /** Reads a member's records in one read-only transaction; fails with the cluster's classified error. */
 export async function readMemberState(client: EtcdClient): Promise<MemberState> {
   try {
@@ -198,7 +220,13 @@ async function agreeOnLayout(coordinator: EtcdClient, members: number): Promise<
   return decodeLayout(kv.value);
 }
 
-async function initialiseMember(client: EtcdClient, identity: Identity, layout: Layout): Promise<void> {
+/**
+ * Makes an empty cluster the member of slot `identity.index` (create-if-absent:
+ * a second call, or a racing proxy, changes nothing). `compacted` is the stored
+ * m/compacted value (revision + 1; 0 = never): a member added later starts at
+ * the others' compaction floor, so no proxy serves it below that.
+ */
+export async function initialiseMember(client: EtcdClient, identity: Identity, layout: Layout, compacted = 0): Promise<void> {
   await client.txn(
     txn(
       [cmp.createEqual(InternalKey.identity, 0), cmp.createEqual(InternalKey.clock, 0)],
@@ -207,13 +235,14 @@ async function initialiseMember(client: EtcdClient, identity: Identity, layout: 
         op.put(InternalKey.layout, encodeLayout(layout)),
         op.put(InternalKey.clock, encodeClockRecord({ revision: 0, kind: ClockKind.Bootstrap, allocation: [] })),
         op.put(InternalKey.ceiling, encodeU64BE(0)),
-        op.put(InternalKey.compacted, encodeU64BE(0)),
+        op.put(InternalKey.compacted, encodeU64BE(compacted)),
       ],
     ),
     { context: urls(client) },
   );
 }
 
-function urls(client: EtcdClient): string {
+/** A cluster's endpoints as --members spells them ("url;url"). */
+export function urls(client: EtcdClient): string {
   return client.endpoints.map((e) => e.url).join(';');
 }

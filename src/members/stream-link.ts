@@ -6,6 +6,8 @@
 // attempt that was already dialing when the write asked may fail because the
 // member was still down then (a member that just restarted answers reads before
 // that dial gives up): it does not count, the write waits for the next one.
+// (The write path then also asks the member directly before it fails: see
+// streamUsable in kv/txn/write-executor.ts.)
 
 interface Waiter {
   resolve: (up: boolean) => void;

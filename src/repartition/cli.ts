@@ -1,6 +1,6 @@
 // The mover's commands: `partitions move P... --to N [--dry-run] [--rollback]`,
-// `members drain N [--dry-run]`, `members remove N [--dry-run]`, `rebalance [--dry-run]`,
-// `members list [-w table|json]`.
+// `members add URL[;URL...]... [--dry-run]`, `members drain N [--dry-run]`,
+// `members remove N [--dry-run]`, `rebalance [--dry-run]`, `members list [-w table|json]`.
 // They take the proxy's cluster and TLS flags and talk to the clusters directly
 // (no proxy needed). A move interrupted earlier is finished before anything new
 // is planned; plans of several sources run as one move per source, in turn.
@@ -10,7 +10,10 @@ import { applyFlags, parseFlags, PROXY_FLAGS, type Kind } from '../config.js';
 import { usage } from '../lifecycle.js';
 import { createLogger, type Logger } from '../log.js';
 import { Progress } from '../ops/snapshot/progress.js';
-import { connectMetaCluster, newestLayout, refreshStates, type MetaCluster } from './connect.js';
+import { parseCluster, parseClusters, type Endpoint } from '../members/endpoints.js';
+import { EtcdClient } from '../members/etcd-client.js';
+import { assertNoProxyServing, connectMetaCluster, newestLayout, refreshStates, type MetaCluster } from './connect.js';
+import { addMembers, assertNotListed } from './members-add.js';
 import { formatMembersList, listMembers } from './members-list.js';
 import { movePartitions, rollbackMove, type MoveProgress, type MoveResult } from './move.js';
 import { findMoveState } from './move-state.js';
@@ -40,10 +43,11 @@ const FLAGS: Record<string, { key: string; kind: Kind; help: string }> = {
 };
 /** Flags without a value (parseFlags takes a value for every flag). */
 const SWITCHES = ['dry-run', 'rollback'] as const;
-const SWITCH_HELP = { 'dry-run': { help: 'print the plan and change nothing' }, rollback: { help: 'partitions move: undo the running move (if not flipped yet)' } };
+const SWITCH_HELP = { 'dry-run': { help: 'print the plan (members add: what would be done) and change nothing' }, rollback: { help: 'partitions move: undo the running move (if not flipped yet)' } };
 
 const SYNOPSIS =
   'metaetcd partitions move P[,P|P-P...]... --to N [--dry-run] | --rollback  --coordinator URL --members URL,...\n' +
+  '       metaetcd members add URL[;URL...]... [--dry-run] [flags]\n' +
   '       metaetcd members drain N [--dry-run] [flags]\n' +
   '       metaetcd members remove N [--dry-run] [flags]   (N: the last slot, drained)\n' +
   '       metaetcd members list [-w table|json] [flags]\n' +
@@ -89,15 +93,18 @@ export async function runMover(command: 'partitions' | 'members' | 'rebalance', 
       return 0;
     }
     const log = createLogger(p.flags.logLevel);
+    const tls = loadClientTls(p.flags);
+    const adding = command === 'members' && verb === 'add' ? joiningClusters(p) : [];
     const removing = command === 'members' && verb === 'remove' ? member(p.positional[0], 'members remove needs a member N') : undefined;
-    const c = await connectMetaCluster({ ...p.flags, tls: loadClientTls(p.flags), ...(removing !== undefined ? { removing } : {}) });
+    const c = await connectMetaCluster({ ...p.flags, tls, ...(adding.length > 0 ? { joining: adding.length } : {}), ...(removing !== undefined ? { removing } : {}) });
     try {
+      if (adding.length > 0) return await membersAdd(c, adding.map((endpoints, i) => new EtcdClient({ name: `new member ${i}`, endpoints, tls, requestTimeoutMs: p.flags.requestTimeoutMs })), p, log);
       if (command === 'members' && verb === 'list') return await membersList(c, p);
       if (command === 'partitions' && verb === 'move') return await partitionsMove(c, p, log);
       if (command === 'members' && verb === 'drain') return await plannedCommand(c, p, log, (a, m) => planDrain(a, m, member(p.positional[0], 'members drain needs a member N')), 1);
       if (removing !== undefined) return await membersRemove(c, p, log, removing);
       if (command === 'rebalance') return await plannedCommand(c, p, log, planRebalance, 0);
-      throw new Error(`unknown command ${JSON.stringify(`${command} ${verb}`)} (want partitions move, members drain, members remove, members list or rebalance)`);
+      throw new Error(`unknown command ${JSON.stringify(`${command} ${verb}`)} (want partitions move, members add, members drain, members remove, members list or rebalance)`);
     } finally {
       c.close();
     }
@@ -111,6 +118,33 @@ async function membersList(c: MetaCluster, p: Parsed): Promise<number> {
   if (p.positional.length > 0) throw new Error(`unexpected argument ${JSON.stringify(p.positional[0])}`);
   process.stdout.write(formatMembersList(await listMembers(c), p.flags.writeOut as 'table' | 'json'));
   return 0;
+}
+
+/** `members add`'s clusters, checked before connecting (a new cluster in --members would fail there, less clearly). */
+function joiningClusters(p: Parsed): Endpoint[][] {
+  if (p.positional.length === 0) throw new Error('members add needs the URLs of the clusters to add (URL[;URL...] per cluster)');
+  const joining = p.positional.map(parseCluster);
+  assertNotListed(parseClusters(p.flags.members), joining);
+  return joining;
+}
+
+async function membersAdd(c: MetaCluster, joining: EtcdClient[], p: Parsed, log: Logger): Promise<number> {
+  const dryRun = p.switches.has('dry-run');
+  try {
+    if (!dryRun) await assertNoProxyServing(c.coordinator);
+    const running = await findMoveState(c.members);
+    if (running) {
+      throw new Error(
+        `a partition move is in progress (${describeMove(running)}, phase ${running.phase}): finish it first ` +
+          '(run `metaetcd rebalance` or the same `partitions move` again) or roll it back (`partitions move --rollback`)',
+      );
+    }
+    const lines = await addMembers(c, { joining, dryRun, log });
+    process.stdout.write(lines.map((l) => `${l}\n`).join(''));
+    return 0;
+  } finally {
+    joining.forEach((j) => j.close());
+  }
 }
 
 async function membersRemove(c: MetaCluster, p: Parsed, log: Logger, n: number): Promise<number> {

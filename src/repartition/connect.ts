@@ -5,7 +5,7 @@
 
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { parseAnnouncements, PROXIES_END, PROXIES_PREFIX } from '../app/heartbeat.js';
-import { newestLayout as newestKnownLayout, readMemberState, type MemberState } from '../members/bootstrap.js';
+import { memberCountError, newestLayout as newestKnownLayout, readMemberState, type MemberState } from '../members/bootstrap.js';
 import { parseCluster, parseClusters } from '../members/endpoints.js';
 import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
@@ -29,6 +29,14 @@ export interface ConnectOptions {
    * longer counts it (a removal stopped after writing the new layouts; remove.ts).
    */
   removing?: number;
+  /**
+   * `members add`: how many slots the newest layout may have beyond the listed
+   * clusters (an add stopped after writing the grown layouts: the clusters being
+   * added, not in --members, hold the slots after the listed ones; members-add.ts).
+   * Only one of `removing` and `joining` is given; without either, the clusters
+   * listed must be exactly the layout's members.
+   */
+  joining?: number;
 }
 
 export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster> {
@@ -38,7 +46,7 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   const close = () => [coordinator, ...candidates].forEach((c) => c.close());
   try {
     const states = await Promise.all(candidates.map(readMemberState));
-    const ordered = orderMembers(states, o.removing);
+    const ordered = orderMembers(states, o);
     return { coordinator, members: ordered.map((s) => s.client), states: ordered, close };
   } catch (err) {
     close();
@@ -46,13 +54,19 @@ export async function connectMetaCluster(o: ConnectOptions): Promise<MetaCluster
   }
 }
 
-function orderMembers(states: MemberState[], removing: number | undefined): MemberState[] {
+/**
+ * The listed clusters in slot order. They must hold slots 0..n-1 and n must be
+ * the newest layout's member count, except while a removal (`o.removing`, the
+ * slot just past the layout) or an add (`o.joining`, up to that many slots past
+ * the listed ones) is being finished.
+ */
+function orderMembers(states: MemberState[], o: Pick<ConnectOptions, 'removing' | 'joining'>): MemberState[] {
   const out: MemberState[] = [];
   const clusterId = states.find((s) => s.identity)?.identity?.clusterId;
   for (const s of states) {
     const where = `${s.client.name} (${s.client.endpoints.map((e) => e.url).join(';')})`;
     if (!s.identity || !s.layout) {
-      const removed = removing === undefined ? '' : ` (if it is member ${removing}'s cluster, its removal has finished: leave it out of --members)`;
+      const removed = o.removing === undefined ? '' : ` (if it is member ${o.removing}'s cluster, its removal has finished: leave it out of --members)`;
       throw new Error(`${where} is not part of a meta cluster (no identity or layout); start a proxy over it first${removed}`);
     }
     if (s.identity.clusterId !== clusterId) throw new Error(`${where} belongs to meta cluster ${s.identity.clusterId}, not ${clusterId}`);
@@ -60,15 +74,14 @@ function orderMembers(states: MemberState[], removing: number | undefined): Memb
     out[s.identity.index] = s;
     s.client.name = `member ${s.identity.index}`;
   }
-  const members = newestLayout(states).members;
-  // A slot past the newest layout's members is one whose removal has not finished (remove.ts).
-  const leaving = out[members] ? members : undefined;
-  if (states.length === members + 1 && leaving !== undefined && leaving === removing) return out;
-  if (states.length !== members) {
-    const hint = leaving === undefined ? '' : `; member ${leaving} is being removed: finish it with \`metaetcd members remove ${leaving}\` first`;
-    throw new Error(`the meta cluster has ${members} members but --members lists ${states.length}${hint}`);
-  }
-  return out;
+  const layout = newestLayout(states);
+  // out has no holes: the listed clusters are slots 0..states.length-1.
+  const dense = out.length === states.length;
+  // A listed slot just past the newest layout is one whose removal has not finished (remove.ts).
+  if (dense && o.removing !== undefined && o.removing === layout.members && states.length === layout.members + 1) return out;
+  // Slots past the listed ones belong to clusters being added (members-add.ts).
+  if (dense && layout.members >= states.length && layout.members <= states.length + (o.joining ?? 0)) return out;
+  throw memberCountError(layout, states);
 }
 
 export function newestLayout(states: MemberState[]): Layout {
@@ -104,25 +117,34 @@ export async function clockNow(c: MetaCluster): Promise<number> {
 }
 
 /** CAS the coordinator record's layoutGeneration up to `generation`, preserving every other field. */
-export function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
-  return updateClock(c, 'bumping the layout generation', c.members.length, (r) =>
+export async function bumpLayoutGeneration(c: MetaCluster, generation: number): Promise<void> {
+  await updateClock(c, 'bumping the layout generation', c.members.length, (r) =>
     (r.layoutGeneration ?? 1) >= generation ? undefined : { ...r, layoutGeneration: generation },
   );
 }
 
 /**
- * Rewrites the coordinator's clock record (read with `members` entries per array)
- * by compare-and-swap, again from the new record while proxies tick meanwhile.
- * `change` returns undefined when nothing needs writing; without a record there
- * is nothing to change (the next clock rebuild takes everything from the members).
+ * Rewrites the coordinator's clock record by compare-and-swap, again from the new
+ * record while proxies tick meanwhile. The record is read with `members` entries
+ * per array (undefined: any count, as long as its arrays agree: `members add`
+ * and `members remove` change the count). `change` returns undefined when nothing
+ * needs writing; without a record there is nothing to change (the next clock
+ * rebuild takes everything from the members). The one clock-record CAS of the
+ * mover's commands; returns whether it wrote.
  */
-export async function updateClock(c: MetaCluster, what: string, members: number, change: (r: CoordinatorRecord) => CoordinatorRecord | undefined): Promise<void> {
+export async function updateClock(
+  c: MetaCluster,
+  what: string,
+  members: number | undefined,
+  change: (r: CoordinatorRecord) => CoordinatorRecord | undefined,
+): Promise<boolean> {
   for (let attempt = 0; attempt < 1000; attempt++) {
-    const clock = await readClock(c, members);
-    const next = clock && change(clock.record);
-    if (!clock || !next) return;
-    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, clock.mod)], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), { context: what });
-    if (resp.succeeded) return;
+    const kv = (await c.coordinator.range({ key: CLOCK_KEY }, { context: what })).kvs[0];
+    const next = kv && change(decodeCoordinatorRecord(kv.value, members));
+    if (!kv || !next) return false;
+    const resp = await c.coordinator.txn(txn([cmp.modEqual(CLOCK_KEY, Number(kv.modRevision))], [op.put(CLOCK_KEY, encodeCoordinatorRecord(next))]), { context: what });
+    if (resp.succeeded) return true;
+    // A proxy ticked meanwhile: read again and retry.
   }
   throw new Error(`${what} in the coordinator failed: the clock record kept changing`);
 }

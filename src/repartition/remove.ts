@@ -115,15 +115,14 @@ function checkRemovable(c: MetaCluster, l: Layout, n: number): void {
 export function removedLayout(l: Layout, n: number): Layout {
   // Format 1 records never had moves: their lease homes are `assignment` (see leaseHome).
   const homes = l.leaseAssignment ?? l.assignment;
-  // `endpoints` (per member, optional) is another change's field: carried without N's entry when present.
-  const { endpoints } = l as { endpoints?: string[] };
   const next: Layout = {
     ...l,
     format: 2,
     generation: l.generation + 1,
     members: l.members - 1,
     leaseAssignment: homes.map((m, p) => (m === n ? l.assignment[p]! : m)),
-    ...(endpoints ? { endpoints: endpoints.filter((_, i) => i !== n) } : {}),
+    // The recorded endpoints (members add) lose N's entry: decodeLayout wants one per member.
+    ...(l.endpoints ? { endpoints: l.endpoints.filter((_, i) => i !== n) } : {}),
   };
   // The proxies must accept it (moves history entries naming N stay: they are history).
   return decodeLayout(encodeLayout(next));

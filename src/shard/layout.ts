@@ -30,9 +30,9 @@ export interface MoveEntry {
 export interface Layout {
   /**
    * Format version of this record (1: no moves ever; 2: with moves, frozen
-   * partitions or lease homes; 3: with placement rules or their history, set by
-   * encodeLayout, so that a proxy of a version without rules, which would route
-   * pinned keys by partition, refuses the record instead).
+   * partitions, lease homes or recorded endpoints; 3: with placement rules or
+   * their history, set by encodeLayout, so that a proxy of a version without
+   * rules, which would route pinned keys by partition, refuses the record instead).
    */
   format: 1 | 2 | 3;
   /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
@@ -59,6 +59,13 @@ export interface Layout {
   frozen?: number[];
   /** Move history, oldest first (pruned once compaction passes an entry's doneAt). */
   moves?: MoveEntry[];
+  /**
+   * Each member's endpoints ("url;url") in slot order, as `members add` last
+   * recorded them (`members remove` drops the removed slot's entry); only for
+   * messages (a proxy missing a member names it). Absent in layouts of meta
+   * clusters that never had a member added.
+   */
+  endpoints?: string[];
   /** Placement rules: key prefixes pinned to members (shard/placement.ts); absent: none. */
   rules?: PlacementRule[];
   /** Applied rule changes, oldest first (pruned once compaction passes an entry's doneAt). */
@@ -93,6 +100,7 @@ export function decodeLayout(raw: Buffer): Layout {
       (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)))) ||
     !partitionList(v.frozen) ||
     (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at)))) ||
+    (v.endpoints !== undefined && (!Array.isArray(v.endpoints) || v.endpoints.length !== v.members || v.endpoints.some((e) => typeof e !== 'string'))) ||
     !validRules(v.rules, v.members) ||
     !validPlacementChanges(v.placementChanges)
   ) {

@@ -122,6 +122,8 @@ test('a removal killed after fencing, then after the layouts, is finished by the
   await removeKilledAfter('layouts');
   for (const m of members.slice(0, 2)) assert.equal((await layoutOf(m))!.members, 2);
   assert.equal((await layoutOf(members[2]!))!.members, 3, 'the removed member keeps its layout until retired');
+  // A proxy over the two that stay refuses to start until the removal is finished, and says why.
+  await assert.rejects(startTestProxy(set, { members: urls(2) }), /covers 3 member\(s\), the layout in the members 2: a `metaetcd members add` or `members remove` is unfinished/);
   // Other commands refuse with a hint while the removal is unfinished.
   const list = await mover(['members', 'list']);
   assert.match(list.stderr, /has 2 members but --members lists 3; member 2 is being removed: finish it with `metaetcd members remove 2`/);
@@ -143,6 +145,7 @@ test('after the removal: layouts, coordinator arrays, lease homes and the remove
     const l = (await layoutOf(m))!;
     assert.deepEqual([l.generation, l.members], [generationBefore + 1, 2]);
     assert.ok(!l.assignment.includes(2) && !l.leaseAssignment!.includes(2));
+    assert.equal(l.endpoints, undefined, 'no endpoints field: none was recorded (no member was ever added)');
   }
   const clock = decodeCoordinatorRecord(await clockValue(), 2);
   assert.equal(clock.layoutGeneration, generationBefore + 1);

@@ -1,10 +1,14 @@
-// The mover's pure planning (src/repartition/plan.ts) and its copy envelope
-// (src/repartition/copy-envelope.ts).
+// The mover's pure planning (src/repartition/plan.ts), its copy envelope
+// (src/repartition/copy-envelope.ts), and the layouts `members add` and
+// `members remove` write (members-add.ts grownLayout, remove.ts removedLayout).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { retargetEnvelope } from '../../src/repartition/copy-envelope.js';
+import { grownLayout } from '../../src/repartition/members-add.js';
 import { describePlan, parsePartitionList, planDrain, planMove, planRebalance, type PlannedMove } from '../../src/repartition/plan.js';
+import { removedLayout } from '../../src/repartition/remove.js';
+import { decodeLayout, encodeLayout, newLayout } from '../../src/shard/layout.js';
 import { decodeEnvelope, encodeEnvelope } from '../../src/store/envelope.js';
 
 const roundRobin = (n: number, m: number) => Array.from({ length: n }, (_, p) => p % m);
@@ -82,4 +86,20 @@ test('copy envelope: retargeting keeps the reported version (member version + ve
   // Same version on both sides: base 0, written as format 1.
   assert.equal(retargetEnvelope(f1, 5, 5)[0], 0x01);
   assert.throws(() => retargetEnvelope(f1, 1, 2), /above the source/);
+});
+
+test('members add records one endpoints entry per member; members remove drops the removed slot\'s, so the layout stays decodable', () => {
+  const base = newLayout('0123456789abcdef', 2);
+  const grown = grownLayout(base, ['http://a:1', 'http://b:1;http://b:2', 'http://c:1']);
+  assert.deepEqual([grown.generation, grown.members, grown.format], [2, 3, 2]);
+  assert.deepEqual(grown.leaseAssignment, base.assignment, 'lease homes pinned before the count changes');
+  assert.deepEqual(decodeLayout(encodeLayout(grown)).endpoints, grown.endpoints);
+  const removed = removedLayout(grown, 2);
+  assert.deepEqual([removed.generation, removed.members], [3, 2]);
+  assert.deepEqual(removed.endpoints, ['http://a:1', 'http://b:1;http://b:2']);
+  assert.deepEqual(decodeLayout(encodeLayout(removed)), removed);
+  // A layout without endpoints (no member ever added) gets none.
+  assert.equal(removedLayout({ ...base, members: 3, assignment: base.assignment }, 2).endpoints, undefined);
+  // A stale endpoints list (one per member no longer) is refused by the proxies' decoder.
+  assert.throws(() => decodeLayout(encodeLayout({ ...removed, endpoints: grown.endpoints! })), /malformed metaetcd layout record/);
 });

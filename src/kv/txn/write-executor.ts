@@ -38,14 +38,15 @@ import { compareLookup, stateOps, type WriteState } from './write-state.js';
 const MAX_ATTEMPTS = 32;
 /** Order losses after which a write asks the clock for a priority revision. */
 const PRIORITY_AFTER_LOSSES = 3;
+/** Pause between reconnect attempts a write asks for while the member answers but its stream does not come up. */
+const STREAM_RETRY_PAUSE_MS = 50;
 
 /** Runs a writing transaction on `member`; `cached` is the key cache's state of its keys, if already looked up. */
 export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, cached?: WriteState): Promise<TxnOutcome> {
   // A revision taken for a member whose stream is down could not be resolved, and
   // would hold back every watcher until --watch-timeout: wait for the stream to
   // come back (a member that just restarted), or fail once it is known unreachable.
-  const link = ctx.members.get(member).timeline.link;
-  if (!link.connected && !(await link.usable(Date.now() + ctx.limits.requestTimeoutMs))) {
+  if (!ctx.members.get(member).timeline.link.connected && !(await streamUsable(ctx, member))) {
     throw unavailable(`member ${member} is unavailable (its watch stream is down)`);
   }
   const reads = stateOps(plan);
@@ -180,6 +181,29 @@ class WriteRun implements WriteInput {
     this.orderLosses++;
     this.finishTick(undefined);
     this.tick = await takeTick(this.ctx, this.member, this.orderLosses >= PRIORITY_AFTER_LOSSES);
+  }
+}
+
+/**
+ * Waits for the member's watch stream to be up, within the request timeout. A
+ * reconnect attempt that fails ends the wait early only when the member does not
+ * answer a direct call either: after an event-loop stall the stream's channel may
+ * fail its first attempts while the member itself is fine, and the write should
+ * then wait for the stream rather than fail.
+ */
+async function streamUsable(ctx: KvContext, member: number): Promise<boolean> {
+  const m = ctx.members.get(member);
+  const deadline = Date.now() + ctx.limits.requestTimeoutMs;
+  for (;;) {
+    if (await m.timeline.link.usable(deadline)) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    const answers = await m.client.status({ timeoutMs: left, context: 'is the member reachable while its watch stream is down' }).then(
+      () => true,
+      () => false,
+    );
+    if (!answers) return false;
+    await new Promise((r) => setTimeout(r, Math.min(STREAM_RETRY_PAUSE_MS, Math.max(0, deadline - Date.now()))));
   }
 }
 
