@@ -29,12 +29,12 @@
 import { CLOCK_KEY, decodeCoordinatorRecord, type CoordinatorRecord } from '../clock/coordinator-record.js';
 import { isKind } from '../errors/etcd-error.js';
 import { leaseHome } from '../lease/lease-manager.js';
-import { showPrefix } from '../shard/placement.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { decodeLayout, encodeLayout, Router, type Layout } from '../shard/layout.js';
+import { showPrefix } from '../shard/placement.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX, leaseOfRecordKey, leaseRecordKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE, prefixEnd } from '../util/bytes.js';
