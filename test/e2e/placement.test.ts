@@ -184,6 +184,8 @@ test('a proxy started afterwards: keys as before, old revisions compacted, write
     const doneAt = (await layouts())[0]!.placementChanges![0]!.doneAt;
     await assert.rejects(c.range({ key: b(EV), rangeEnd: prefixEnd(b(EV)), revision: BigInt(doneAt - 1) }), /required revision has been compacted/);
     await w.ready();
+    // A watch from the oldest revision served reads the members' history: it must never show the copies or clean-up.
+    const fromFloor = await new WatchRecorder(c, { key: b(EV), prefix: true, prevKv: true, startRevision: BigInt(doneAt) }).ready();
     // A new key under the prefix lands on member 2, whatever its partition.
     const router = new Router((await layouts())[0]!);
     const hashedElsewhere = Array.from({ length: 200 }, (_, i) => `${EV}new/${i}`).find((k) => router.layout.assignment[partitionOf(b(k), 1024)] !== 2)!;
@@ -217,6 +219,10 @@ test('a proxy started afterwards: keys as before, old revisions compacted, write
     assert.deepEqual(w.deletesOf(leaseKeys).map((e) => e.key).sort(), [...leaseKeys].sort(), 'exactly one DELETE per key');
     assert.deepEqual(await indexed(2, EV).then((k) => k.filter((x) => x.startsWith(`${EV}lease/`))), [], 'index entries gone with the keys');
     clientView = await keysAsSeen(c, 'pl/');
+    const seen = (e: { type: string; key: string; modRevision: bigint }) => `${e.type} ${e.key} ${e.modRevision}`;
+    await fromFloor.waitForEvents('the same events from the floor', (evs) => evs.length >= w.events.length, 10_000);
+    assert.deepEqual(fromFloor.events.map(seen), w.events.map(seen), 'from the floor: exactly the events since, no copies or clean-up');
+    fromFloor.close();
   } finally {
     w.close();
     c.close();
