@@ -5,7 +5,8 @@
 // and resumed); then a proxy started afterwards serves every key as before,
 // routes new writes under the prefix to member 2, accepts a multi-key
 // transaction under the rule (atomically) and refuses one reaching another
-// member; a lease's keys under the rule are listed and deleted by a revoke; a
+// member; a watch from the oldest served revision shows no copy or clean-up;
+// a lease's keys under the rule are listed and deleted by a revoke; a
 // nested rule wins by longest prefix; a partition move leaves pinned keys where
 // they are; removing the rules (one removal killed after its flip and resumed)
 // moves the keys back to their partitions' owners.
