@@ -43,6 +43,12 @@ export interface Target {
   /** The proxy alone, stopped and started again over the same clusters and address (proxy targets). */
   stopProxy?(): Promise<void>;
   startProxy?(): Promise<void>;
+  /**
+   * Starts one more empty member etcd (proxy targets) and returns its client URL. It joins
+   * `clusters.members`, `processes` and `scrape` at once, and the --members of the next
+   * `startProxy`; making it a member of the meta cluster (`metaetcd members add`) is the caller's.
+   */
+  addMember?(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -179,23 +185,34 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
   // With --workers N the proxy's CPU and RSS are those of the primary and all its workers.
   const front = { label: 'proxy', pid: proxy.pid, tree: true };
   const processes = [front, { label: 'coordinator', pid: coordinator!.pid }, ...members.map((m, i) => ({ label: `member-${i}`, pid: m.pid }))];
+  const clusters = { coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl) };
+  const scrape = {
+    proxy: `http://127.0.0.1:${metricsPort}/metrics`,
+    etcds: [
+      { label: 'coordinator', url: `${coordinator!.clientUrl}/metrics` },
+      ...members.map((m, i) => ({ label: `member-${i}`, url: `${m.clientUrl}/metrics` })),
+    ],
+  };
   return {
     kind: 'proxy',
     address,
     front,
     processes,
-    clusters: { coordinator: coordinator!.clientUrl, members: members.map((m) => m.clientUrl) },
-    scrape: {
-      proxy: `http://127.0.0.1:${metricsPort}/metrics`,
-      etcds: [
-        { label: 'coordinator', url: `${coordinator!.clientUrl}/metrics` },
-        ...members.map((m, i) => ({ label: `member-${i}`, url: `${m.clientUrl}/metrics` })),
-      ],
-    },
+    clusters,
+    scrape,
     stopProxy: () => proxy.stop(),
     startProxy: async () => {
       proxy = await spawnServing();
       front.pid = proxy.pid;
+    },
+    addMember: async () => {
+      const i = members.length;
+      const m = await startEtcd(`bench-member-${i}`, join(root, `member-${i}`));
+      members.push(m);
+      processes.push({ label: `member-${i}`, pid: m.pid });
+      clusters.members.push(m.clientUrl);
+      scrape.etcds.push({ label: `member-${i}`, url: `${m.clientUrl}/metrics` });
+      return m.clientUrl;
     },
     stop: async () => {
       await proxy.stop();
@@ -253,6 +270,33 @@ async function spawnProxy(nodeArgs: string[], args: string[]): Promise<ProxyProc
     clearTimeout(timer);
   });
   return { pid, alive: () => alive, exited, output: () => tail, stop };
+}
+
+/**
+ * Runs `metaetcd <args>` (the build in dist/) to completion. `stdout` is all of its
+ * standard output (what the commands print as their result: `moved ...`, `added ...`,
+ * `members list -w json`); `summary` is the last line of stdout and stderr together
+ * (progress goes to stderr), `tail` their last 16 KiB (for errors).
+ */
+export function runMetaetcd(args: string[]): Promise<{ code: number; stdout: string; summary: string; tail: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'metaetcd.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let tail = '';
+    const keep = (chunk: Buffer) => {
+      tail = (tail + chunk.toString('utf8')).slice(-16_384);
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+      keep(chunk);
+    });
+    child.stderr.on('data', keep);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const lines = tail.split(/\r?\n|\r/).map((l) => l.trim()).filter(Boolean);
+      resolve({ code: code ?? 1, stdout, summary: lines[lines.length - 1] ?? '', tail });
+    });
+  });
 }
 
 /** Polls a Range on the proxy until it answers; fails early if the proxy exits. */

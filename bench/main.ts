@@ -30,10 +30,11 @@
 //   BENCH_PROBE_CLIENTS           clients of those probes (the highest of BENCH_CLIENTS)
 //   BENCH_WATCHERS (1000)         0 skips; BENCH_WATCH_PREFIXES (100), BENCH_WATCHES_PER_STREAM (100)
 //   BENCH_WATCH_SECONDS (15), BENCH_WATCH_PUTS (200 puts/s), BENCH_DIRECT_WATCH (1; 0 skips etcd's)
-//   BENCH_TARGETS (direct,proxy; empty: none, e.g. to run only BENCH_MOVE), BENCH_MEMBERS (3)
+//   BENCH_TARGETS (direct,proxy; empty: none, e.g. to run only BENCH_MOVE or BENCH_ADD), BENCH_MEMBERS (3)
 //   BENCH_NO_BUILD=1              measure dist/ as it is instead of running tsc first
 //   BENCH_KUBE=1                 also run the simulated Kubernetes control plane (bench/kube.ts; its BENCH_KUBE_* settings)
 //   BENCH_MOVE=1                 also move partitions under an update load (bench/move.ts; its BENCH_MOVE_* settings)
+//   BENCH_ADD=1                  also measure throughput before and after adding a member (bench/add.ts; its BENCH_ADD_* settings)
 //   BENCH_PROXY_NODE_ARGS         node flags for the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 //                                 (the profile is written when the bench stops the proxy)
 
@@ -48,6 +49,7 @@ import { cpuDelta, cpuSnapshot, descendants, nowMs, type ProcessRef } from './st
 import { runWatchers, type WatchResult } from './watchers.js';
 import { runKubeBench } from './kube.js';
 import { runMoveBench } from './move.js';
+import { runAddBench } from './add.js';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -239,7 +241,9 @@ async function main(): Promise<number> {
       `KV mix: ${s.clients.join(', ')} clients, ${s.seconds} s each per target after ${s.warmupSeconds} s warm-up; weights ${OP_TYPES.map((t) => `${t} ${s.weights[t]}`).join(', ')}\n` +
       `keyspace: ${DEFAULT_SHAPE.namespaces} namespaces × ${DEFAULT_SHAPE.podsPerNamespace} pods of ${DEFAULT_SHAPE.valueBytes} B, page limit ${DEFAULT_SHAPE.pageLimit}`,
   );
-  if (s.targets.includes('proxy') && s.build) {
+  // The opt-in phases run the proxy too, also when BENCH_TARGETS has no proxy target.
+  const optIn = ['BENCH_KUBE', 'BENCH_MOVE', 'BENCH_ADD'].some((v) => process.env[v] === '1');
+  if ((s.targets.includes('proxy') || optIn) && s.build) {
     const t = nowMs();
     buildProxy();
     console.log(`built the proxy (tsc -p tsconfig.build.json) in ${((nowMs() - t) / 1000).toFixed(1)} s`);
@@ -263,6 +267,8 @@ async function main(): Promise<number> {
   if (process.env.BENCH_KUBE === '1') await runKubeBench({ built: true, members: s.members });
   // Moving partitions under load (bench/move.ts), opt-in: BENCH_MOVE=1.
   if (process.env.BENCH_MOVE === '1') await runMoveBench({ members: s.members });
+  // Throughput before and after adding a member (bench/add.ts), opt-in: BENCH_ADD=1.
+  if (process.env.BENCH_ADD === '1') await runAddBench();
   if (warnings.length) console.log(`\nWARNINGS (under 1% of operations failed):\n${warnings.map((w) => `- ${w}`).join('\n')}`);
   if (problems.length) {
     console.log(`\nPROBLEMS:\n${problems.map((p) => `- ${p}`).join('\n')}`);

@@ -10,28 +10,20 @@
 //
 // Settings: BENCH_MOVE_PARTITIONS (64), BENCH_MOVE_CLIENTS (32), BENCH_MOVE_SECONDS (5).
 
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { partitionOf } from '../src/shard/hash.js';
 import { DEFAULT_PARTITIONS } from '../src/shard/layout.js';
 import { Compare_CompareResult, Compare_CompareTarget } from '../src/proto/gen/rpc.js';
 import { ConnectionPool, grpcCode } from './client.js';
-import { REPO_ROOT, scratchDir, startProxyCluster } from './cluster.js';
+import { runMetaetcd, scratchDir, startProxyCluster } from './cluster.js';
 import { DEFAULT_SHAPE, Keyspace, preload } from './load.js';
-import { fmt, nowMs, Samples, table } from './stats.js';
+import { envInt, fmt, nowMs, Samples, table } from './stats.js';
 
 const TIMEOUT_MS = 10_000;
 
 interface Sample {
   ms: number;
   moved: boolean;
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const n = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}=${raw}: expected a positive integer`);
-  return n;
 }
 
 export async function runMoveBench(o: { members: number }): Promise<void> {
@@ -86,7 +78,7 @@ export async function runMoveBench(o: { members: number }): Promise<void> {
     const down = nowMs();
     await target.stopProxy!();
     const moveStart = nowMs();
-    const out = await runCommand([
+    const out = await runMetaetcd([
       'partitions',
       'move',
       ...moving.map(String),
@@ -129,22 +121,4 @@ export async function runMoveBench(o: { members: number }): Promise<void> {
     pool.close();
     await target.stop();
   }
-}
-
-/** Runs `metaetcd <args>` (the build in dist/) to completion; its last stdout/stderr line is the summary. */
-function runCommand(args: string[]): Promise<{ code: number; summary: string; tail: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'metaetcd.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let tail = '';
-    const keep = (chunk: Buffer) => {
-      tail = (tail + chunk.toString('utf8')).slice(-16_384);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      const lines = tail.split(/\r?\n|\r/).map((l) => l.trim()).filter(Boolean);
-      resolve({ code: code ?? 1, summary: lines[lines.length - 1] ?? '', tail });
-    });
-  });
 }

@@ -199,6 +199,14 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
+/** An integer setting of at least `min` (1: positive) from the environment (the opt-in phases' BENCH_MOVE_*, BENCH_ADD_*). */
+export function envInt(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  const n = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name}=${raw}: expected ${min === 1 ? 'a positive integer' : `an integer of at least ${min}`}`);
+  return n;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

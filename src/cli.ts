@@ -10,6 +10,7 @@ import { createLogger } from './log.js';
 import { keepServingOnStrayRejections, usage, waitForSignal } from './lifecycle.js';
 import { runSnapshot } from './ops/snapshot/cli.js';
 import { runMover } from './repartition/cli.js';
+import { runPlacement } from './repartition/placement-cli.js';
 import { runStatus } from './ops/status-command.js';
 import { runSandbox } from './sandbox/sandbox.js';
 import { WORKER_INDEX_ENV } from './workers/messages.js';
@@ -31,6 +32,8 @@ export async function main(argv: string[]): Promise<number> {
     case 'members':
     case 'rebalance':
       return runMover(first, rest);
+    case 'placement':
+      return runPlacement(rest);
     case 'version':
     case '--version':
       process.stdout.write(`metaetcd ${VERSION}\n`);
@@ -50,7 +53,8 @@ function help(): string {
         '       metaetcd sandbox [flags]   (metaetcd sandbox --help)\n' +
         '       metaetcd status [flags]    (metaetcd status --help)\n' +
         '       metaetcd snapshot save|restore FILE [flags]   (metaetcd snapshot --help)\n' +
-        '       metaetcd partitions move P... --to N | members add URL... | members drain N | members remove N | members list | rebalance [flags]   (metaetcd rebalance --help)',
+        '       metaetcd partitions move P... --to N | members add URL... | members drain N | members remove N | members list | rebalance [flags]   (metaetcd rebalance --help)\n' +
+        '       metaetcd placement add PREFIX --to N | placement remove PREFIX [--dry-run] [flags]   (metaetcd placement --help)',
       PROXY_FLAGS,
     )
   );

@@ -105,6 +105,12 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
   // Proxies do not yet follow a partition move while it runs (docs/design.md, "Repartitioning"): moves
   // are made with every proxy stopped, and a proxy does not start in the middle of one.
   const moving = states.find((s) => s.moveInProgress !== undefined);
+  if (moving?.moveInProgress?.includes('"kind":"placement"')) {
+    throw new Error(
+      `a placement change is in progress (${moving.client.name}: ${moving.moveInProgress}); proxies cannot serve during it: ` +
+        'finish it (run `metaetcd placement add` or `placement remove` again), then start the proxy',
+    );
+  }
   if (moving) {
     throw new Error(
       `a partition move is in progress (target ${moving.client.name}: ${moving.moveInProgress}); proxies cannot serve during a move yet: ` +
@@ -124,7 +130,8 @@ export async function bootstrap(o: { coordinator: EtcdClient; candidates: EtcdCl
  * removed. From `doneAt` on, every member's state is exact.
  */
 function movedFloor(layout: Layout): number {
-  const done = (layout.moves ?? []).map((m) => m.doneAt);
+  // Placement rule changes (repartition/placement.ts) move keys too: the same floor.
+  const done = [...(layout.moves ?? []), ...(layout.placementChanges ?? [])].map((m) => m.doneAt);
   return done.length > 0 ? Math.max(...done) + 1 : 0;
 }
 

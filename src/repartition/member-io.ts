@@ -8,7 +8,8 @@ import { rangePages } from '../members/range-pages.js';
 import type { KeyValue } from '../proto/gen/kv.js';
 import { op, txn } from '../proto/build.js';
 import type { RequestOp } from '../proto/gen/rpc.js';
-import { partitionOf } from '../shard/hash.js';
+import type { Layout } from '../shard/layout.js';
+import { PlacementRules, route } from '../shard/placement.js';
 import { InternalKey, isDataKey, LEASE_INDEX_PREFIX, parseLeaseIndexKey, toClientKey, toMemberRange } from '../store/keyspace.js';
 import { EMPTY, prefixEnd } from '../util/bytes.js';
 
@@ -21,21 +22,33 @@ const PAGE = 1000;
 const DATA = toMemberRange(EMPTY, Buffer.from([0]));
 const LEASE_INDEX = { key: LEASE_INDEX_PREFIX, rangeEnd: prefixEnd(LEASE_INDEX_PREFIX) };
 
-/** Which keys of a member a move carries: data keys and lease index entries of keys in P. */
+/**
+ * Which keys of a member a move carries: data keys and lease index entries of
+ * keys in P. A key under a placement rule belongs to no partition (it stays on
+ * the rule's member), so a move never carries it.
+ */
 export class PartitionFilter {
   private readonly set: Set<number>;
-  constructor(
-    partitions: number[],
-    private readonly partitionCount: number,
-  ) {
+  private readonly rules: PlacementRules;
+  private readonly assignment: readonly number[];
+  /** `layout`: the layout the move runs under (its rules and partition count), or just the partition count. */
+  constructor(partitions: number[], layout: Layout | number) {
     this.set = new Set(partitions);
+    this.rules = new PlacementRules(typeof layout === 'number' ? [] : layout.rules);
+    // Only the partition numbers matter here (route's member is not used).
+    this.assignment = typeof layout === 'number' ? new Array<number>(layout).fill(0) : layout.assignment;
   }
 
   /** True for a data key or lease index key (member key form) whose client key is in P. */
   carries(memberKey: Buffer): boolean {
-    if (isDataKey(memberKey)) return this.set.has(partitionOf(toClientKey(memberKey), this.partitionCount));
+    if (isDataKey(memberKey)) return this.inP(toClientKey(memberKey));
     const idx = parseLeaseIndexKey(memberKey);
-    return idx !== undefined && this.set.has(partitionOf(idx.clientKey, this.partitionCount));
+    return idx !== undefined && this.inP(idx.clientKey);
+  }
+
+  private inP(clientKey: Buffer): boolean {
+    const r = route(this.rules, this.assignment, clientKey);
+    return r.partition !== undefined && this.set.has(r.partition);
   }
 }
 

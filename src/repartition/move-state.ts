@@ -27,6 +27,10 @@ export interface MoveState {
 
 export function decodeMoveState(raw: Buffer): MoveState {
   const v = JSON.parse(raw.toString('utf8')) as Partial<MoveState>;
+  if ((v as { kind?: unknown }).kind === 'placement') {
+    // The record of a placement change (repartition/placement.ts), which uses the same key.
+    throw new Error('a placement change is in progress (m/move/state in member 0); finish it first: run `metaetcd placement add` or `placement remove` again (see members list)');
+  }
   if (
     typeof v.id !== 'string' ||
     !Array.isArray(v.partitions) ||

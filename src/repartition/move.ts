@@ -101,7 +101,7 @@ export async function rollbackMove(o: { coordinator: EtcdClient; members: EtcdCl
     throw new Error(`move ${s.id} has already flipped (phase ${s.phase}); it can only be finished: run the move again`);
   }
   const layout = newestLayout(await Promise.all(o.members.map(readMemberState)));
-  const filter = new PartitionFilter(s.partitions, layout.partitions);
+  const filter = new PartitionFilter(s.partitions, layout);
   const deleted = await deleteCarried(o.members[s.to]!, filter, s.id);
   await liftFreeze(o.members[s.from]!);
   await deleteMoveState(o.members[s.to]!);
@@ -113,7 +113,7 @@ async function runMove(c: MetaCluster, s: MoveState, o: MoveOptions, resumed: bo
   const log = o.log.child({ component: 'mover', move: s.id });
   const source = c.members[s.from]!;
   const target = c.members[s.to]!;
-  const filter = new PartitionFilter(s.partitions, newestLayout(c.states).partitions);
+  const filter = new PartitionFilter(s.partitions, newestLayout(c.states));
   const result: MoveResult = { id: s.id, partitions: s.partitions, from: s.from, to: s.to, keysCopied: 0, catchUpRounds: 0, freezeMs: 0, resumed };
   if (resumed) log.warn({ phase: s.phase }, 'continuing an interrupted move');
   let frozenAt = 0;

@@ -34,6 +34,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { decodeLayout, encodeLayout, Router, type Layout } from '../shard/layout.js';
+import { showPrefix } from '../shard/placement.js';
 import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX, leaseOfRecordKey, leaseRecordKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE, prefixEnd } from '../util/bytes.js';
@@ -97,6 +98,10 @@ function checkRemovable(c: MetaCluster, l: Layout, n: number): void {
       `only the last member slot (${last}) can be removed yet (member slots are dense and renumbering them is not supported): ` +
         `to shrink the meta cluster, run \`metaetcd members drain ${last}\` and then \`metaetcd members remove ${last}\` (member ${n} may stay drained)`,
     );
+  }
+  const pinned = (l.rules ?? []).filter((r) => r.member === n).map((r) => showPrefix(r.prefix));
+  if (pinned.length > 0) {
+    throw new Error(`placement rules pin ${pinned.join(', ')} to member ${n}: run \`metaetcd placement remove PREFIX\` (or pin them elsewhere) first`);
   }
   const held = l.assignment.filter((m) => m === n).length;
   const drain = `run \`metaetcd members drain ${n}\` first`;

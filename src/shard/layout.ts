@@ -4,7 +4,7 @@
 // its --members flag lists the clusters in, and so that partitions can later be
 // moved between members without changing the data format.
 
-import { partitionOf } from './hash.js';
+import { PlacementRules, route, validPlacementChanges, validRules, type PlacementChange, type PlacementRule, type Route } from './placement.js';
 
 /** Partitions per meta cluster; fixed for its lifetime (the original had 16). */
 export const DEFAULT_PARTITIONS = 1024;
@@ -28,8 +28,13 @@ export interface MoveEntry {
 }
 
 export interface Layout {
-  /** Format version of this record (1: no moves ever; 2: with moves, frozen partitions, lease homes or recorded endpoints). */
-  format: 1 | 2;
+  /**
+   * Format version of this record (1: no moves ever; 2: with moves, frozen
+   * partitions, lease homes or recorded endpoints; 3: with placement rules or
+   * their history, set by encodeLayout, so that a proxy of a version without
+   * rules, which would route pinned keys by partition, refuses the record instead).
+   */
+  format: 1 | 2 | 3;
   /** Random identifier of this meta cluster, chosen once at bootstrap (16 hex digits). */
   clusterId: string;
   /** Generation of the assignment; bumped by any future repartitioning. */
@@ -61,6 +66,10 @@ export interface Layout {
    * clusters that never had a member added.
    */
   endpoints?: string[];
+  /** Placement rules: key prefixes pinned to members (shard/placement.ts); absent: none. */
+  rules?: PlacementRule[];
+  /** Applied rule changes, oldest first (pruned once compaction passes an entry's doneAt). */
+  placementChanges?: PlacementChange[];
 }
 
 export function newLayout(clusterId: string, members: number, partitions = DEFAULT_PARTITIONS): Layout {
@@ -71,7 +80,8 @@ export function newLayout(clusterId: string, members: number, partitions = DEFAU
 }
 
 export function encodeLayout(layout: Layout): Buffer {
-  return Buffer.from(JSON.stringify(layout));
+  const placed = (layout.rules?.length ?? 0) > 0 || (layout.placementChanges?.length ?? 0) > 0;
+  return Buffer.from(JSON.stringify(placed ? { ...layout, format: 3 } : layout));
 }
 
 export function decodeLayout(raw: Buffer): Layout {
@@ -79,7 +89,7 @@ export function decodeLayout(raw: Buffer): Layout {
   const partitionList = (a: unknown) =>
     a === undefined || (Array.isArray(a) && a.every((p) => Number.isInteger(p) && p >= 0 && p < (v.partitions as number)));
   if (
-    (v.format !== 1 && v.format !== 2) ||
+    (v.format !== 1 && v.format !== 2 && v.format !== 3) ||
     typeof v.clusterId !== 'string' ||
     typeof v.members !== 'number' ||
     typeof v.partitions !== 'number' ||
@@ -90,7 +100,9 @@ export function decodeLayout(raw: Buffer): Layout {
       (!Array.isArray(v.leaseAssignment) || v.leaseAssignment.length !== v.partitions || v.leaseAssignment.some((m) => !Number.isInteger(m) || m < 0 || m >= (v.members as number)))) ||
     !partitionList(v.frozen) ||
     (v.moves !== undefined && (!Array.isArray(v.moves) || v.moves.some((e) => !partitionList(e.partitions) || !Number.isSafeInteger(e.at)))) ||
-    (v.endpoints !== undefined && (!Array.isArray(v.endpoints) || v.endpoints.length !== v.members || v.endpoints.some((e) => typeof e !== 'string')))
+    (v.endpoints !== undefined && (!Array.isArray(v.endpoints) || v.endpoints.length !== v.members || v.endpoints.some((e) => typeof e !== 'string'))) ||
+    !validRules(v.rules, v.members) ||
+    !validPlacementChanges(v.placementChanges)
   ) {
     throw new Error('malformed metaetcd layout record');
   }
@@ -99,20 +111,33 @@ export function decodeLayout(raw: Buffer): Layout {
 
 /** Routes client keys to member indexes according to a layout. */
 export class Router {
-  constructor(readonly layout: Layout) {}
+  readonly rules: PlacementRules;
+
+  constructor(readonly layout: Layout) {
+    this.rules = new PlacementRules(layout.rules);
+  }
 
   get memberCount(): number {
     return this.layout.members;
   }
 
-  memberOf(key: Uint8Array): number {
-    return this.layout.assignment[partitionOf(key, this.layout.partitions)]!;
+  /** Where `key` lives: its placement rule's member, else its partition's owner. */
+  route(key: Uint8Array): Route {
+    return route(this.rules, this.layout.assignment, key);
   }
 
-  /** Members that may hold keys of a client range: one for a single key, otherwise all. */
+  memberOf(key: Uint8Array): number {
+    return this.route(key).member;
+  }
+
+  /**
+   * Members that may hold keys of a client range: one for a single key or for a
+   * range inside one placement rule (without nested rules elsewhere), otherwise all.
+   */
   membersOf(key: Buffer, rangeEnd: Buffer): number[] {
     if (rangeEnd.length === 0) return [this.memberOf(key)];
-    return this.allMembers();
+    const pinned = this.rules.rangeMember(key, rangeEnd);
+    return pinned === undefined ? this.allMembers() : [pinned];
   }
 
   allMembers(): number[] {

@@ -74,7 +74,7 @@ test('layout: round-robin assignment, encode/decode round trip, malformed record
   assert.deepEqual(decodeLayout(encodeLayout(l)), l);
   assert.throws(() => newLayout('x', 0));
   assert.throws(() => newLayout('x', 17, 16));
-  for (const bad of [{ ...l, format: 3 }, { ...l, assignment: l.assignment.slice(1) }, { ...l, assignment: [...l.assignment.slice(1), 3] }, { ...l, clusterId: 5 }]) {
+  for (const bad of [{ ...l, format: 4 }, { ...l, assignment: l.assignment.slice(1) }, { ...l, assignment: [...l.assignment.slice(1), 3] }, { ...l, clusterId: 5 }]) {
     assert.throws(() => decodeLayout(Buffer.from(JSON.stringify(bad))), /malformed/);
   }
   assert.throws(() => decodeLayout(b('{')));
