@@ -62,6 +62,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly writeBatchSize = new Histogram({
+    name: 'metaetcd_member_write_batch_size',
+    help: 'Client writes per member transaction of the write batcher (1: a write that went alone or found no other ready write).',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  });
+
   // Member streams and the revision index.
   readonly memberRevision = new Gauge({
     name: 'metaetcd_member_meta_revision',

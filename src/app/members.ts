@@ -43,7 +43,7 @@ export async function connectClusters(config: ProxyConfig, log: Logger, metrics:
       // Names follow member slots, not flag order.
       client.name = `member ${i}`;
       const timeline = new MemberTimeline({ member: i, client, log, metrics, fenceAfterMs: config.fenceAfterMs });
-      return new Member(i, client, timeline, new MemberSequencer(Infinity));
+      return new Member(i, client, timeline, new MemberSequencer(Infinity), (writes) => metrics.writeBatchSize.observe(writes));
     }),
   );
   return { coordinator, members, boot };

@@ -25,9 +25,11 @@ export class Member {
     readonly client: EtcdClient,
     readonly timeline: MemberTimeline,
     readonly sequencer: MemberSequencer,
+    /** Told the number of client writes of each member transaction the write batcher sends. */
+    onWriteBatch?: (writes: number) => void,
   ) {
     this.reads = new MemberReadBatcher(client);
-    this.writes = new MemberWriteBatcher(client);
+    this.writes = new MemberWriteBatcher(client, onWriteBatch);
   }
 
   get name(): string {

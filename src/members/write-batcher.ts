@@ -109,6 +109,7 @@ export class MemberWriteBatcher {
 
   private async sendSolo(): Promise<void> {
     const q = this.queue.shift() as QueuedSolo;
+    this.onBatch(1);
     try {
       q.resolve(await this.client.txn(q.request));
     } catch (err) {

@@ -387,6 +387,15 @@ test('(a) writes hammering one member: every revision reads exactly the oracle s
     for (const v of (await p.metrics.writeAttempts.get()).values) if (v.labels.outcome === 'order') outOfOrder += v.value;
   }
   assert.ok(outOfOrder > 0, 'no member write ever lost the per-member order guard: the race was not provoked');
+  // Ready writes shared member transactions (members/write-batcher.ts): reads below then land inside batches.
+  let batched = 0;
+  for (const p of [proxyA, proxyB]) {
+    const values = (await p.metrics.writeBatchSize.get()).values;
+    const count = values.find((v) => v.metricName === 'metaetcd_member_write_batch_size_count')?.value ?? 0;
+    const alone = values.find((v) => v.metricName === 'metaetcd_member_write_batch_size_bucket' && v.labels.le === 1)?.value ?? 0;
+    batched += count - alone;
+  }
+  assert.ok(batched > 0, 'no member transaction carried more than one client write: no batch was formed');
 
   // Replay against the oracle in revision order; P -> O maps proxy to oracle revisions of mutations.
   const p2o = new Map<bigint, bigint>();
@@ -467,6 +476,14 @@ test('(a) writes hammering one member: every revision reads exactly the oracle s
     if (JSON.stringify(kvs, bigintJson) !== JSON.stringify(exp, bigintJson) || got.count !== BigInt(exp.length)) {
       mismatches.push(`at ${r} via ${i % 2 === 0 ? 'A' : 'B'}:\n  proxy:  ${show(kvs)}\n  oracle: ${show(exp)}`);
     }
+    // The first keys only (a member read with a limit) and the count alone.
+    const firstFew = await client.range({ key: ALL, rangeEnd: ALL, revision: r, limit: 3n });
+    const few = firstFew.kvs.map((kv) => kvOf(kv));
+    if (JSON.stringify(few, bigintJson) !== JSON.stringify(exp.slice(0, 3), bigintJson) || firstFew.count !== BigInt(exp.length) || firstFew.more !== exp.length > 3) {
+      mismatches.push(`limit 3 at ${r}:\n  proxy:  ${show(few)} count ${firstFew.count} more ${firstFew.more}\n  oracle: ${show(exp.slice(0, 3))} count ${exp.length}`);
+    }
+    const counted = await client.range({ key: ALL, rangeEnd: ALL, revision: r, countOnly: true });
+    if (counted.count !== BigInt(exp.length)) mismatches.push(`count at ${r}: proxy ${counted.count}, oracle ${exp.length}`);
   });
   assert.equal(mismatches.length, 0, `${mismatches.length} of ${revisions.length} revisions differ ${seedNote}; first: ${mismatches.slice(0, 3).join('\n')}`);
 
