@@ -423,7 +423,8 @@ async function watchStep(step: Step): Promise<void> {
     else if (then === 'create') w.create({ ...create, watchId: cancelId });
   }
   await sleep(100);
-  await waitUntil('the proxy answered as many times', () => recs[1]!.responses.length >= recs[0]!.responses.length, CALL_BOUND_MS).catch(() => undefined);
+  // Either side may answer late (etcd's sync loop cancels a compacted start up to 100 ms after the request): wait until both answered as often.
+  await waitUntil('etcd and the proxy answered as many times', () => recs[1]!.responses.length === recs[0]!.responses.length, CALL_BOUND_MS).catch(() => undefined);
   for (const w of recs) {
     shapes.push({
       responses: w.responses.map((x) => ({ id: String(x.watchId), created: x.created, canceled: x.canceled, reason: x.cancelReason, compact: x.compactRevision > 0n, events: x.events.length })),
