@@ -141,6 +141,8 @@ export interface ProxyOptions {
   nodeArgs: string[];
   /** `--workers N`; undefined passes no --workers flag (the proxy's own default). */
   workers?: number;
+  /** Extra proxy flags, e.g. ["--write-batching", "off"]. */
+  flags?: string[];
 }
 
 /** Whether the built proxy has a --workers flag (from its --help). */
@@ -171,6 +173,7 @@ export async function startProxyCluster(root: string, o: ProxyOptions): Promise<
       '-v',
       'warn',
       ...(o.workers === undefined ? [] : ['--workers', String(o.workers)]),
+      ...(o.flags ?? []),
     ]);
     try {
       await waitServing(`127.0.0.1:${port}`, p);

@@ -37,6 +37,7 @@
 //   BENCH_ADD=1                  also measure throughput before and after adding a member (bench/add.ts; its BENCH_ADD_* settings)
 //   BENCH_PROXY_NODE_ARGS         node flags for the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 //                                 (the profile is written when the bench stops the proxy)
+//   BENCH_PROXY_FLAGS             extra proxy flags, e.g. "--write-batching off"
 
 import os from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,7 @@ function settings() {
     directWatch: process.env.BENCH_DIRECT_WATCH !== '0',
     build: process.env.BENCH_NO_BUILD !== '1',
     proxyNodeArgs: (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+    proxyFlags: (process.env.BENCH_PROXY_FLAGS ?? '').split(/\s+/).filter(Boolean),
     requestTimeoutMs: 10_000,
   };
 }
@@ -230,7 +232,7 @@ function targetSpecs(s: Settings): TargetSpec[] {
 
 async function startTarget(spec: TargetSpec, root: string, s: Settings): Promise<Target> {
   if (spec.kind === 'direct') return startDirect(root);
-  return startProxyCluster(root, { memberCount: s.members, nodeArgs: s.proxyNodeArgs, workers: spec.workers });
+  return startProxyCluster(root, { memberCount: s.members, nodeArgs: s.proxyNodeArgs, workers: spec.workers, flags: s.proxyFlags });
 }
 
 async function main(): Promise<number> {
