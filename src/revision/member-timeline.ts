@@ -181,6 +181,7 @@ export class MemberTimeline {
       const all = toMemberRange(Buffer.from([0]), Buffer.from([0]));
       const resp = await this.client.range({ key: all.key, rangeEnd: all.rangeEnd, revision: BigInt(memberRevision), minModRevision: BigInt(memberRevision), maxModRevision: BigInt(memberRevision) });
       writes = resp.kvs.map((kv) => ({ key: kv.key.toString('latin1'), revision: readVarint(kv.value, 1)[0] }));
+      this.noteBatch(memberRevision, writes);
     }
     return writes;
   }
