@@ -90,6 +90,8 @@ export interface RoundTrips {
   clock: Map<string, number>;
   /** metaetcd_member_write_attempts_total by outcome (ok, order, stale). */
   writeAttempts: Map<string, number>;
+  /** Member write transactions the write batcher sent, and the client writes they carried (metaetcd_member_write_batch_size). */
+  batches: { transactions: number; writes: number };
   /** Unary gRPC calls each upstream etcd served, by method (Range, Txn, Put, ...). */
   upstream: Map<string, Map<string, number>>;
 }
@@ -102,6 +104,7 @@ export function roundTrips(before: ScrapeSet, after: ScrapeSet): RoundTrips {
   };
   const proxyDiff = (name: string, label: string) =>
     before.proxy && after.proxy ? diff(byLabel(before.proxy, name, label), byLabel(after.proxy, name, label)) : new Map<string, number>();
+  const proxySum = (name: string) => (before.proxy && after.proxy ? sum(after.proxy, name) - sum(before.proxy, name) : 0);
   const upstream = new Map<string, Map<string, number>>();
   for (const [label, a] of after.etcds) {
     const b = before.etcds.get(label) ?? [];
@@ -111,6 +114,10 @@ export function roundTrips(before: ScrapeSet, after: ScrapeSet): RoundTrips {
   return {
     clock: proxyDiff('metaetcd_clock_round_trips_total', 'kind'),
     writeAttempts: proxyDiff('metaetcd_member_write_attempts_total', 'outcome'),
+    batches: {
+      transactions: proxySum('metaetcd_member_write_batch_size_count'),
+      writes: proxySum('metaetcd_member_write_batch_size_sum'),
+    },
     upstream,
   };
 }

@@ -210,9 +210,19 @@ function clockRoundTripsPerWrite(c: Cell): number {
   return ((k.get('allocate') ?? 0) + (k.get('conflict') ?? 0) + (k.get('ceiling') ?? 0)) / Math.max(1, writesOf(c));
 }
 
-/** Member write calls (metaetcd_member_write_attempts_total) per write. */
+/**
+ * Member write transactions per client write: those the write batcher sent
+ * (metaetcd_member_write_batch_size_count) when writes are batched, otherwise one
+ * per write attempt (metaetcd_member_write_attempts_total).
+ */
 function memberCallsPerWrite(c: Cell): number {
-  return total(c.rt.writeAttempts) / Math.max(1, writesOf(c));
+  const sent = c.rt.batches.transactions > 0 ? c.rt.batches.transactions : total(c.rt.writeAttempts);
+  return sent / Math.max(1, writesOf(c));
+}
+
+/** Client writes per member write transaction of the write batcher (undefined when writes are not batched). */
+function writesPerBatch(c: Cell): number | undefined {
+  return c.rt.batches.transactions > 0 ? c.rt.batches.writes / c.rt.batches.transactions : undefined;
 }
 
 function opsPerS(c: Cell, t?: OpType): number {
@@ -274,7 +284,8 @@ function cellMetrics(proxyCpuLabels: string[]): Metric<Cell>[] {
     ['CPU ms/op: load generator', (c) => cpuMsPerOp(c, LOADGEN), 3],
     ['coordinator RTs per write (clock)', (c) => (c.rt.clock.size ? clockRoundTripsPerWrite(c) : undefined), 3],
     ['coordinator calls per op (all)', (c) => perOpOrNone(c, (l) => l === 'coordinator'), 3],
-    ['member calls per write (write attempts)', (c) => (c.rt.writeAttempts.size ? memberCallsPerWrite(c) : undefined), 3],
+    ['member write txns per write', (c) => (c.rt.writeAttempts.size ? memberCallsPerWrite(c) : undefined), 3],
+    ['  client writes per member write txn', writesPerBatch, 2],
     ['member calls per op (all)', (c) => perOpOrNone(c, (l) => l.startsWith('member')), 3],
     ...['Range', 'Txn', 'Put', 'DeleteRange'].map(
       (method): Metric<Cell> => [`  member ${method} calls per op`, (c) => perOpOfMethod(c, (l) => l.startsWith('member'), method), 3],
@@ -316,7 +327,7 @@ function issueTable(d: TargetResult | undefined, p: TargetResult, counts: number
     ];
   });
   return table(
-    ['clients', 'plain etcd ops/s', `metaetcd over ${members} members`, 'ratio', 'p50 ms etcd → metaetcd', 'proxy CPU ms/op', 'whole-system CPU ratio', 'coordinator RTs/write', 'member calls/write'],
+    ['clients', 'plain etcd ops/s', `metaetcd over ${members} members`, 'ratio', 'p50 ms etcd → metaetcd', 'proxy CPU ms/op', 'whole-system CPU ratio', 'coordinator RTs/write', 'member write txns/write'],
     rows,
   );
 }
@@ -365,7 +376,7 @@ export function summary(results: TargetResult[]): string {
   for (const p of proxies) {
     parts.push(
       `### plain etcd vs metaetcd (${targetLabel(p)}), KV mix\n(p50 over every op of the mix; CPU ratio: CPU ms/op summed over every serving process, proxy/direct; ` +
-        `coordinator RTs: clock round trips; member calls: member write attempts)\n\n${issueTable(d, p, counts)}`,
+        `coordinator RTs: clock round trips; member write txns: member transactions sent for writes, retries included)\n\n${issueTable(d, p, counts)}`,
     );
   }
   if (proxies.length > 1) parts.push(`### proxy by worker count, KV mix\n\n${workerTable(proxies, counts)}`);
