@@ -16,6 +16,7 @@ import { Metrics } from './metrics.js';
 import type { Router } from './shard/layout.js';
 import { WatchHub } from './watch/hub.js';
 import { AuthStore } from './auth/store.js';
+import { ServingGate } from './app/serving-gate.js';
 import { Heartbeat } from './app/heartbeat.js';
 import { buildKvCore } from './app/kv-core.js';
 import { connectClusters } from './app/members.js';
@@ -72,17 +73,24 @@ export async function startProxy(
     });
     stack.defer('watch hub', () => hub.stop());
     const auth = new AuthStore({ client: members.get(0).client, log: log.child({ component: 'auth' }) });
-    await startMemberStreams(members, kv, hub, leases, auth, log, metrics, stack);
+    const gate = new ServingGate();
+    await startMemberStreams(members, kv, hub, leases, auth, gate, log, metrics, stack);
     await auth.load();
     await clock.now(); // rebuilds the clock now if the coordinator has none
     await hub.start(config.watchTimeoutMs);
     leases.start();
 
-    const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub, auth }, stack);
+    const port = await serve({ config, log, metrics, clusterId: boot.layout.clusterId, coordinator, members, kv, leases, clock, compaction, hub, auth, gate }, stack);
     const heartbeat = new Heartbeat({ coordinator, urls: advertisedUrls(config, port), log });
     heartbeat.start();
     stack.defer('heartbeat', () => heartbeat.stop());
-    const health = createHealthCheck({ clock, members: members.clients, streams: members.map((m) => m.timeline.link), timeoutMs: HEALTH_TIMEOUT_MS });
+    const health = createHealthCheck({
+      clock,
+      members: members.clients,
+      streams: members.map((m) => m.timeline.link),
+      timeoutMs: HEALTH_TIMEOUT_MS,
+      stopped: () => gate.closedBecause,
+    });
     const metricsPort = await serveMetrics(config, log, metrics, health, options, stack);
     log.info({ listen: config.listenAddr, port, members: members.size, clusterId: boot.layout.clusterId }, 'ready to serve');
     return {
@@ -106,6 +114,7 @@ async function startMemberStreams(
   hub: WatchHub,
   leases: LeaseManager,
   auth: AuthStore,
+  gate: ServingGate,
   log: Logger,
   metrics: Metrics,
   stack: StopStack,
@@ -124,6 +133,13 @@ async function startMemberStreams(
           hub.push(parts);
         },
         onLeaseGone: (id) => leases.onLeaseGone(id),
+        onMoveState: () => {
+          const why =
+            `metaetcd: a partition move or placement change started on the member clusters while this proxy was serving (m/move/state in member ${m.index}); ` +
+            'this proxy serves nothing more: restart it once the change has finished';
+          if (gate.closedBecause === undefined) log.error({ member: m.index }, why);
+          gate.close(why);
+        },
         onAuth: m.index === 0 ? (value, rev) => auth.observe(value, rev) : undefined,
         onReset: () => {
           hub.reset();

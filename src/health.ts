@@ -36,6 +36,8 @@ export interface HealthCheckOptions {
   streams: { readonly connected: boolean }[];
   /** How long each part of the check may take (etcd's own check allows 1 s per request). */
   timeoutMs: number;
+  /** Why the proxy stopped serving, if it did (app/serving-gate.ts). */
+  stopped?: () => string | undefined;
 }
 
 export function createHealthCheck(o: HealthCheckOptions): () => Promise<HealthReport> {
@@ -61,6 +63,8 @@ async function check(o: HealthCheckOptions): Promise<HealthReport> {
     ),
     ...o.members.map((client, i) => memberProblems(client, o.timeoutMs).then((p) => result(`member-${i}`, p))),
   ]);
+  const stopped = o.stopped?.();
+  if (stopped !== undefined) health.push(result('serving', [stopped]));
   const watches = o.streams.map((s, i) => result(`watch-member-${i}`, s.connected ? [] : ['the watch stream is down']));
   const failed = health.filter((c) => !c.ok);
   return {

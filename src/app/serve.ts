@@ -24,6 +24,7 @@ import type { WatchHub } from '../watch/hub.js';
 import { reloadingTlsFiles } from '../tls/logged.js';
 import type { StopStack } from './stack.js';
 import { AuthGuard } from '../auth/guard.js';
+import type { ServingGate } from './serving-gate.js';
 import type { AuthStore } from '../auth/store.js';
 import { createAuthService } from '../server/auth-service.js';
 
@@ -51,6 +52,7 @@ export interface ServeDeps {
   compaction: CompactionState;
   hub: WatchHub;
   auth: AuthStore;
+  gate: ServingGate;
 }
 
 /** Binds the gRPC server, registers the services, and returns the port it listens on. */
@@ -81,7 +83,7 @@ export async function serve(d: ServeDeps, stack: StopStack): Promise<number> {
 
   const urls = advertisedUrls(config, port);
   const header = new HeaderFactory(d.clusterId, urls);
-  const deps = { metrics: d.metrics, log: d.log.child({ component: 'server' }) };
+  const deps = { metrics: d.metrics, log: d.log.child({ component: 'server' }), gate: d.gate };
   const clients = d.members.clients;
   const auth = new AuthGuard(d.auth);
   server.addService(KV_SERVICE_DEFINITION, createKvService({ ...deps, kv: d.kv, header, auth, leases: d.leases }));

@@ -42,6 +42,8 @@ export interface MemberStreamOptions {
   onCompacted?: (stored: number) => void;
   /** A lease record disappeared: the lease expired or was revoked. */
   onLeaseGone?: (lease: bigint) => void;
+  /** A partition move or placement change recorded its state in this member (m/move/state was put). */
+  onMoveState?: () => void;
   /** A change of the auth record (auth/store.ts): its new value (undefined: deleted) and member revision. */
   onAuth?: (value: Buffer | undefined, memberRevision: number) => void;
 }
@@ -216,6 +218,7 @@ export class MemberStream {
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.clock)) record = decodeClockRecord(ev.kv!.value);
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.moveMarker)) marked = true;
         else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.compacted)) this.o.onCompacted?.(decodeU64BE(ev.kv!.value));
+        else if (ev.type === Event_EventType.PUT && key.equals(InternalKey.move)) this.o.onMoveState?.();
         else if (key.equals(InternalKey.auth)) this.o.onAuth?.(ev.type === Event_EventType.PUT ? ev.kv!.value : undefined, rev);
         else if (ev.type === Event_EventType.DELETE) {
           const lease = leaseOfRecordKey(key);

@@ -11,6 +11,8 @@ import { isExpected, toServiceStatus } from '../errors/grpc-status.js';
 export interface HandlerDeps {
   metrics: Metrics;
   log: Logger;
+  /** Refuses every call once the proxy has stopped serving (app/serving-gate.ts). */
+  gate?: { check(): void };
 }
 
 export function unary<Req, Res>(
@@ -23,6 +25,7 @@ export function unary<Req, Res>(
     deps.metrics.requestCount.inc({ method });
     let result: Promise<Res>;
     try {
+      deps.gate?.check();
       result = fn(call.request, call);
     } catch (err) {
       result = Promise.reject(err);

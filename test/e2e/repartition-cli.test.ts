@@ -25,7 +25,9 @@ import { InternalKey, LEASE_INDEX_PREFIX, toMemberKey } from '../../src/store/ke
 import { prefixEnd } from '../../src/util/bytes.js';
 import { killedWhileHolding, metaetcd, ok, type Run } from '../harness/cli.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { buildIfStale } from '../harness/faults.js';
+import { buildIfStale, healthOf, Status, waitUntil } from '../harness/faults.js';
+import { freePort } from '../../src/sandbox/etcd-process.js';
+import { PROXIES_END, PROXIES_PREFIX } from '../../src/app/heartbeat.js';
 import { clientFor, keysAsSeen, startTestProxy } from '../harness/proxy.js';
 import { WatchRecorder } from '../lease/lease-helpers.js';
 
@@ -262,6 +264,34 @@ test('a proxy does not start while a move is in progress, and says how to finish
   ok(await mover(['partitions', 'move', '--rollback']), 'rollback');
   const proxy = await startTestProxy(set);
   await proxy.stop();
+});
+
+test('a proxy still serving when a move begins (the mover did not see its announcement) stops serving and says why', BOUND, async () => {
+  const proxy = await startTestProxy(set, { metricsPort: await freePort() });
+  const c = clientFor(proxy.url);
+  try {
+    await c.put({ key: Buffer.from('gate/k'), value: Buffer.from('v') });
+    // The race: the mover looks for proxies before this one's announcement is there.
+    await waitUntil('the proxy announced itself', async () => (await coordinator.range({ key: PROXIES_PREFIX, rangeEnd: PROXIES_END, countOnly: true })).count > 0n, 10_000);
+    await coordinator.deleteRange({ key: PROXIES_PREFIX, rangeEnd: PROXIES_END });
+    const P = await populated(0, 2);
+    await moveKilledAfter('copy', ['partitions', 'move', P.join(','), '--to', '1']);
+    const why = /a partition move or placement change started on the member clusters while this proxy was serving \(m\/move\/state in member 1\).*restart it once the change has finished/;
+    await waitUntil('the proxy refuses calls', () => c.range({ key: Buffer.from('gate/k') }).then(() => false, (err: unknown) => why.test(String(err))), 10_000);
+    await assert.rejects(c.put({ key: Buffer.from('gate/k'), value: Buffer.from('w') }), (err: { code?: number }) => err.code === Status.UNAVAILABLE && why.test(String(err)));
+    const health = await healthOf(proxy.handle.metricsPort);
+    assert.equal(health.status, 503);
+    assert.match(health.body.reason, /^serving: metaetcd: a partition move or placement change started/);
+  } finally {
+    c.close();
+    await proxy.stop();
+  }
+  ok(await mover(['partitions', 'move', '--rollback']), 'rollback');
+  const again = await startTestProxy(set);
+  const c2 = clientFor(again.url);
+  assert.equal((await c2.range({ key: Buffer.from('gate/k') })).kvs[0]?.value.toString(), 'v');
+  c2.close();
+  await again.stop();
 });
 
 test('catch-up replays S history onto T: puts (versions continue), deletes, new keys, lease index entries', BOUND, async () => {
