@@ -103,7 +103,7 @@ function runFiles(batch) {
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
     child.on('close', (code, signal) => {
-      const left = readdirSync(scratch);
+      const left = readdirSync(scratch, { recursive: true }).map(String).slice(0, 12);
       rmSync(scratch, { recursive: true, force: true });
       if (left.length > 0) out += `\n# scratch left behind by the test process (removed): ${left.join(', ')}\n`;
       const counted = {};

@@ -254,9 +254,15 @@ function spawnIncarnation(c: Config, log: LogRing): Incarnation {
 function terminate(inc: Incarnation, timeoutMs: number): Promise<void> {
   sendSignal(inc, 'SIGCONT');
   sendSignal(inc, 'SIGTERM');
-  // This timer is ref'd on purpose: it keeps Node alive until the child is gone.
   const timer = setTimeout(() => sendSignal(inc, 'SIGKILL'), timeoutMs);
-  return inc.exited.finally(() => clearTimeout(timer));
+  // The child is unref'd: keep Node alive until its exit has been seen. (The kill
+  // timer alone does not: once it has fired, nothing waits for the exit, and a
+  // process with nothing else to do ended before it, in the middle of a stop.)
+  const keepAlive = setInterval(() => undefined, 1_000);
+  return inc.exited.finally(() => {
+    clearTimeout(timer);
+    clearInterval(keepAlive);
+  });
 }
 
 async function killNow(inc: Incarnation): Promise<void> {
