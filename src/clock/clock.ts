@@ -11,9 +11,10 @@
 //   ceiling has been raised in at least one member.
 // - When the coordinator has no clock record (first start, or it was wiped), the
 //   clock is rebuilt from the members: the highest revision or ceiling any member
-//   holds (and the newest layout generation), after fencing every member at that revision so that no write still in
-//   flight from before can land below it. Concurrent rebuilds by several proxies
-//   agree (they compute the same value; one create wins, the rest read it).
+//   holds (and the newest layout generation), after fencing every member at that
+//   revision so that no write still in flight from before can land below it.
+//   Concurrent rebuilds by several proxies agree (they compute the same value;
+//   one create wins, the rest read it).
 
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';

@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { cmp, op, txn } from '../proto/build.js';
 import { Errors, isKind, unavailable } from '../errors/etcd-error.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord, type ClockRecord } from '../store/clock-record.js';
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
 import { readVarint } from '../util/varint.js';
 import { StreamLink } from '../members/stream-link.js';
@@ -145,16 +145,16 @@ export class MemberTimeline {
    * (that member revision then also holds writes above `metaRev`).
    */
   async locate(metaRev: number): Promise<{ memberRevision: number; insideBatch: boolean }> {
-    const hit = this.index.lookup(metaRev, this.processedRev);
-    if (hit !== undefined) return { memberRevision: hit, insideBatch: this.index.insideBatch(metaRev) !== undefined };
-    const before = await this.historyLookup(metaRev);
-    // The member revision after it has a clock record above metaRev: a batch whose first revision is not.
-    if (before + 1 <= this.processedRev) {
-      const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(before + 1) });
-      const kv = resp.kvs[0];
-      const rec = kv && Number(kv.modRevision) === before + 1 ? decodeClockRecord(kv.value) : undefined;
-      if (rec?.kind === ClockKind.Batch && rec.batch![0]! <= metaRev) return { memberRevision: before + 1, insideBatch: true };
+    const hit = this.index.locate(metaRev, this.processedRev);
+    if (hit !== undefined) return hit;
+    const { answer: before, after } = await this.historyLookup(metaRev);
+    // The member revision after it wrote a clock record above metaRev: a batch whose first revision is not.
+    let rec = after;
+    if (!rec && before + 1 <= this.processedRev) {
+      const kv = (await this.client.range({ key: InternalKey.clock, revision: BigInt(before + 1) })).kvs[0];
+      rec = kv ? decodeClockRecord(kv.value) : undefined;
     }
+    if (rec?.kind === ClockKind.Batch && rec.batch![0]! <= metaRev) return { memberRevision: before + 1, insideBatch: true };
     return { memberRevision: before, insideBatch: false };
   }
 
@@ -162,7 +162,7 @@ export class MemberTimeline {
   async recordRevisionAt(metaRev: number): Promise<number> {
     const hit = this.index.recordRevision(metaRev);
     if (hit !== undefined) return hit;
-    const end = await this.historyLookup(metaRev);
+    const { answer: end } = await this.historyLookup(metaRev);
     const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(end) });
     return Number(resp.kvs[0]?.modRevision ?? BigInt(end));
   }
@@ -240,18 +240,24 @@ export class MemberTimeline {
   /**
    * Binary search over the member's own history of its clock record for the
    * newest member revision whose clock is <= metaRev (for revisions older than
-   * the in-memory index, e.g. after a proxy restart).
+   * the in-memory index, e.g. after a proxy restart), and the clock record of the
+   * member revision after it when the search read it.
    */
-  private async historyLookup(metaRev: number): Promise<number> {
+  private async historyLookup(metaRev: number): Promise<{ answer: number; after: ClockRecord | undefined }> {
     const firstMember = this.index.firstMember;
     if (firstMember === undefined) throw unavailable(`member ${this.member} is not being watched yet`);
     let probes = 0;
+    /** Clock records read, by member revision: the one at answer + 1 (written there) tells whether it is a batch. */
+    const seen = new Map<number, ClockRecord>();
     const clockAt = async (memberRev: number): Promise<number | 'compacted'> => {
       probes++;
       try {
         const resp = await this.client.range({ key: InternalKey.clock, revision: BigInt(memberRev) });
         const kv = resp.kvs[0];
-        return kv ? decodeClockRecord(kv.value).revision : -1;
+        if (!kv) return -1;
+        const rec = decodeClockRecord(kv.value);
+        seen.set(memberRev, rec);
+        return rec.revision;
       } catch (err) {
         if (isKind(err, 'compacted')) return 'compacted';
         throw err;
@@ -270,7 +276,7 @@ export class MemberTimeline {
       const answer = lo - 1;
       const r = answer >= 1 ? await clockAt(answer) : 'compacted';
       if (r === 'compacted' || r > metaRev || r < 0) throw Errors.compacted();
-      return answer;
+      return { answer, after: seen.get(lo) };
     } finally {
       this.metrics.getMemberRevDepth.observe(probes);
     }

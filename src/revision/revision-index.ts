@@ -60,13 +60,20 @@ export class RevisionIndex {
    * when `metaRev` is older than the oldest entry kept.
    */
   lookup(metaRev: number, processed: number): number | undefined {
+    return this.locate(metaRev, processed)?.memberRevision;
+  }
+
+  /**
+   * lookup, and whether `metaRev` falls inside a batch: its entry shares the member
+   * revision with the next one, so that member revision (the one returned) also
+   * holds the batch's writes above metaRev (readers correct them: kv/batch-read.ts).
+   */
+  locate(metaRev: number, processed: number): { memberRevision: number; insideBatch: boolean } | undefined {
     const i = this.atOrBefore(metaRev);
     if (i === undefined) return undefined;
-    if (i === this.end - 1) return processed;
-    // Inside a batch (the next entry shares the member revision): the batch's member revision,
-    // which also holds the batch's writes above metaRev (readers correct them: kv/batch-read.ts).
-    if (this.member[i + 1] === this.member[i]) return this.member[i]!;
-    return this.member[i + 1]! - 1;
+    if (i === this.end - 1) return { memberRevision: processed, insideBatch: false };
+    if (this.member[i + 1] === this.member[i]) return { memberRevision: this.member[i]!, insideBatch: true };
+    return { memberRevision: this.member[i + 1]! - 1, insideBatch: false };
   }
 
   /**
@@ -78,16 +85,6 @@ export class RevisionIndex {
     const i = this.atOrBefore(metaRev);
     if (i === undefined) return undefined;
     return i < this.end - 1 && this.member[i + 1] === this.member[i] ? this.member[i]! - 1 : this.member[i];
-  }
-
-  /**
-   * When `metaRev` falls inside a batch — its entry shares the member revision
-   * with the next one, so that member revision also holds writes above it — that
-   * member revision; otherwise undefined.
-   */
-  insideBatch(metaRev: number): number | undefined {
-    const i = this.atOrBefore(metaRev);
-    return i !== undefined && i < this.end - 1 && this.member[i + 1] === this.member[i] ? this.member[i] : undefined;
   }
 
   /** Index of the newest entry whose meta revision is <= metaRev, if any is kept. */

@@ -69,14 +69,14 @@ test('the revision index: entries of a batch share a member revision; inside it,
   idx.append(16, 25);
   assert.throws(() => idx.append(17, 24), /out of order/);
   assert.equal(idx.lookup(10, 30), 19, 'before the batch');
-  assert.equal(idx.insideBatch(10), undefined);
+  assert.deepEqual(idx.locate(10, 30), { memberRevision: 19, insideBatch: false });
   for (const r of [11, 12, 13]) {
     assert.equal(idx.lookup(r, 30), 20, `meta ${r} is read at the batch's member revision`);
-    assert.equal(idx.insideBatch(r), 20);
+    assert.deepEqual(idx.locate(r, 30), { memberRevision: 20, insideBatch: true });
     assert.equal(idx.recordRevision(r), 19, `compaction at ${r} keeps the batch readable`);
   }
   assert.equal(idx.lookup(14, 30), 24, 'the batch top is an ordinary entry');
-  assert.equal(idx.insideBatch(14), undefined);
+  assert.deepEqual(idx.locate(14, 30), { memberRevision: 24, insideBatch: false });
   assert.equal(idx.recordRevision(14), 20);
   assert.equal(idx.metaAt(20), 14);
   assert.equal(idx.metaAt(22), 14);
