@@ -217,6 +217,8 @@ export interface ChildProxyOptions {
   logLevel?: string;
   /** Flags for node itself, e.g. ['--max-old-space-size=96']. */
   nodeFlags?: string[];
+  /** Extra environment variables of the child (e.g. a test hold hook such as METAETCD_TEST_CROSS_HOLD). */
+  env?: Record<string, string>;
 }
 
 /** `node bin/metaetcd.js --coordinator … --members …` on a free loopback port. */
@@ -229,10 +231,14 @@ export class ChildProxy {
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   readonly exited: Promise<void>;
 
-  private constructor(args: string[], port: number, metricsPort: number | undefined, nodeFlags: string[]) {
+  private constructor(args: string[], port: number, metricsPort: number | undefined, nodeFlags: string[], env: Record<string, string> = {}) {
     this.port = port;
     this.metricsPort = metricsPort;
-    this.proc = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin', 'metaetcd.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin', 'metaetcd.js'), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     this.pid = this.proc.pid!;
     const keep = (s: string) => {
       this.output += s;
@@ -269,7 +275,7 @@ export class ChildProxy {
       ...(o.flags?.includes('--workers') ? [] : ['--workers', '1']),
       ...(o.flags ?? []),
     ];
-    const c = new ChildProxy(args, port, metricsPort, o.nodeFlags ?? []);
+    const c = new ChildProxy(args, port, metricsPort, o.nodeFlags ?? [], o.env);
     try {
       await waitUntil(`metaetcd child pid ${c.pid} listening on ${port}`, async () => {
         if (!c.running) throw new Error('exited');
@@ -293,6 +299,16 @@ export class ChildProxy {
 
   describe(): string {
     return `metaetcd child pid ${this.pid} exit ${JSON.stringify(this.exit)}; last output:\n${this.output.slice(-4000)}`;
+  }
+
+  /** Waits (bounded) until the child's output contains `text` (e.g. "holding after after-commit"). */
+  async untilOutput(text: string, timeoutMs: number): Promise<void> {
+    try {
+      await waitUntil(`"${text}" in the output of metaetcd child pid ${this.pid}`, () => this.output.includes(text) || !this.running, timeoutMs, 10);
+    } catch (err) {
+      throw new Error(`${String(err)}\n${this.describe()}`);
+    }
+    if (!this.output.includes(text)) throw new Error(`metaetcd child exited before printing "${text}": ${this.describe()}`);
   }
 
   signal(sig: NodeJS.Signals): void {
