@@ -3,9 +3,11 @@
 // compared after mapping the proxy's revisions onto the oracle's.
 //
 // Revisions. The proxy's meta revisions and the oracle's revisions are different
-// numbers, and the proxy may consume revisions etcd does not (a transaction whose
-// taken branch only reads, a delete that finds nothing, one revision per member
-// of a spanning delete — documented caveats). Each time both sides answer, the
+// numbers, and the proxy may consume revisions etcd does not (e.g. a transaction
+// whose taken branch only reads, a delete that finds nothing). A write spanning
+// members (a cross-member transaction, a DeleteRange over several members) takes
+// one revision, as in etcd; a lease revoke over several members may still take
+// one per member (markPartial). Each time both sides answer, the
 // pair (proxy header.revision, oracle header.revision) is recorded:
 //   toOracle(p) = oracle revision of the latest pair with proxy revision <= p
 //   toProxy(o)  = proxy revision first recorded with oracle revision o
@@ -205,7 +207,8 @@ export class RevisionMap {
 
   /**
    * Marks the proxy revisions strictly between `after` and `before` as the
-   * intermediate states of a DeleteRange spanning members (a documented caveat):
+   * intermediate states of a lease revoke deleting keys of several members (the
+   * proxy may delete them one member at a time):
    * part of the keys are deleted there, a state the oracle never had.
    */
   markPartial(after: bigint, before: bigint): void {
@@ -616,7 +619,7 @@ export class Differential {
   /**
    * A serializable read may lag on the proxy (it answers from what it has seen):
    * its result must be the oracle's state at the revision its header names. When
-   * that revision is one of the intermediate states of a DeleteRange spanning
+   * that revision is one of the intermediate states of a lease revoke spanning
    * members (a caveat), the result must lie between the states before and after
    * that delete: every returned kv as it was before, every kv left after it present.
    */
@@ -638,7 +641,7 @@ export class Differential {
     const describe = () =>
       `${where}: serializable read differs (proxy revisions shown mapped to the oracle's)\nrequest: ${clip(show(r))}\n` +
       `oracle: ${clip(inspect(on, INSPECT))}\nproxy:  ${clip(inspect(pn, INSPECT))}` +
-      (p.ok ? `\n(proxy header revision ${p.value.header?.revision}${partial ? `, inside the spanning delete ${partial.after}..${partial.before}` : ''})` : '');
+      (p.ok ? `\n(proxy header revision ${p.value.header?.revision}${partial ? `, inside the spanning lease revoke ${partial.after}..${partial.before}` : ''})` : '');
     if (o.ok !== p.ok) assert.fail(describe());
     if (!o.ok || !p.ok) {
       if (!isDeepStrictEqual(o, p)) assert.fail(describe());
@@ -668,17 +671,16 @@ export class Differential {
   }
 
   /**
-   * DeleteRange on both sides. A delete spanning members runs as one write per
-   * member on the proxy (a documented caveat): its header is the last of those
-   * revisions, which the revision map absorbs; deleted and prev_kvs are compared
-   * in full, and `spanning` also compares the whole keyspace afterwards.
+   * DeleteRange on both sides. A delete spanning members is one atomic write at
+   * one revision on the proxy too (issue 15), so no intermediate state is
+   * tolerated: serializable reads at any proxy revision are compared exactly.
+   * Deleted and prev_kvs are compared in full, and `spanning` also compares the
+   * whole keyspace afterwards.
    */
   async deleteRange(req: DeepPartial<DeleteRangeRequest>, opts: DiffOptions & { spanning?: boolean } = {}): Promise<Outcome<DeleteRangeResponse>> {
     const r = DeleteRangeRequest.fromPartial(req);
     const label = opts.label ?? 'DeleteRange';
-    const before = this.revs.latest!.proxy;
     const out = await this.run(label, r, () => this.oracle.deleteRange(r), () => this.proxy.deleteRange(r));
-    if (r.rangeEnd.length > 0) this.revs.markPartial(before, this.revs.latest!.proxy);
     if (opts.spanning) await this.keyspace(`${label} (state after)`);
     return out;
   }
@@ -697,8 +699,8 @@ export class Differential {
   }
 
   /**
-   * A transaction the proxy may refuse as spanning members (a documented caveat,
-   * e.g. a range compare in a writing transaction): sent to the proxy first; if
+   * A transaction the proxy may refuse (a remaining caveat: a read between two
+   * writes of a cross-member transaction whose range both write): sent to the proxy first; if
    * refused with InvalidArgument naming metaetcd, nothing may have changed (the
    * oracle is not sent it); otherwise the oracle runs it and both are compared.
    */
@@ -737,7 +739,7 @@ export class Differential {
 
   /**
    * Revokes a lease on both sides: its keys are deleted. The proxy deletes them
-   * member by member (one revision each, like a spanning delete); the keyspace is
+   * possibly member by member (one revision each, if lease deletes are not yet atomic); the keyspace is
    * compared afterwards.
    */
   async leaseRevoke(id: bigint, opts: DiffOptions = {}): Promise<Outcome<LeaseRevokeResponse>> {
@@ -767,9 +769,9 @@ export class Differential {
   }
 
   /**
-   * A transaction writing keys of several members: the proxy must refuse it with
-   * InvalidArgument naming metaetcd, and change nothing (the oracle is not sent
-   * the transaction; the whole keyspace must still match).
+   * A transaction the proxy must refuse with InvalidArgument naming metaetcd (a
+   * remaining caveat), changing nothing (the oracle is not sent the transaction;
+   * the whole keyspace must still match).
    */
   async expectRefusedSpanning(req: DeepPartial<TxnRequest> | TxnRequest, label = 'spanning Txn'): Promise<void> {
     this.ops++;

@@ -130,6 +130,20 @@ function largestPutValue(keyLength: number, idBytes: number): number {
 
 const P = (prefix: Bytes) => ({ key: b(prefix), rangeEnd: prefixEnd(prefix) });
 
+/**
+ * The keyspace under `prefix` at every proxy revision from `before` (the latest
+ * recorded before a write) to the latest recorded now, compared with the oracle's
+ * at the revision each maps to: a write spanning members (at one revision, as in
+ * etcd) shows no intermediate state at any proxy revision it may have used.
+ */
+async function atEveryRevision(prefix: Bytes, before: bigint, label: string): Promise<void> {
+  const last = d.revs.latest!.proxy;
+  assert.ok(last - before <= 50n, `${label}: ${last - before} proxy revisions used`);
+  for (let p = before; p <= last; p++) await d.range(P(prefix), { atProxyRevision: p, label: `${label}: ${showKey(prefix)}* at proxy revision ${p}` });
+}
+
+const showKey = (k: Bytes) => b(k).toString('latin1');
+
 // ---------------------------------------------------------------------------
 test('a fresh meta cluster reports a non-zero current revision, as a fresh etcd reports revision 1', async () => {
   // Nothing has been written yet: before() only read the current revision of both sides.
@@ -525,16 +539,21 @@ describe('DeleteRange', () => {
     expectErr(await d.deleteRange({ key: EMPTY }, { label: 'empty key' }), E.emptyKey);
   });
 
-  test('a delete whose range spans members deletes the same keys with the same count and prev_kvs (its revisions are a caveat)', async () => {
+  test('a delete whose range spans members deletes the same keys with the same count and prev_kvs, at one revision as etcd (no intermediate state at any proxy revision)', async () => {
     const keys = spreadKeys('d2/', 20);
     await putAll(keys.map((k) => [k, `v-${k}`]));
-    await d.deleteRange({ key: b('d2/02'), rangeEnd: b('d2/06') }, { label: 'range', spanning: true });
-    await d.deleteRange({ key: b('d2/02'), rangeEnd: b('d2/06'), prevKv: true }, { label: 'same range again (nothing left)', spanning: true });
-    await d.deleteRange({ key: b('d2/06'), rangeEnd: b('d2/10'), prevKv: true }, { label: 'range with prev_kv', spanning: true });
-    await d.deleteRange({ key: b('d2/1'), rangeEnd: prefixEnd('d2/1'), prevKv: true }, { label: 'prefix with prev_kv', spanning: true });
-    await d.deleteRange({ key: b('d2/18'), rangeEnd: b('d2/12') }, { label: 'range_end < key deletes nothing', spanning: true });
+    const spanning = async (req: Parameters<Differential['deleteRange']>[0], label: string) => {
+      const before = d.revs.latest!.proxy;
+      await d.deleteRange(req, { label, spanning: true });
+      await atEveryRevision('d', before, label);
+    };
+    await spanning({ key: b('d2/02'), rangeEnd: b('d2/06') }, 'range');
+    await spanning({ key: b('d2/02'), rangeEnd: b('d2/06'), prevKv: true }, 'same range again (nothing left)');
+    await spanning({ key: b('d2/06'), rangeEnd: b('d2/10'), prevKv: true }, 'range with prev_kv');
+    await spanning({ key: b('d2/1'), rangeEnd: prefixEnd('d2/1'), prevKv: true }, 'prefix with prev_kv');
+    await spanning({ key: b('d2/18'), rangeEnd: b('d2/12') }, 'range_end < key deletes nothing');
     await d.put({ key: b('d3'), value: b('after d2/') });
-    await d.deleteRange({ key: b('d2/'), rangeEnd: FROM_KEY, prevKv: true }, { label: 'from-key with prev_kv', spanning: true });
+    await spanning({ key: b('d2/'), rangeEnd: FROM_KEY, prevKv: true }, 'from-key with prev_kv');
     await d.range({ key: b('d'), rangeEnd: b('e') });
     await d.keyspace();
   });
@@ -591,7 +610,7 @@ describe('Txn', () => {
     for (const [name, compares] of cases) await d.txn(txnReq(compares, [op.put(w, name), op.range(a)], [op.range(x), op.range(w)]), { label: name });
   });
 
-  test('compares with range_end: read-only transactions match etcd; a writing one either matches or is refused (caveat)', async (t) => {
+  test('compares with range_end: read-only transactions match etcd; so does a writing one guarded by a range compare over every member', async () => {
     const keys = keysOn(1, 't3/', 4);
     await putAll(keys.map((k, i) => [k, `r${i}`]));
     await d.put({ key: b(keys[1]!), value: b('r1') });
@@ -616,11 +635,11 @@ describe('Txn', () => {
     for (const [name, c] of compares) {
       await d.txn(txnReq([c], [op.range(keys[0]!)], [op.range(keys[1]!, { rangeEnd: hi })]), { label: `read-only: ${name}` });
     }
-    // A writing transaction guarded by a range compare over keys of one member: etcd applies it; the
-    // proxy may refuse it up front (a range reaches every member: documented caveat) or must match.
-    const w = keysOn(1, 't3w/', 1)[0]!;
-    const guarded = await d.txnOrRefusedSpanning(txnReq([cmp(lo, Target.MOD, Result.LESS, maxMod + 1n, hi)], [op.put(w, 'guarded')], [op.range(w)]), 'range-guarded write');
-    t.diagnostic(`a writing txn guarded by a range compare was ${guarded === 'refused' ? 'refused by the proxy (caveat)' : 'served by the proxy'}`);
+    // A writing transaction guarded by a range compare (a range reaches every member; the write
+    // is on another member than the compared keys): a cross-member transaction, applied as etcd applies it.
+    const w = keysOn(2, 't3w/', 1)[0]!;
+    ok(await d.txn(txnReq([cmp(lo, Target.MOD, Result.LESS, maxMod + 1n, hi)], [op.put(w, 'guarded')], [op.range(w)]), { label: 'range-guarded write (true)' }));
+    ok(await d.txn(txnReq([cmp(lo, Target.MOD, Result.LESS, maxMod, hi)], [op.put(w, 'guarded again')], [op.range(w), op.put(w, 'else')]), { label: 'range-guarded write (false: the else branch writes)' }));
     await d.range({ key: b(w) });
   });
 
@@ -718,15 +737,9 @@ describe('Txn', () => {
           await d.txn(req, { label });
           continue;
         }
-        // A ranged delete reaches every member: unless etcd refuses it as a duplicate, the proxy
-        // refuses it as a spanning transaction (caveat). The oracle only validates it.
-        const o = await oracle.txn(req).then(
-          () => undefined,
-          (err: { details: string }) => err.details,
-        );
-        await d.sync();
-        if (o === undefined) await d.expectRefusedSpanning(req, label);
-        else await d.txn(req, { label });
+        // A ranged delete reaches every member: a cross-member transaction, refused as a
+        // duplicate or applied exactly as etcd does.
+        await d.txn(req, { label });
       }
     }
     await d.txn(txnReq([], [op.put(a, '1'), op.put(bk, '2'), op.put(c, '3')]), { label: 'distinct keys are fine' });
@@ -770,7 +783,7 @@ describe('Txn', () => {
     await d.range({ key: b(a) });
   });
 
-  test('a transaction writing keys of several members is refused with InvalidArgument naming metaetcd, and changes nothing', async () => {
+  test('a transaction writing keys of several members is applied atomically at one revision and matches etcd', async () => {
     const [a0] = keysOn(0, 't9/', 1) as [string];
     const [a1] = keysOn(1, 't9/', 1) as [string];
     const [a2] = keysOn(2, 't9/', 1) as [string];
@@ -778,12 +791,20 @@ describe('Txn', () => {
       [a0, '0'],
       [a1, '1'],
     ]);
-    await d.expectRefusedSpanning(txnReq([], [op.put(a0, 'x'), op.put(a1, 'y')]), 'puts on two members');
-    await d.expectRefusedSpanning(txnReq([cmp(a0, Target.VERSION, Result.EQUAL, 1)], [op.put(a0, 'x')], [op.put(a2, 'z')]), 'writes in different branches');
-    await d.expectRefusedSpanning(txnReq([cmp(a1, Target.VALUE, Result.EQUAL, '1')], [op.put(a0, 'x')]), 'compare on another member');
-    await d.expectRefusedSpanning(txnReq([], [op.range(a2), op.put(a0, 'x')]), 'read of another member before the write');
-    await d.expectRefusedSpanning(txnReq([], [op.del(a0), op.txn([], [op.put(a1, 'n')])]), 'nested write on another member');
-    await d.expectRefusedSpanning(txnReq([], [op.del('t9/', { rangeEnd: prefixEnd('t9/') })]), 'delete range inside a txn');
+    const cases: [string, ReturnType<typeof txnReq>][] = [
+      ['puts on two members', txnReq([], [op.put(a0, 'x'), op.put(a1, 'y')])],
+      ['writes in different branches (then taken)', txnReq([cmp(a0, Target.VERSION, Result.EQUAL, 2)], [op.put(a0, 'x2')], [op.put(a2, 'z')])],
+      ['writes in different branches (else taken)', txnReq([cmp(a0, Target.VERSION, Result.EQUAL, 1)], [op.put(a0, 'x')], [op.put(a2, 'z')])],
+      ['compare on another member', txnReq([cmp(a1, Target.VALUE, Result.EQUAL, 'y')], [op.put(a0, 'x3', { prevKv: true })])],
+      ['read of another member before the write', txnReq([], [op.range(a2), op.put(a0, 'x4')])],
+      ['nested write on another member', txnReq([], [op.del(a0, { prevKv: true }), op.txn([], [op.put(a1, 'n', { prevKv: true })])])],
+      ['delete range inside a txn', txnReq([], [op.del('t9/', { rangeEnd: prefixEnd('t9/'), prevKv: true })])],
+    ];
+    for (const [label, req] of cases) {
+      const before = d.revs.latest!.proxy;
+      ok(await d.txn(req, { label }), label);
+      await atEveryRevision('t9/', before, label);
+    }
     await d.range(P('t9/'));
   });
 
@@ -828,16 +849,24 @@ describe('Txn', () => {
     await d.range({ ...all }, { label: 'waiters at the end' });
   });
 
-  test('a writing transaction reading other members before a write, or at an explicit revision, is refused (caveat) with nothing applied', async () => {
+  test('a writing transaction reading other members before its writes, or at an explicit revision after them, is served as etcd serves it', async () => {
     const [a] = keysOn(0, 't12/', 1) as [string];
     const [o] = keysOn(1, 't12/', 1) as [string];
     await d.put({ key: b(o), value: b('other') });
-    await d.expectRefusedSpanning(txnReq([], [op.range(o), op.put(a, '1')]), 'read of another member, then a put');
-    await d.expectRefusedSpanning(txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(a)])]), 'read over every member, then a nested delete');
-    await d.sync();
-    await d.expectRefusedSpanning(txnReq([], [op.put(a, '1'), op.range(o, { revision: d.revision })]), 'put, then a read of another member at an explicit revision');
-    await d.expectRefusedSpanning(txnReq([cmp(o, Target.VERSION, Result.GREATER, 0)], [op.put(a, '1')]), 'compare on another member');
-    await d.range(P('t12/'), { label: 'nothing applied' });
+    const cases: [string, () => ReturnType<typeof txnReq>][] = [
+      ['read of another member, then a put', () => txnReq([], [op.range(o), op.put(a, '1')])],
+      ['read over every member, then a nested delete', () => txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(a, { prevKv: true })])])],
+      ['put, then a read of another member at an explicit revision', () => txnReq([], [op.put(a, '1'), op.range(o, { revision: d.revision })])],
+      ['compare on another member', () => txnReq([cmp(o, Target.VERSION, Result.GREATER, 0)], [op.put(a, '2')])],
+      ['reads of both members before and after puts on both', () => txnReq([], [op.range(a), op.range(o), op.put(a, '3'), op.put(o, 'o3'), op.range('t12/', { rangeEnd: prefixEnd('t12/') })])],
+    ];
+    for (const [label, req] of cases) {
+      await d.sync();
+      const before = d.revs.latest!.proxy;
+      ok(await d.txn(req(), { label }), label);
+      await atEveryRevision('t12/', before, label);
+    }
+    await d.range(P('t12/'), { label: 'the end state' });
   });
 });
 
