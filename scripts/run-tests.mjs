@@ -42,6 +42,7 @@ const ALONE = new Set([
   'test/e2e/workers.test.ts',
   'test/faults/bad-input.test.ts',
   'test/faults/coordinator.test.ts',
+  'test/faults/cross-member-crash.test.ts',
   'test/faults/fuzz.test.ts',
   'test/faults/member-cluster.test.ts',
   'test/faults/member-outage.test.ts',

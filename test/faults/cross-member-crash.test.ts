@@ -176,7 +176,12 @@ async function crashAt(step: Step, pfx: string, opts: { loseCoordinator?: boolea
     (r) => void (answer = `answered succeeded=${r.succeeded} at ${r.header!.revision}`),
     (err) => void (answer = `failed: ${describeErr(err)}`),
   );
-  await P1.untilOutput(`holding after ${step}`, 20_000);
+  await Promise.race([
+    P1.untilOutput(`holding after ${step}`, 20_000),
+    sent.then(() => {
+      throw new Error(`the transaction through P1 was ${answer} instead of holding after ${step}`);
+    }),
+  ]);
 
   // While P1 holds: a read through P2 answers, with none or all of the transaction.
   const during = await c2.range(P(pfx)).then(
