@@ -364,15 +364,24 @@ test('txn -i on keys of one member: success and failure branches', async () => {
   const script4 = [`value("${k1}") = "nope"`, '', `put ${k1} never`, '', `get ${k1}`, `get ${k3}`, '', ''].join('\n');
   await same(['txn', '-i'], script4);
 
-  // The documented caveat: a writing transaction over keys of two members is refused
-  // by the proxy (the oracle is not asked), with nothing applied.
+  // Across members (issue 15): a writing transaction over keys of two members (compare on
+  // one, puts on both, a read of the other after the writes) is applied atomically, as etcd applies it.
   const other = [...byMember.entries()].find(([m]) => m !== proxy.handle.router.memberOf(Buffer.from(k1)))![1][0]!;
-  const cross = await etcdctl(endpoint.proxy, ['txn', '-i'], { input: ['', `put ${k1} cross`, `put ${other} cross`, '', '', ''].join('\n') });
-  assert.notEqual(cross.code, 0);
-  assert.match(cross.stderr, /InvalidArgument.*different member clusters/);
-  const after = await etcdctl(endpoint.proxy, ['get', k1, '--print-value-only']);
-  assert.equal(after.stdout, 'one-b\n');
-  assert.equal((await etcdctl(endpoint.proxy, ['get', other])).stdout, '');
+  const scriptX = [`value("${k1}") = "one-b"`, '', `put ${other} cross`, `put ${k1} cross`, `get ${other}`, '', `put ${other} never`, '', ''].join('\n');
+  const cross = await write(['txn', '-i'], scriptX);
+  assert.equal(cross.proxy.succeeded, true);
+  await same(['get', 'txn/', '--prefix']);
+  await sameJson(['get', 'txn/', '--prefix']);
+  const crossRevs = await both(['get', 'txn/', '--prefix', '-w', 'json']);
+  const modsOf = (stdout: string) => (((parseJson(stdout) as { kvs?: unknown }).kvs as { key: string; mod_revision: number | string }[]) ?? []).filter((kv) => [k1, other].includes(Buffer.from(kv.key, 'base64').toString())).map((kv) => String(kv.mod_revision));
+  const mods = modsOf(crossRevs.proxy.stdout);
+  assert.equal(mods.length, 2, `both keys of the cross-member transaction: ${crossRevs.proxy.stdout}`);
+  assert.equal(new Set(mods).size, 1, 'both keys of the cross-member transaction at one revision');
+  // Its else branch, also across members.
+  const scriptY = [`value("${k1}") = "one-b"`, '', `put ${k1} never`, '', `put ${other} else`, `del ${k1}`, '', ''].join('\n');
+  const crossElse = await write(['txn', '-i'], scriptY);
+  assert.equal(crossElse.proxy.succeeded ?? false, false);
+  await same(['get', 'txn/', '--prefix']);
 });
 
 /** get -w json of one key on both, compared after recording its mod_revision as a write. */

@@ -176,7 +176,7 @@ test('after placement add: every key and lease index entry under the prefix is o
   assert.match(remove.stderr, /placement rules pin pl\/ev\/ to member 2: run `metaetcd placement remove PREFIX`/);
 });
 
-test('a proxy started afterwards: keys as before, old revisions compacted, writes under the rule on member 2, transactions inside it atomic, across members refused, a lease revoke deletes the pinned keys', BOUND, async () => {
+test('a proxy started afterwards: keys as before, old revisions compacted, writes under the rule on member 2, transactions inside it and across members atomic, a lease revoke deletes the pinned keys', BOUND, async () => {
   const proxy = await startTestProxy(set);
   const c = clientFor(proxy.url);
   const w = new WatchRecorder(c, { key: b(EV), prefix: true, prevKv: true });
@@ -205,13 +205,14 @@ test('a proxy started afterwards: keys as before, old revisions compacted, write
     const failed = await c.txn(txn([cmp.valueEqual(b(`${EV}txn/a`), b('not a'))], [put(`${EV}txn/a`, 'x'), put(`${EV}txn/c`, 'x')]));
     assert.equal(failed.succeeded, false);
     assert.equal((await c.range({ key: b(`${EV}txn/`), rangeEnd: prefixEnd(b(`${EV}txn/`)), countOnly: true })).count, 2n);
-    // Across the rule and a key held by another member: refused as before, nothing applied.
+    // Across the rule and a key held by another member (issue 15): applied atomically, at one revision.
     const outside = Array.from({ length: 30 }, (_, i) => `pl/other/${String(i).padStart(4, '0')}`).find((k) => router.memberOf(b(k)) !== 2)!;
-    await assert.rejects(
-      c.txn(txn([], [put(`${EV}txn/d`, 'd'), put(outside, 'd')])),
-      /metaetcd: transaction writes keys held by different member clusters/,
-    );
-    assert.equal((await c.range({ key: b(`${EV}txn/d`) })).kvs.length, 0);
+    const across = await c.txn(txn([], [put(`${EV}txn/d`, 'd'), put(outside, 'd')]));
+    assert.ok(across.succeeded);
+    const acrossKvs = [...(await c.range({ key: b(`${EV}txn/d`) })).kvs, ...(await c.range({ key: b(outside) })).kvs];
+    assert.deepEqual(acrossKvs.map((kv) => [kv.key.toString(), kv.value.toString(), kv.modRevision]), [[`${EV}txn/d`, 'd', across.header!.revision], [outside, 'd', across.header!.revision]]);
+    await c.deleteRange({ key: b(`${EV}txn/d`) });
+    await c.deleteRange({ key: b(outside) });
     // The lease's keys moved with the rule: TimeToLive lists them, a revoke deletes each once.
     const ttl = await c.leaseTimeToLive({ ID: lease, keys: true });
     assert.deepEqual(ttl.keys.map((k) => k.toString()).sort(), [...leaseKeys].sort());
