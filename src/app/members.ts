@@ -12,6 +12,7 @@ import { EtcdClient, type ClientTls } from '../members/etcd-client.js';
 import { Member, MemberSet } from '../members/member.js';
 import type { Metrics } from '../metrics.js';
 import { MemberTimeline } from '../revision/member-timeline.js';
+import { peersOf } from '../commit/close-revision.js';
 import { reloadingTlsFiles } from '../tls/logged.js';
 import type { StopStack } from './stack.js';
 
@@ -38,11 +39,12 @@ export async function connectClusters(config: ProxyConfig, log: Logger, metrics:
   stack.defer('cluster clients', () => [coordinator, ...candidates].forEach((c) => c.close()));
 
   const boot = await bootstrap({ coordinator, candidates, log });
+  const peers = peersOf(boot.members, log.child({ component: 'cross-member' }));
   const members = new MemberSet(
     boot.members.map((client, i) => {
       // Names follow member slots, not flag order.
       client.name = `member ${i}`;
-      const timeline = new MemberTimeline({ member: i, client, log, metrics, fenceAfterMs: config.fenceAfterMs });
+      const timeline = new MemberTimeline({ member: i, client, log, metrics, fenceAfterMs: config.fenceAfterMs, peers });
       return new Member(i, client, timeline, new MemberSequencer(Infinity), (writes) => metrics.writeBatchSize.observe(writes));
     }),
   );

@@ -27,6 +27,7 @@ import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';
 import { SlotGroup, type Slot } from './slot-group.js';
+import { closeRevision, peersOf } from '../commit/close-revision.js';
 
 /**
  * A revision for a write on one member. `group` holds the revisions handed, in
@@ -41,6 +42,18 @@ export interface Tick extends Slot {
    * write's: the write must not land before the member's clock reaches it (0: none).
    */
   first: number;
+}
+
+/**
+ * One revision for a transaction that writes several members (or compares keys
+ * on them): it is a priority revision on each, so nothing allocated after it may
+ * land on them before it.
+ */
+export interface CrossTick {
+  revision: number;
+  allocation: number[];
+  /** Per member of the request (same order): the last revision handed to a write on it before this one. */
+  prior: number[];
 }
 
 export interface ClockSnapshot {
@@ -72,10 +85,15 @@ interface Cached extends CoordinatorRecord {
   modRevision: number;
 }
 
-interface PendingTick {
+interface TickRequest {
   member: number;
   priority: boolean;
-  resolve: (t: Tick) => void;
+  /** A cross-member tick: every member it is for (then `member` is the first of them). */
+  cross?: number[];
+}
+
+interface PendingTick extends TickRequest {
+  resolve: (t: Tick | CrossTick) => void;
   reject: (e: unknown) => void;
 }
 
@@ -127,7 +145,15 @@ export class Clock {
    */
   tick(member: number, priority = false): Promise<Tick> {
     return new Promise<Tick>((resolve, reject) => {
-      this.pendingTicks.push({ member, priority, resolve, reject });
+      this.pendingTicks.push({ member, priority, resolve: (t) => resolve(t as Tick), reject });
+      if (!this.ticking) void this.runTicks();
+    });
+  }
+
+  /** Allocates one meta revision for a transaction across `members` (a priority revision on each). */
+  tickCross(members: number[]): Promise<CrossTick> {
+    return new Promise<CrossTick>((resolve, reject) => {
+      this.pendingTicks.push({ member: members[0]!, priority: true, cross: members, resolve: (t) => resolve(t as CrossTick), reject });
       if (!this.ticking) void this.runTicks();
     });
   }
@@ -177,7 +203,7 @@ export class Clock {
       while (this.pendingTicks.length > 0) {
         const batch = this.pendingTicks.splice(0, this.maxBatch);
         try {
-          const ticks = await this.allocate(batch.map((p) => ({ member: p.member, priority: p.priority })));
+          const ticks = await this.allocate(batch);
           batch.forEach((p, i) => p.resolve(ticks[i]!));
         } catch (err) {
           for (const p of batch) p.reject(err);
@@ -248,26 +274,38 @@ export class Clock {
     return { ...rec, modRevision };
   }
 
-  private async allocate(requests: { member: number; priority: boolean }[]): Promise<Tick[]> {
+  private async allocate(requests: TickRequest[]): Promise<(Tick | CrossTick)[]> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const base = this.cached ?? (await this.read());
       const last = [...base.last];
       // Priorities stay until their member shows them.
       const first = (base.first ?? base.last.map(() => 0)).map((f, m) => (f > 0 && this.watermark(m) < f ? f : 0));
       let revision = base.revision;
-      const ticks: Tick[] = [];
+      const ticks: (Tick | CrossTick)[] = [];
       const groups = new Map<number, SlotGroup>();
-      for (const { member: m, priority } of requests) {
+      for (const { member: m, priority, cross } of requests) {
         revision++;
+        if (cross) {
+          const prior = cross.map((c) => last[c]!);
+          for (const c of cross) {
+            last[c] = revision;
+            first[c] = revision;
+            groups.delete(c);
+          }
+          ticks.push({ revision, allocation: [...last], prior });
+          continue;
+        }
         last[m] = revision;
         const slot: Slot = { revision, allocation: [...last] };
         if (priority) {
-          // A slot group of its own, and everything allocated after it on m waits for it.
+          // A slot group of its own, and everything allocated after it on m waits for it; it
+          // waits itself for an earlier priority revision on m that has not landed yet.
+          const earlier = first[m]!;
           first[m] = revision;
           groups.delete(m);
           const own = new SlotGroup();
           own.add(slot);
-          ticks.push({ ...slot, group: own, first: 0 });
+          ticks.push({ ...slot, group: own, first: earlier });
           continue;
         }
         let group = groups.get(m);
@@ -369,17 +407,9 @@ export class Clock {
     // 2. Fence every member at that revision: any write still in flight from
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.
-    await Promise.all(
-      this.members.map((m) =>
-        m.txn(
-          txn(
-            [cmp.valueLess(InternalKey.clock, clockGuardValue(revision))],
-            [op.put(InternalKey.clock, encodeClockRecord({ revision, kind: ClockKind.Fence, allocation: [] }))],
-          ),
-          { context: 'needed to rebuild the clock' },
-        ),
-      ),
-    );
+    //    A cross-member transaction still committing is resolved first (closeRevision).
+    const peers = peersOf(this.members, this.log);
+    await Promise.all(this.members.map((_, i) => closeRevision(peers, i, revision)));
     // 3. Publish the clock unless another proxy already did. It carries the
     //    highest layout generation any member holds (the mover raises the
     //    record's generation only after writing that layout to every member, and

@@ -85,6 +85,13 @@ export const Errors = {
       'cross-member transactions are not supported (see the caveats in the metaetcd README)',
     'invalid',
   ),
+  /** metaetcd's caveat: a cross-member transaction's read whose range it writes both before and after the read. */
+  crossMemberReadBetweenWrites: e(
+    Status.INVALID_ARGUMENT,
+    'metaetcd: a transaction over several member clusters reads a range that it writes both before and after the read; ' +
+      'move the read before or after those writes (see the caveats in the metaetcd README)',
+    'invalid',
+  ),
   /** metaetcd's caveat: a writing transaction reads other members only after its last write. */
   crossMemberReadBeforeWrite: e(
     Status.INVALID_ARGUMENT,

@@ -1,8 +1,7 @@
 // The Put and DeleteRange RPCs, expressed as transactions so that they share one
 // write path (and its ordering, guards and retries). A DeleteRange that spans
-// members runs as one transaction on each member that holds matching keys:
-// atomic within each member, not across members (a documented caveat), each part
-// with its own revision; the response carries the highest.
+// members is one cross-member transaction (kv/txn/cross-member.ts): atomic, at
+// one revision, as in etcd.
 
 import type { KeyValue } from '../proto/gen/kv.js';
 import { asDeleteRange, asPut } from '../proto/build.js';
@@ -44,14 +43,9 @@ export async function deleteRange(ctx: KvContext, req: DeleteRangeRequest): Prom
       return Number((await ctx.members.get(m).client.range({ key, rangeEnd, countOnly: true })).count);
     }),
   );
-  const holding = members.filter((_, i) => counts[i]! > 0);
-  if (holding.length === 0) return { revision: (await ctx.clock.now()).revision, deleted: 0, prevKvs: [] };
-  const parts = await Promise.all(holding.map(async (m) => fromOutcome(await executeTxn(ctx, asTxn, m))));
-  return {
-    revision: Math.max(...parts.map((p) => p.revision)),
-    deleted: parts.reduce((n, p) => n + p.deleted, 0),
-    prevKvs: parts.flatMap((p) => p.prevKvs).sort((a, b) => Buffer.compare(a.key, b.key)),
-  };
+  if (counts.every((n) => n === 0)) return { revision: (await ctx.clock.now()).revision, deleted: 0, prevKvs: [] };
+  // One transaction over every member the range spans, committed atomically at one revision.
+  return fromOutcome(await executeTxn(ctx, asTxn));
 }
 
 function fromOutcome(out: { revision: number; responses: import('../proto/gen/rpc.js').ResponseOp[] }): DeleteResult {

@@ -18,8 +18,13 @@ export interface ClientRange {
 }
 
 export interface TxnPlan {
-  /** The member every write goes to; undefined when no branch writes anything. */
+  /** The member every write goes to; undefined when no branch writes anything, or for a cross-member transaction. */
   writeMember: number | undefined;
+  /**
+   * A writing transaction whose writes or compares reach several members: all of
+   * them, ascending (committed atomically across them, kv/txn/cross-member.ts).
+   */
+  crossMembers?: number[];
   /** Members touched by compares and range reads. */
   readMembers: Set<number>;
   /** A writing transaction's range reads of the current state that reach other members (served after the write). */
@@ -50,6 +55,8 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   const comparedAbsent = new Set<string>();
   /** Members of compares and of reads that must run inside the member transaction. */
   const boundMembers = new Set<number>();
+  /** Members of compares: a cross-member transaction holds them still while it commits. */
+  const compareMembers = new Set<number>();
   /** Current-state reads and their members: a writing transaction may serve them afterwards. */
   const currentReads: { read: RangeRequest; members: number[] }[] = [];
 
@@ -57,6 +64,7 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
     for (const m of membersOf(c.key, c.rangeEnd)) {
       readMembers.add(m);
       boundMembers.add(m);
+      compareMembers.add(m);
     }
     if (c.target === Compare_CompareTarget.VALUE) needsValues = true;
     const u = c.targetUnion;
@@ -104,15 +112,20 @@ export function planTxn(router: Router, req: TxnRequest, onMember?: number): Txn
   };
   visitTxn(req);
 
-  if (writeMembers.size > 1) throw Errors.crossMemberTxn();
+  const stateKeys = [...keys.values()];
+  const stateRanges = [...ranges.values()];
+  if (writeMembers.size > 1 || (writeMembers.size === 1 && [...compareMembers].some((m) => !writeMembers.has(m)))) {
+    const crossMembers = [...new Set([...writeMembers, ...compareMembers])].sort((a, b) => a - b);
+    return { writeMember: undefined, crossMembers, readMembers, deferredReads: new Set(), stateKeys, stateRanges, needsValues, comparedAbsent };
+  }
   const writeMember = writeMembers.size === 1 ? [...writeMembers][0]! : undefined;
   if (writeMember !== undefined && [...boundMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
   return {
     writeMember,
     readMembers,
     deferredReads: new Set(writeMember === undefined ? [] : currentReads.filter((c) => !onlyOn(c.members, writeMember)).map((c) => c.read)),
-    stateKeys: [...keys.values()],
-    stateRanges: [...ranges.values()],
+    stateKeys,
+    stateRanges,
     needsValues,
     comparedAbsent,
   };

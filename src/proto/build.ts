@@ -50,6 +50,10 @@ export const cmp = {
       targetUnion: { $case: 'modRevision', value: BigInt(revision) },
     };
   },
+  /** No key exists in [key, rangeEnd) (etcd compares an empty range against a zero create revision). */
+  noKeyIn(key: Buffer, rangeEnd: Buffer): Compare {
+    return { key, rangeEnd, target: Target.CREATE, result: Result.EQUAL, targetUnion: { $case: 'createRevision', value: 0n } };
+  },
   createEqual(key: Buffer, revision: number): Compare {
     return {
       key,

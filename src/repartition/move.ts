@@ -15,6 +15,9 @@ import { assertNoProxyServing, newestLayout, clockNow, type MetaCluster } from '
 import { copyPartitions, TargetVersions } from './copy.js';
 import { flip, freeze, liftFreeze, markDone } from './layout-steps.js';
 import { fenceAtNewRevision } from './revision-fence.js';
+import { holdIfAsked } from '../util/test-hold.js';
+
+export { holdIfAsked };
 import { deleteCarried, memberRevision, PartitionFilter } from './member-io.js';
 import { createMoveState, deleteMoveState, findMoveState, saveMoveState, type MovePhase, type MoveState } from './move-state.js';
 
@@ -195,14 +198,6 @@ async function setPhase(target: EtcdClient, s: MoveState, phase: MovePhase): Pro
 /** The test-only hook (HOLD_ENV): announce and wait forever, so a test can kill the process at this point. */
 function hold(phase: MovePhase, log: Logger): Promise<void> {
   return holdIfAsked(HOLD_ENV, phase, log);
-}
-
-/** Test-only hooks: when env var `env` names `step`, say "holding after <step>" on stderr and wait forever. */
-export async function holdIfAsked(env: string, step: string, log: Logger): Promise<void> {
-  if (process.env[env] !== step) return;
-  log.warn({ step }, 'holding (test hook)');
-  process.stderr.write(`holding after ${step}\n`);
-  await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
 }
 
 function sameSet(a: number[], b: number[]): boolean {

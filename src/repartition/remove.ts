@@ -30,6 +30,7 @@ import { CLOCK_KEY, decodeCoordinatorRecord, type CoordinatorRecord } from '../c
 import { isKind } from '../errors/etcd-error.js';
 import { leaseHome } from '../lease/lease-manager.js';
 import type { Logger } from '../log.js';
+import { closeRevision, peersOf } from '../commit/close-revision.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
@@ -82,7 +83,7 @@ export async function removeMember(c: MetaCluster, o: RemoveOptions): Promise<vo
   if (o.dryRun) return printPlan(c, next, o, leases);
   await rehomeLeases(c, leases);
   await hold('leases', o.log);
-  await closeMember(c, o.member);
+  await closeMember(c, o.member, o.log);
   await hold('fenced', o.log);
   await finish(c, next, o);
   o.print(`removed member ${o.member}: ${leases.length} leases re-homed; layout generation ${next.generation} with ${next.members} members\n`);
@@ -185,16 +186,13 @@ async function rehomeLeases(c: MetaCluster, leases: LeaseMove[]): Promise<void> 
  * N), and losing it would let a rebuilt clock hand out revisions again, or
  * serve compacted revisions.
  */
-async function closeMember(c: MetaCluster, n: number): Promise<void> {
+async function closeMember(c: MetaCluster, n: number, log: Logger): Promise<void> {
   const member = c.members[n]!;
   const clock = await readClock(c, n + 1);
   const outstanding = clock?.record.last[n] ?? 0;
   if (outstanding > 0) {
-    // The guard fails if N already holds that revision or a later one: nothing is outstanding then.
-    await member.txn(
-      txn([cmp.valueLess(InternalKey.clock, clockGuardValue(outstanding))], [op.put(InternalKey.clock, encodeClockRecord({ revision: outstanding, kind: ClockKind.Fence, allocation: [] }))]),
-      { context: `fencing member ${n} at revision ${outstanding}` },
-    );
+    // Nothing is written if N already holds that revision or a later one: nothing is outstanding then.
+    await closeRevision(peersOf(c.members, log), n, outstanding);
   }
   const resp = await member.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling), op.range(InternalKey.compacted)]), {
     readOnly: true,

@@ -8,19 +8,14 @@
 import { Clock } from '../clock/clock.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
-import { cmp, op, txn } from '../proto/build.js';
-import { ClockKind, clockGuardValue, encodeClockRecord } from '../store/clock-record.js';
-import { InternalKey } from '../store/keyspace.js';
+import { closeRevision, peersOf } from '../commit/close-revision.js';
 import type { MetaCluster } from './connect.js';
 
 /** Takes a revision for `member` and raises the member's clock record to it (if still lower); returns the revision. */
 export async function fenceAtNewRevision(c: MetaCluster, member: number, log: Logger): Promise<number> {
   const clock = new Clock({ coordinator: c.coordinator, members: c.members, log, metrics: new Metrics() });
   const tick = await clock.tick(member);
-  const record = encodeClockRecord({ revision: tick.revision, kind: ClockKind.Fence, allocation: [] });
-  // If the guard fails, a reader has already fenced the member at or above the revision: the same effect.
-  await c.members[member]!.txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(tick.revision))], [op.put(InternalKey.clock, record)]), {
-    context: `fencing member ${member} at revision ${tick.revision}`,
-  });
+  // If nothing is written, a reader has already fenced the member at or above the revision: the same effect.
+  await closeRevision(peersOf(c.members, log), member, tick.revision);
   return tick.revision;
 }

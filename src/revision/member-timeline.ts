@@ -19,6 +19,7 @@ import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord, type 
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
 import { readVarint } from '../util/varint.js';
 import { StreamLink } from '../members/stream-link.js';
+import { closeRevision, type MemberPeers } from '../commit/close-revision.js';
 import { RevisionIndex } from './revision-index.js';
 
 export interface MemberTimelineOptions {
@@ -29,6 +30,8 @@ export interface MemberTimelineOptions {
   maxIndexEntries?: number;
   /** How long a revision may stay unresolved before the member is fenced at it. */
   fenceAfterMs?: number;
+  /** Every member cluster by slot: a fence may have to resolve a cross-member transaction first. */
+  peers: MemberPeers;
 }
 
 /** A key a batch wrote (latin1 member key) and the meta revision it was written at. */
@@ -52,6 +55,7 @@ export class MemberTimeline {
   private readonly metrics: Metrics;
   private readonly index: RevisionIndex;
   private readonly fenceAfterMs: number;
+  private readonly peers: MemberPeers;
   private mark = -1;
   private processedRev = 0;
   private waiters: Waiter[] = [];
@@ -67,6 +71,7 @@ export class MemberTimeline {
     this.metrics = o.metrics;
     this.index = new RevisionIndex(o.maxIndexEntries ?? 500_000);
     this.fenceAfterMs = o.fenceAfterMs ?? 1000;
+    this.peers = o.peers;
   }
 
   /** Highest meta revision this member's stream has shown (-1 before the first). */
@@ -191,19 +196,17 @@ export class MemberTimeline {
     return this.index.metaAt(memberRev);
   }
 
-  /** Closes meta revision `target` on this member unless a write already took it or a later one. */
+  /**
+   * Closes meta revision `target` on this member unless a write already took it or
+   * a later one (resolving first any cross-member transaction in the way).
+   */
   async fence(target: number): Promise<boolean> {
-    const resp = await this.client.txn(
-      txn(
-        [cmp.valueLess(InternalKey.clock, clockGuardValue(target))],
-        [op.put(InternalKey.clock, encodeClockRecord({ revision: target, kind: ClockKind.Fence, allocation: [] }))],
-      ),
-    );
-    if (resp.succeeded) {
+    const fenced = await closeRevision(this.peers, this.member, target);
+    if (fenced) {
       this.metrics.fences.inc({ member: String(this.member) });
       this.log.warn({ target }, 'fenced a stalled meta revision');
     }
-    return resp.succeeded;
+    return fenced;
   }
 
   private advance(metaRev: number): void {

@@ -37,6 +37,20 @@ export const InternalKey = {
   nudge: Buffer.from('m/nudge'),
 } as const;
 
+/**
+ * Prefix of the records of cross-member transactions still being committed:
+ * "m/xtxn/" + the meta revision as 8 bytes big-endian (see commit/cross-record.ts).
+ */
+export const CROSS_RECORD_PREFIX = Buffer.from('m/xtxn/');
+
+/** The key of the cross-member transaction record at meta revision `revision`. */
+export function crossRecordKey(revision: number): Buffer {
+  const out = Buffer.allocUnsafe(CROSS_RECORD_PREFIX.length + 8);
+  CROSS_RECORD_PREFIX.copy(out, 0);
+  out.writeBigUInt64BE(BigInt(revision), CROSS_RECORD_PREFIX.length);
+  return out;
+}
+
 /** Prefix of every lease attachment index entry (see leaseIndexKey). */
 export const LEASE_INDEX_PREFIX = Buffer.from('m/lease/');
 

@@ -30,3 +30,12 @@ export function toClientEvents(events: Event[], revision: number): { events: Eve
   });
   return { events: out, bytes };
 }
+
+/**
+ * The events of a revision's parts on several members, in key order (each part is
+ * in its member's order; etcd's own order for a transaction is op order, which the
+ * members' streams do not carry).
+ */
+export function mergeByKey<E extends { kv?: { key: Buffer } | undefined }>(parts: E[][]): E[] {
+  return parts.flat().sort((a, b) => Buffer.compare(a.kv?.key ?? Buffer.alloc(0), b.kv?.key ?? Buffer.alloc(0)));
+}

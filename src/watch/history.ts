@@ -14,7 +14,7 @@ import { Errors } from '../errors/etcd-error.js';
 import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
 import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
 import { inRange } from '../util/bytes.js';
-import { toClientEvents, type RevisionBatch } from './events.js';
+import { mergeByKey, toClientEvents, type RevisionBatch } from './events.js';
 import { splitByMetaRevision } from '../members/batch-split.js';
 
 const ALL = Buffer.from([0]);
@@ -60,7 +60,7 @@ export class HistoryReader {
       for (const c of this.cursors) {
         while (c.batches.length > 0 && c.batches[0]!.revision <= bound) out.push(c.batches.shift()!);
       }
-      if (out.length > 0) return out.sort((a, b) => a.revision - b.revision);
+      if (out.length > 0) return joinParts(out.sort((a, b) => a.revision - b.revision));
     }
   }
 
@@ -150,4 +150,18 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
       }),
     );
   });
+}
+
+/** Joins the parts of one revision on several members (a cross-member transaction) into one batch. */
+function joinParts(sorted: RevisionBatch[]): RevisionBatch[] {
+  const out: RevisionBatch[] = [];
+  for (const b of sorted) {
+    const last = out[out.length - 1];
+    if (last?.revision !== b.revision) {
+      out.push(b);
+      continue;
+    }
+    out[out.length - 1] = { revision: b.revision, events: mergeByKey([last.events, b.events]), bytes: last.bytes + b.bytes };
+  }
+  return out;
 }

@@ -24,7 +24,7 @@ import type { MemberTimeline } from '../revision/member-timeline.js';
 import { ClockKind } from '../store/clock-record.js';
 import { unavailable } from '../errors/etcd-error.js';
 import { EventBuffer } from './event-buffer.js';
-import { toClientEvents, type RevisionBatch } from './events.js';
+import { mergeByKey, toClientEvents, type RevisionBatch } from './events.js';
 
 export interface HubListener {
   /** A released revision with events (in order, exactly once). */
@@ -230,7 +230,12 @@ export class WatchHub {
         for (const m of lag) this.givenUp[m] = Math.max(this.givenUp[m]!, alloc[m]!);
       }
       this.queues[h.member]!.shift();
-      this.emit(h.p);
+      // A cross-member transaction's parts share one revision: they go out together.
+      const parts = [h.p];
+      for (const q of this.queues) {
+        if (q[0]?.revision === h.p.revision) parts.push(q.shift()!);
+      }
+      this.emit(parts);
       advanced = true;
     }
     if (advanced) {
@@ -262,11 +267,14 @@ export class WatchHub {
     }, Math.max(10, next));
   }
 
-  private emit(p: Pending): void {
-    this.frontierRev = Math.max(this.frontierRev, p.revision);
-    if (p.batch.events.length === 0) return;
-    const { events, bytes } = toClientEvents(p.batch.events, p.revision);
-    const b: RevisionBatch = { revision: p.revision, events, bytes };
+  /** Releases one revision: its part on each member it wrote (one, but for a cross-member transaction). */
+  private emit(parts: Pending[]): void {
+    const revision = parts[0]!.revision;
+    this.frontierRev = Math.max(this.frontierRev, revision);
+    const memberEvents = parts.length === 1 ? parts[0]!.batch.events : mergeByKey(parts.map((p) => p.batch.events));
+    if (memberEvents.length === 0) return;
+    const { events, bytes } = toClientEvents(memberEvents, revision);
+    const b: RevisionBatch = { revision, events, bytes };
     this.buffer.append(b);
     this.o.metrics.watchEventCount.inc(events.length);
     for (const l of this.listeners) l.onRevision(b);
@@ -276,3 +284,4 @@ export class WatchHub {
     this.o.metrics.timeBufferVisibleMax.set(this.frontierRev);
   }
 }
+

@@ -14,6 +14,7 @@ import { planTxn } from '../txn-plan.js';
 import { executeIfNothingWritten, executeReadOnly } from './read-only.js';
 import { walkTaken } from './walk.js';
 import { executeWrite } from './write-executor.js';
+import { executeCross } from './cross-member.js';
 import { compareLookup, stateFromCache, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
@@ -22,15 +23,16 @@ export type { TxnOutcome };
 /** Runs `req`; with `onMember`, every key is taken to live in that member (see planTxn). */
 export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req, onMember);
-  if (plan.writeMember === undefined) return executeReadOnly(ctx, req, plan);
+  if (plan.writeMember === undefined && !plan.crossMembers) return executeReadOnly(ctx, req, plan);
   const cached = stateFromCache(ctx.keyCache, plan);
   if (cached && cacheSaysNothingWritten(ctx, req, cached)) {
     const quiet = await executeIfNothingWritten(ctx, req, plan);
     if (quiet) return quiet;
     // The snapshot disagreed with the cache: look it up again for the write.
-    return executeWrite(ctx, req, plan, plan.writeMember);
+    return plan.crossMembers ? executeCross(ctx, req, plan) : executeWrite(ctx, req, plan, plan.writeMember!);
   }
-  return executeWrite(ctx, req, plan, plan.writeMember, cached);
+  if (plan.crossMembers) return executeCross(ctx, req, plan);
+  return executeWrite(ctx, req, plan, plan.writeMember!, cached);
 }
 
 /**

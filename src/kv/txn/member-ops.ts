@@ -134,26 +134,30 @@ class OpsBuilder implements TakenVisitor {
   }
 
   private put(p: PutRequest): RequestOp {
-    const mkey = toMemberKey(p.key);
-    const current = this.input.state.keys.get(mkey.toString('latin1'));
-    if ((p.ignoreValue || p.ignoreLease) && !current) throw Errors.keyNotFound();
-    const meta = current ? toClientKv(current) : undefined;
-    const value = p.ignoreValue ? meta!.value : p.value;
-    const lease = p.ignoreLease ? meta!.lease : p.lease;
-    const createRevision = meta ? Number(meta.createRevision) : this.R;
-    // A put keeps the key's base (a copy's version continues the source's); a create starts at 0.
-    const versionBase = current ? metaOf(current).versionBase : 0;
-    const rec = this.record;
-    if (rec) {
-      rec.clientBytes += mkey.length + value.length;
-      if (lease !== 0n) rec.leases.add(lease);
-      rec.written.push({
-        key: mkey.toString('latin1'),
-        put: { version: (meta?.version ?? 0n) + 1n, versionBase, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
-      });
-    }
-    return op.put(mkey, encodeEnvelope({ modRevision: this.R, createRevision, lease, versionBase, value }), { prevKv: p.prevKv });
+    return compilePut(this.input.state, p, this.R, this.record);
   }
+}
+
+/** The member op of client put `p` landing at meta revision R, from the key's current state; recorded in `rec`. */
+export function compilePut(state: WriteState, p: PutRequest, R: number, rec: ClientOps | undefined): RequestOp {
+  const mkey = toMemberKey(p.key);
+  const current = state.keys.get(mkey.toString('latin1'));
+  if ((p.ignoreValue || p.ignoreLease) && !current) throw Errors.keyNotFound();
+  const meta = current ? toClientKv(current) : undefined;
+  const value = p.ignoreValue ? meta!.value : p.value;
+  const lease = p.ignoreLease ? meta!.lease : p.lease;
+  const createRevision = meta ? Number(meta.createRevision) : R;
+  // A put keeps the key's base (a copy's version continues the source's); a create starts at 0.
+  const versionBase = current ? metaOf(current).versionBase : 0;
+  if (rec) {
+    rec.clientBytes += mkey.length + value.length;
+    if (lease !== 0n) rec.leases.add(lease);
+    rec.written.push({
+      key: mkey.toString('latin1'),
+      put: { version: (meta?.version ?? 0n) + 1n, versionBase, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
+    });
+  }
+  return op.put(mkey, encodeEnvelope({ modRevision: R, createRevision, lease, versionBase, value }), { prevKv: p.prevKv });
 }
 
 /** The member revision of a past snapshot; checkTakenRanges has raised the errors of those taken. */

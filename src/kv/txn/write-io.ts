@@ -4,6 +4,7 @@
 import { cmp, headerRevision, op, txn } from '../../proto/build.js';
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
 import { unavailable } from '../../errors/etcd-error.js';
+import { closeRevision, peersOf } from '../../commit/close-revision.js';
 import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
 import { InternalKey, toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
@@ -98,8 +99,6 @@ export async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: num
  * when it fails, readers fence the revisions themselves.
  */
 export function releaseUnused(ctx: KvContext, member: number, top: number): void {
-  const record = encodeClockRecord({ revision: top, kind: ClockKind.Fence, allocation: [] });
-  ctx.members.get(member).client
-    .txn(txn([cmp.valueLess(InternalKey.clock, clockGuardValue(top))], [op.put(InternalKey.clock, record)]))
+  closeRevision(peersOf(ctx.members.clients, ctx.log), member, top)
     .catch((err: unknown) => ctx.log.debug({ member, revision: top, err: String(err) }, 'could not release unused revisions; readers will fence them'));
 }
