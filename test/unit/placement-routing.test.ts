@@ -73,7 +73,7 @@ test('an empty prefix is refused by the rules and by the layout; malformed rules
   assert.equal(decodeLayout(encodeLayout({ ...good, rules: [] })).format, 2, 'no rules, no history: the format is kept');
 });
 
-test('a multi-key transaction under one rule plans onto its member; with a key of another member it is refused', () => {
+test('a multi-key transaction under one rule plans onto its member; with a key of another member it is a cross-member transaction over both', () => {
   const l = withRules([rule('/pin/', 2)]);
   const r = new Router(l);
   const put = (k: string) => ({ request: { $case: 'requestPut' as const, value: { key: b(k), value: b('v'), lease: 0n, prevKv: false, ignoreValue: false, ignoreLease: false } } });
@@ -82,7 +82,10 @@ test('a multi-key transaction under one rule plans onto its member; with a key o
   assert.equal(planTxn(r, inside).writeMember, 2);
   // An outside key whose partition lives elsewhere than member 2.
   const outside = Array.from({ length: 100 }, (_, i) => `/out/${i}`).find((k) => hashed(l, k) !== 2)!;
-  assert.throws(() => planTxn(r, TxnRequest.fromPartial({ success: [put('/pin/a'), put(outside)] })), /different member clusters/);
+  const across = planTxn(r, TxnRequest.fromPartial({ success: [put('/pin/a'), put(outside)] }));
+  assert.equal(across.writeMember, undefined);
+  assert.deepEqual(across.crossMembers, [2, hashed(l, outside)].sort((x, y) => x - y));
+  assert.equal(planTxn(r, inside).crossMembers, undefined, 'inside the rule: one member, no cross-member commit');
 });
 
 test('a partition move never carries a pinned key; placedLayout adds and drops the rule with a history entry', () => {
