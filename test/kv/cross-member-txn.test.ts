@@ -472,6 +472,33 @@ describe('bank transfers across members', () => {
     const errors: string[] = [];
     let conflicts = 0;
     const deadline = performance.now() + BANK_MS;
+    // Readers while the transfers run: the whole prefix, linearizable through A, serializable through B,
+    // and a read-only transaction over the accounts through A: never part of a transfer.
+    const torn: string[] = [];
+    let reads = 0;
+    const readers = [
+      { name: 'linearizable range via A', read: async () => (await a.range(P(pfx))).kvs },
+      { name: 'serializable range via B', read: async () => (await bc.range({ ...P(pfx), serializable: true })).kvs },
+      {
+        name: 'read-only txn over every account via A',
+        read: async () =>
+          (await a.txnPartial({ success: keys.map((k) => ({ request: { $case: 'requestRange' as const, value: { key: b(k) } } })) })).responses.flatMap(
+            (r) => (r.response as { value: { kvs: KeyValue[] } }).value.kvs,
+          ),
+      },
+    ].map(async (r) => {
+      while (performance.now() < deadline) {
+        try {
+          const kvs = await r.read();
+          reads++;
+          const sum = kvs.reduce((t, kv) => t + num(kv), 0);
+          if (kvs.length !== ACCOUNTS || sum !== ACCOUNTS * INITIAL) torn.push(`${r.name}: ${kvs.length} accounts summing to ${sum}: ${kvs.map((kv) => `${kv.key}=${kv.value}@${kv.modRevision}`).join(' ')}`);
+        } catch (err) {
+          errors.push(`${r.name}: ${(err as { details?: string }).details ?? String(err)}`);
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      }
+    });
     await Promise.all(
       clients.map(async (c, i) => {
         const random = rng(SEED * 10 + i);
@@ -514,7 +541,9 @@ describe('bank transfers across members', () => {
         }
       }),
     );
-    console.log(`bank: ${transfers.length} transfers, ${conflicts} compare failures (conflicts), ${errors.length} errors${errors.length ? `: ${errors.slice(0, 5).join('; ')}` : ''}`);
+    await Promise.all(readers);
+    console.log(`bank: ${transfers.length} transfers, ${conflicts} compare failures (conflicts), ${reads} concurrent reads, ${errors.length} errors${errors.length ? `: ${errors.slice(0, 5).join('; ')}` : ''}`);
+    assert.deepEqual(torn.slice(0, 10), [], `${torn.length} concurrent reads saw part of a transfer`);
     assert.ok(transfers.length >= 20, `only ${transfers.length} transfers succeeded in ${BANK_MS} ms`);
     assert.deepEqual(errors.slice(0, 10), [], `${errors.length} transfers failed with an error (etcd never fails them)`);
     const revs = transfers.map((t) => t.rev);
