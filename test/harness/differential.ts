@@ -704,12 +704,17 @@ export class Differential {
    * refused with InvalidArgument naming metaetcd, nothing may have changed (the
    * oracle is not sent it); otherwise the oracle runs it and both are compared.
    */
-  async txnOrRefusedSpanning(req: DeepPartial<TxnRequest> | TxnRequest, label = 'Txn (may be refused as spanning)'): Promise<'refused' | Outcome<TxnResponse>> {
+  async txnOrRefusedSpanning(
+    req: DeepPartial<TxnRequest> | TxnRequest,
+    label = 'Txn (may be refused as spanning)',
+    opts: { onRefusal?: (message: string) => void; keyspaceAfterRefusal?: boolean } = {},
+  ): Promise<'refused' | Outcome<TxnResponse>> {
     const r = TxnRequest.fromPartial(req as DeepPartial<TxnRequest>);
     const first = await attempt(() => this.proxy.txn(txnToProxy(r, this.revs)));
     if (!first.ok && first.code === 3 && /metaetcd/.test(first.message)) {
       this.ops++;
-      await this.keyspace(`${label} (state after refusal)`);
+      opts.onRefusal?.(first.message);
+      if (opts.keyspaceAfterRefusal !== false) await this.keyspace(`${label} (state after refusal)`);
       return 'refused';
     }
     let used = false;

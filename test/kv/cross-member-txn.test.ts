@@ -611,7 +611,7 @@ describe('etcd3 client over several members', () => {
                 const x = Math.floor(random() * keys.length);
                 const y = (x + 1 + Math.floor(random() * (keys.length - 1))) % keys.length;
                 try {
-                  await runner.client.stm({ retries: 50, isolation }).transact(async (tx) => {
+                  await runner.client.stm({ retries: isolation === (0 as Isolation) ? 15 : 50, isolation }).transact(async (tx) => {
                     const [bx, by] = await Promise.all([tx.get(keys[x]!).number(), tx.get(keys[y]!).number()]);
                     const amount = Math.min(bx!, 1 + Math.floor(random() * 10));
                     await Promise.all([tx.put(keys[x]!).value(String(bx! - amount)), tx.put(keys[y]!).value(String(by! + amount))]);
