@@ -306,6 +306,16 @@ describe('differential: cross-member transactions answer as etcd, atomically', (
     await everyRevision('xz/', before, d.revs.latest!.proxy, 'from-key delete in a txn');
   });
 
+  test('(g) a from-key delete and a put of a key inside its range, in one branch (etcd accepts it: its duplicate check ignores from-key ranges; found by the fuzzer, FUZZ_SEED=478539095)', BOUND, async () => {
+    // Keys at the end of the keyspace: a from-key delete here reaches no other test's keys.
+    const pfx = 'zz/';
+    const [k0, k1, k2] = onEach(pfx);
+    for (const k of [k0, k1]) await d.put({ key: b(k), value: b('v') });
+    await xtxn(pfx, txnReq([cmp(k0, Target.VALUE, Result.EQUAL, 'nope')], [op.put(k0, 'never')], [op.del(k1, { rangeEnd: FROM_KEY }), op.put(k2, 'after the delete', { prevKv: true })]), 'else branch: from-key delete, then a put inside its range on another member');
+    await xtxn(pfx, txnReq([], [op.del(pfx, { rangeEnd: FROM_KEY, prevKv: true }), op.put(k0, 'again')]), 'then branch: from-key delete over every key, then a put inside it');
+    await d.range({ key: b(pfx), rangeEnd: FROM_KEY }, { label: 'everything from zz/' });
+  });
+
   test('a failed cross-member transaction of either kind leaves no trace: etcd\'s errors, nothing applied, no revision visible', BOUND, async () => {
     const pfx = 'xf/';
     const [k0, k1, k2] = onEach(pfx);
