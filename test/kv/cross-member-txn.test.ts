@@ -316,6 +316,25 @@ describe('differential: cross-member transactions answer as etcd, atomically', (
     await d.range({ key: b(pfx), rangeEnd: FROM_KEY }, { label: 'everything from zz/' });
   });
 
+  test('(h) a cross-member transaction whose taken branch only deletes a missing key (found by the random differential, METAETCD_SEED=1126605330)', BOUND, async () => {
+    const pfx = 'xh/';
+    const [k0, k1, k2] = onEach(pfx);
+    const [j0, j1, j2] = onEach(`${pfx}j/`);
+    const mod = ok(await d.put({ key: b(k0), value: b('v') })).header!.revision;
+    await d.put({ key: b(k1), value: b('v') });
+    const branches = (missing: string): [RequestOp[], RequestOp[]] => [
+      [op.del(k0, { prevKv: true }), op.del(k2), op.txn([cmp(k1, Target.LEASE, Result.NOT_EQUAL, 0)], [op.del(j2), op.del(k1, { prevKv: true })], [op.del(j0)])],
+      [op.del(missing)],
+    ];
+    for (const [label, missing] of [['on member 1', j1], ['on member 0', j0], ['on member 2', j2]] as const) {
+      const [then, otherwise] = branches(missing);
+      // MOD == its revision holds; CREATE < 0 never does: the else branch, a delete that finds nothing.
+      const r = await xtxn(pfx, txnReq([cmp(k0, Target.MOD, Result.EQUAL, mod), cmp(k1, Target.CREATE, Result.LESS, 0)], then, otherwise), `else branch: a delete of a missing key ${label}`);
+      assert.equal(r.succeeded, false);
+    }
+    await xtxn(pfx, txnReq([cmp(k2, Target.VERSION, Result.EQUAL, 0)], [op.del(j0), op.del(j1, { prevKv: true }), op.del(j2)], [op.put(k2, 'never')]), 'then branch: deletes of missing keys on every member');
+  });
+
   test('a failed cross-member transaction of either kind leaves no trace: etcd\'s errors, nothing applied, no revision visible', BOUND, async () => {
     const pfx = 'xf/';
     const [k0, k1, k2] = onEach(pfx);
