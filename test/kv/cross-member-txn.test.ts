@@ -335,6 +335,22 @@ describe('differential: cross-member transactions answer as etcd, atomically', (
     await xtxn(pfx, txnReq([cmp(k2, Target.VERSION, Result.EQUAL, 0)], [op.del(j0), op.del(j1, { prevKv: true }), op.del(j2)], [op.put(k2, 'never')]), 'then branch: deletes of missing keys on every member');
   });
 
+  test('(i) the remaining caveat: a read between two writes of a cross-member transaction, over a range both write, is served as etcd serves it or refused with InvalidArgument naming metaetcd, nothing applied', BOUND, async () => {
+    const pfx = 'xi/';
+    const [k0, k1, k2] = onEach(pfx);
+    for (const k of [k0, k1, k2]) await d.put({ key: b(k), value: b('v') });
+    const before = d.revs.latest!.proxy;
+    const messages: string[] = [];
+    const out = await d.txnOrRefusedSpanning(
+      txnReq([], [op.put(k0, 'w1'), op.range(pfx, { rangeEnd: prefixEnd(pfx) }), op.put(k1, 'w2')]),
+      'put, read over both written keys, put',
+      { onRefusal: (m) => messages.push(m), keyspaceAfterRefusal: false },
+    );
+    await everyRevision(pfx, before, d.revs.latest!.proxy, 'after the read between writes');
+    if (out === 'refused') assert.match(messages[0]!, /^metaetcd: /);
+    else ok(out);
+  });
+
   test('a failed cross-member transaction of either kind leaves no trace: etcd\'s errors, nothing applied, no revision visible', BOUND, async () => {
     const pfx = 'xf/';
     const [k0, k1, k2] = onEach(pfx);
