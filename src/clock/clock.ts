@@ -408,7 +408,7 @@ export class Clock {
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.
     //    A cross-member transaction still committing is resolved first (closeRevision).
-    const peers = peersOf(this.members, this.log);
+    const peers = peersOf(this.members, this.log, this.metrics);
     await Promise.all(this.members.map((_, i) => closeRevision(peers, i, revision)));
     // 3. Publish the clock unless another proxy already did. It carries the
     //    highest layout generation any member holds (the mover raises the

@@ -29,7 +29,7 @@ import { Errors, unavailable } from '../../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
 import { crossRecordKey, InternalKey, toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import { CrossRole, encodeCrossRecord } from '../../commit/cross-record.js';
-import { abandonSecondary, closeRevision, type MemberPeers } from '../../commit/close-revision.js';
+import { abandonSecondary, closeRevision, peersOf, type MemberPeers } from '../../commit/close-revision.js';
 import { holdIfAsked } from '../../util/test-hold.js';
 import type { CrossTick } from '../../clock/clock.js';
 import type { KvContext } from '../context.js';
@@ -57,10 +57,20 @@ export async function executeCross(ctx: KvContext, req: TxnRequest, plan: TxnPla
     if (!ctx.members.get(m).timeline.link.connected) throw unavailable(`member ${m} is unavailable (its watch stream is down)`);
   }
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const done = await attemptCross(ctx, req, plan, members);
-    if (done) return done;
-    ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+    let done: TxnOutcome | undefined;
+    try {
+      done = await attemptCross(ctx, req, plan, members);
+    } catch (err) {
+      ctx.metrics.crossMemberTxns.inc({ outcome: 'failed' });
+      throw err;
+    }
+    if (done) {
+      ctx.metrics.crossMemberTxns.inc({ outcome: 'committed' });
+      return done;
+    }
+    ctx.metrics.crossMemberTxns.inc({ outcome: 'retried' });
   }
+  ctx.metrics.crossMemberTxns.inc({ outcome: 'failed' });
   throw unavailable(`a transaction over members ${members.join(', ')} kept losing its revision; gave up after ${MAX_ATTEMPTS} attempts`);
 }
 
@@ -263,7 +273,7 @@ function uniqueRanges(ranges: ClientRange[]): ClientRange[] {
 }
 
 function peersOfContext(ctx: KvContext): MemberPeers {
-  return { client: (m) => ctx.members.get(m).client, log: ctx.log };
+  return peersOf(ctx.members.clients, ctx.log, ctx.metrics);
 }
 
 /** A member's clock had already passed R: the attempt goes again at a new revision. */

@@ -99,6 +99,6 @@ export async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: num
  * when it fails, readers fence the revisions themselves.
  */
 export function releaseUnused(ctx: KvContext, member: number, top: number): void {
-  closeRevision(peersOf(ctx.members.clients, ctx.log), member, top)
+  closeRevision(peersOf(ctx.members.clients, ctx.log, ctx.metrics), member, top)
     .catch((err: unknown) => ctx.log.debug({ member, revision: top, err: String(err) }, 'could not release unused revisions; readers will fence them'));
 }
