@@ -92,13 +92,18 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     for (const p of split.parts.values()) {
       for (const lease of p.ops.leases) if (!(await ctx.leases.exists(lease))) throw Errors.leaseNotFound();
     }
-    // A read at an explicit past revision fails (compacted, future) before anything is applied, as in etcd.
-    for (const d of split.reads) if (d.request.revision > 0n) await serveRead(ctx, d);
+    // A read at an explicit revision fails (compacted, future) before anything is applied, as in etcd;
+    // R is this transaction's own revision, so R and above are in the future.
+    for (const d of split.reads) {
+      if (d.request.revision >= BigInt(R)) throw Errors.futureRev();
+      if (d.request.revision > 0n) await serveRead(ctx, d);
+    }
     primary = pickPrimary(split);
   } catch (err) {
     void closeAll(peers, members, R);
     throw err;
   }
+  if ([...split.parts.values()].every((p) => p.ops.ops.length === 0)) return nothingWritten(ctx, peers, members, split, path, R);
   const secondaries = members.filter((m) => m !== primary);
   const applies = new Map(secondaries.map((s) => [s, applyTxn(split.parts.get(s)!, tick)]));
 
@@ -139,6 +144,19 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
   if (later.length > 0) await readDeferred(ctx, later, R);
   ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
   return { revision: R, succeeded: path[0]!, responses: split.responses };
+}
+
+/**
+ * The branch taken writes nothing (the key cache could not tell beforehand): as in
+ * etcd, the answer is the state before (R − 1, exact since the members are quiet).
+ * R itself can only be closed: it stays an empty revision.
+ */
+async function nothingWritten(ctx: KvContext, peers: MemberPeers, members: number[], split: CrossOps, path: boolean[], R: number): Promise<TxnOutcome> {
+  await closeAll(peers, members, R);
+  const later = split.reads.filter((d) => d.request.revision === 0n);
+  for (const d of later) d.revision = R - 1;
+  if (later.length > 0) await readDeferred(ctx, later, R - 1);
+  return { revision: R - 1, succeeded: path[0]!, responses: split.responses };
 }
 
 /** The member that decides: the one with the most ops (ties: the lowest slot). */
