@@ -22,7 +22,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { EtcdError, isKind, messageOf, Status, unavailable } from '../errors/etcd-error.js';
 import { decodeLayout } from '../shard/layout.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';

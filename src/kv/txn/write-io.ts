@@ -1,12 +1,11 @@
 // The write path's member and snapshot reads, and the release of unused
 // revisions: everything a write does upstream besides its own member transaction.
 
-import { cmp, headerRevision, op, txn } from '../../proto/build.js';
+import { headerRevision, txn } from '../../proto/build.js';
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
 import { unavailable } from '../../errors/etcd-error.js';
 import { closeRevision, peersOf } from '../../commit/close-revision.js';
-import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
-import { InternalKey, toMemberKey } from '../../store/keyspace.js';
+import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint } from '../read-point.js';
