@@ -35,6 +35,7 @@
 //   BENCH_KUBE=1                 also run the simulated Kubernetes control plane (bench/kube.ts; its BENCH_KUBE_* settings)
 //   BENCH_MOVE=1                 also move partitions under an update load (bench/move.ts; its BENCH_MOVE_* settings)
 //   BENCH_ADD=1                  also measure throughput before and after adding a member (bench/add.ts; its BENCH_ADD_* settings)
+//   BENCH_TXN=1                  also compare transactions over one member and over two (bench/txn.ts; its BENCH_TXN_* settings)
 //   BENCH_PROXY_NODE_ARGS         node flags for the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 //                                 (the profile is written when the bench stops the proxy)
 //   BENCH_PROXY_FLAGS             extra proxy flags, e.g. "--write-batching off"
@@ -51,6 +52,7 @@ import { runWatchers, type WatchResult } from './watchers.js';
 import { runKubeBench } from './kube.js';
 import { runMoveBench } from './move.js';
 import { runAddBench } from './add.js';
+import { runTxnBench } from './txn.js';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -244,7 +246,7 @@ async function main(): Promise<number> {
       `keyspace: ${DEFAULT_SHAPE.namespaces} namespaces × ${DEFAULT_SHAPE.podsPerNamespace} pods of ${DEFAULT_SHAPE.valueBytes} B, page limit ${DEFAULT_SHAPE.pageLimit}`,
   );
   // The opt-in phases run the proxy too, also when BENCH_TARGETS has no proxy target.
-  const optIn = ['BENCH_KUBE', 'BENCH_MOVE', 'BENCH_ADD'].some((v) => process.env[v] === '1');
+  const optIn = ['BENCH_KUBE', 'BENCH_MOVE', 'BENCH_ADD', 'BENCH_TXN'].some((v) => process.env[v] === '1');
   if ((s.targets.includes('proxy') || optIn) && s.build) {
     const t = nowMs();
     buildProxy();
@@ -271,6 +273,8 @@ async function main(): Promise<number> {
   if (process.env.BENCH_MOVE === '1') await runMoveBench({ members: s.members });
   // Throughput before and after adding a member (bench/add.ts), opt-in: BENCH_ADD=1.
   if (process.env.BENCH_ADD === '1') await runAddBench();
+  // Transactions over one member and over two (bench/txn.ts), opt-in: BENCH_TXN=1.
+  if (process.env.BENCH_TXN === '1') await runTxnBench();
   if (warnings.length) console.log(`\nWARNINGS (under 1% of operations failed):\n${warnings.map((w) => `- ${w}`).join('\n')}`);
   if (problems.length) {
     console.log(`\nPROBLEMS:\n${problems.map((p) => `- ${p}`).join('\n')}`);

@@ -62,6 +62,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly crossMemberTxns = new Counter({
+    name: 'metaetcd_cross_member_txns_total',
+    help: 'Transactions over several member clusters, by outcome (committed; retried: an attempt lost its revision; failed: an error reached the client).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly crossMemberResolutions = new Counter({
+    name: 'metaetcd_cross_member_resolutions_total',
+    help: 'Unfinished cross-member transactions of another attempt or proxy resolved here, by outcome (completed, discarded).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly writeBatchSize = new Histogram({
     name: 'metaetcd_member_write_batch_size',
     help: 'Client writes per member transaction of the write batcher (1: a write that went alone or found no other ready write).',

@@ -39,7 +39,7 @@ export async function connectClusters(config: ProxyConfig, log: Logger, metrics:
   stack.defer('cluster clients', () => [coordinator, ...candidates].forEach((c) => c.close()));
 
   const boot = await bootstrap({ coordinator, candidates, log });
-  const peers = peersOf(boot.members, log.child({ component: 'cross-member' }));
+  const peers = peersOf(boot.members, log.child({ component: 'cross-member' }), metrics);
   const members = new MemberSet(
     boot.members.map((client, i) => {
       // Names follow member slots, not flag order.

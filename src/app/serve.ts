@@ -17,7 +17,6 @@ import { bind, createGrpcServer, serverCredentials, type ProxyServer } from '../
 import { createKvService, KV_SERVICE_DEFINITION } from '../server/kv-service.js';
 import { createLeaseService } from '../server/lease-service.js';
 import { createMaintenanceService } from '../server/maintenance-service.js';
-import { withRequestSizes } from '../server/request-size.js';
 import { createWatchService } from '../server/watch-service.js';
 import { WatchFanout } from '../watch/fanout.js';
 import type { WatchHub } from '../watch/hub.js';

@@ -22,7 +22,7 @@ import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { EtcdError, isKind, messageOf, Status, unavailable } from '../errors/etcd-error.js';
 import { decodeLayout } from '../shard/layout.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';
@@ -408,7 +408,7 @@ export class Clock {
     //    before the coordinator was lost carries a revision <= the old ceiling
     //    <= `revision`, so it can no longer land.
     //    A cross-member transaction still committing is resolved first (closeRevision).
-    const peers = peersOf(this.members, this.log);
+    const peers = peersOf(this.members, this.log, this.metrics);
     await Promise.all(this.members.map((_, i) => closeRevision(peers, i, revision)));
     // 3. Publish the clock unless another proxy already did. It carries the
     //    highest layout generation any member holds (the mover raises the

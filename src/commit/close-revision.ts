@@ -20,6 +20,7 @@
 // records there below R, and so on: the revisions strictly decrease, so it ends.
 
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { unavailable } from '../errors/etcd-error.js';
@@ -31,11 +32,14 @@ import { CrossRole, decodeCrossRecord } from './cross-record.js';
 export interface MemberPeers {
   client(member: number): EtcdClient;
   log: Logger;
+  /** Counts resolutions (metaetcd_cross_member_resolutions_total), when given. */
+  metrics?: Metrics | undefined;
 }
 
 /** Peers over member clients ordered by slot. */
-export function peersOf(clients: readonly EtcdClient[], log: Logger): MemberPeers {
+export function peersOf(clients: readonly EtcdClient[], log: Logger, metrics?: Metrics): MemberPeers {
   return {
+    metrics,
     client(m) {
       const c = clients[m];
       if (!c) throw new Error(`no member cluster in slot ${m} (the layout has ${clients.length})`);
@@ -87,10 +91,12 @@ export async function resolveRecord(peers: MemberPeers, member: number, R: numbe
   if (decided.kvs.length > 0) {
     peers.log.warn({ member, revision: R, primary: rec.primary }, 'completing a committed cross-member transaction left unfinished');
     await peers.client(member).txn(rec.apply!, { context: `completing the transaction at ${R}` });
+    peers.metrics?.crossMemberResolutions.inc({ outcome: 'completed' });
     return;
   }
   peers.log.warn({ member, revision: R, primary: rec.primary }, 'discarding a cross-member transaction that never committed');
   await abandonSecondary(peers.client(member), R);
+  peers.metrics?.crossMemberResolutions.inc({ outcome: 'discarded' });
 }
 
 /** Removes a secondary's record of an undecided transaction at R and closes R there (no-op once its part is applied). */
@@ -110,7 +116,11 @@ async function applyIfPending(peers: MemberPeers, s: number, R: number): Promise
   const kv = got.kvs[0];
   if (!kv) return;
   const rec = decodeCrossRecord(kv.value);
-  await peers.client(s).txn(rec.apply!, { context: `completing the transaction at ${R}` });
+  const resp = await peers.client(s).txn(rec.apply!, { context: `completing the transaction at ${R}` });
+  if (resp.succeeded) {
+    peers.log.warn({ member: s, revision: R }, 'completed a committed cross-member transaction left unfinished');
+    peers.metrics?.crossMemberResolutions.inc({ outcome: 'completed' });
+  }
 }
 
 /** The meta revision a record key names. */

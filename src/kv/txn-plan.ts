@@ -1,12 +1,13 @@
-// Static analysis of a transaction before it runs: which member its writes go
+// Static analysis of a transaction before it runs: which members its writes go
 // to, which members its compares and reads touch, and which keys' current state
 // the proxy must read to evaluate compares and build its puts. A transaction
-// whose writes (in either branch) or whose compares reach more than one member
-// is refused up front — metaetcd's one transactional caveat — so nothing is ever
-// half-applied. Read-only transactions may span members. In a writing
-// transaction, a read of the current state (revision 0) that reaches other
-// members is served after the write, as a snapshot at the write's own revision
-// (see txn.ts), which is what etcd's atomic transaction would have read.
+// whose writes (in either branch) or compares reach more than one member is a
+// cross-member transaction (kv/txn/cross-member.ts), committed atomically over
+// all of them. Read-only transactions may span members. In a single-member
+// writing transaction, a read of the current state (revision 0) that reaches
+// other members is served after the write, as a snapshot at the write's own
+// revision, which is what etcd's atomic transaction would have read; a read at
+// an explicit revision on another member is refused (metaetcd's caveat).
 
 import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RangeRequest, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
 import { Errors } from '../errors/etcd-error.js';
@@ -39,14 +40,10 @@ export interface TxnPlan {
   comparedAbsent: Set<string>;
 }
 
-/**
- * Plans `req`. With `onMember`, every key is taken to live in that member (used
- * for the per-member parts of a spanning DeleteRange, which the caller has
- * already restricted to one member's keys).
- */
-export function planTxn(router: Router, req: TxnRequest, onMember?: number): TxnPlan {
-  const membersOf = (key: Buffer, rangeEnd: Buffer) => (onMember === undefined ? router.membersOf(key, rangeEnd) : [onMember]);
-  const memberOf = (key: Buffer) => (onMember === undefined ? router.memberOf(key) : onMember);
+/** Plans `req`. */
+export function planTxn(router: Router, req: TxnRequest): TxnPlan {
+  const membersOf = (key: Buffer, rangeEnd: Buffer) => router.membersOf(key, rangeEnd);
+  const memberOf = (key: Buffer) => router.memberOf(key);
   const writeMembers = new Set<number>();
   const readMembers = new Set<number>();
   const keys = new Map<string, Buffer>();

@@ -258,38 +258,36 @@ export class LeaseManager implements LeaseChecker {
     if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
-    await Promise.all(
-      this.members.map(async (client, member) => {
-        const keys = await this.attachedKeys(client, id);
-        for (let i = 0; i < keys.length; i += REAP_CHUNK) {
-          const chunk = keys.slice(i, i + REAP_CHUNK);
-          // Each key goes only if it is still attached to this lease when the deletion commits.
-          const success: RequestOp[] = chunk.map((key) => ({
-            request: {
-              $case: 'requestTxn',
-              value: {
-                compare: [
-                  {
-                    key,
-                    rangeEnd: Buffer.alloc(0),
-                    target: Compare_CompareTarget.LEASE,
-                    result: Compare_CompareResult.EQUAL,
-                    targetUnion: { $case: 'lease', value: id },
-                  },
-                ],
-                success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
-                failure: [],
+    // Every attached key on every member, in key order: up to REAP_CHUNK keys go in one
+    // transaction (over several members, one cross-member transaction), at one revision.
+    const keys = await this.keysOf(id);
+    for (let i = 0; i < keys.length; i += REAP_CHUNK) {
+      const chunk = keys.slice(i, i + REAP_CHUNK);
+      // Each key goes only if it is still attached to this lease when the deletion commits.
+      const success: RequestOp[] = chunk.map((key) => ({
+        request: {
+          $case: 'requestTxn',
+          value: {
+            compare: [
+              {
+                key,
+                rangeEnd: Buffer.alloc(0),
+                target: Compare_CompareTarget.LEASE,
+                result: Compare_CompareResult.EQUAL,
+                targetUnion: { $case: 'lease', value: id },
               },
-            },
-          }));
-          const out = await executeTxn(kv, { compare: [], success, failure: [] }, member);
-          revision = Math.max(revision ?? 0, out.revision);
-          deleted += chunk.length;
-        }
-        const prefix = leaseIndexPrefix(id);
-        await client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]));
-      }),
-    );
+            ],
+            success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
+            failure: [],
+          },
+        },
+      }));
+      const out = await executeTxn(kv, { compare: [], success, failure: [] });
+      revision = Math.max(revision ?? 0, out.revision);
+      deleted += chunk.length;
+    }
+    const prefix = leaseIndexPrefix(id);
+    await Promise.all(this.members.map((client) => client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]))));
     if (deleted > 0) {
       this.kv.metrics.leaseExpiries.inc();
       this.kv.metrics.leaseKeysDeleted.inc(deleted);

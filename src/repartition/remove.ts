@@ -36,7 +36,7 @@ import { rangePages } from '../members/range-pages.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
 import { decodeLayout, encodeLayout, Router, type Layout } from '../shard/layout.js';
 import { showPrefix } from '../shard/placement.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord } from '../store/clock-record.js';
+import { decodeClockRecord } from '../store/clock-record.js';
 import { InternalKey, LEASE_RECORD_PREFIX, leaseOfRecordKey, leaseRecordKey } from '../store/keyspace.js';
 import { decodeU64BE, encodeU64BE, prefixEnd } from '../util/bytes.js';
 import { assertNoProxyServing, newestLayout, readClock, updateClock, type MetaCluster } from './connect.js';

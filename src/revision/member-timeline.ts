@@ -13,9 +13,9 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
-import { cmp, op, txn } from '../proto/build.js';
+import { op, txn } from '../proto/build.js';
 import { Errors, isKind, unavailable } from '../errors/etcd-error.js';
-import { ClockKind, clockGuardValue, decodeClockRecord, encodeClockRecord, type ClockRecord } from '../store/clock-record.js';
+import { ClockKind, decodeClockRecord, type ClockRecord } from '../store/clock-record.js';
 import { InternalKey, toMemberRange } from '../store/keyspace.js';
 import { readVarint } from '../util/varint.js';
 import { StreamLink } from '../members/stream-link.js';

@@ -48,7 +48,7 @@ function tickOf(revisions: number[], own: number, first = 0): Tick {
   return { ...group.slots.find((s) => s.revision === own)!, group, first };
 }
 
-function inputOf(req: TxnRequest, state: WriteState, plan: TxnPlan = planTxn(ONE_MEMBER, req, 0)): WriteInput {
+function inputOf(req: TxnRequest, state: WriteState, plan: TxnPlan = planTxn(ONE_MEMBER, req)): WriteInput {
   return { req, plan, path: compareToPath(req, compareLookup(state)), state, past: NO_PAST };
 }
 

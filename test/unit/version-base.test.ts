@@ -35,7 +35,7 @@ test('the key cache keeps the reported version and the base; a write built from 
   const cache = new KeyCache(10);
   cache.observe(41, [{ type: Event_EventType.PUT, kv: copied, prevKv: undefined }]);
   assert.deepEqual(cache.get(mkey.toString('latin1'))?.present, { version: 7n, versionBase: 5, createRevision: 3, modRevision: 12, lease: 0n });
-  const plan = planTxn(new Router(newLayout('0123456789abcdef', 1)), txn([], [op.put(Buffer.from('k'), Buffer.from('w'))]), 0);
+  const plan = planTxn(new Router(newLayout('0123456789abcdef', 1)), txn([], [op.put(Buffer.from('k'), Buffer.from('w'))]));
   const state = stateFromCache(cache, plan)!;
   const kv = state.keys.get(mkey.toString('latin1'))!;
   assert.equal(kv.version, 2n);

@@ -29,7 +29,7 @@ import { Errors, unavailable } from '../../errors/etcd-error.js';
 import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
 import { crossRecordKey, InternalKey, toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import { CrossRole, encodeCrossRecord } from '../../commit/cross-record.js';
-import { abandonSecondary, closeRevision, type MemberPeers } from '../../commit/close-revision.js';
+import { abandonSecondary, closeRevision, peersOf, type MemberPeers } from '../../commit/close-revision.js';
 import { holdIfAsked } from '../../util/test-hold.js';
 import type { CrossTick } from '../../clock/clock.js';
 import type { KvContext } from '../context.js';
@@ -57,10 +57,20 @@ export async function executeCross(ctx: KvContext, req: TxnRequest, plan: TxnPla
     if (!ctx.members.get(m).timeline.link.connected) throw unavailable(`member ${m} is unavailable (its watch stream is down)`);
   }
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const done = await attemptCross(ctx, req, plan, members);
-    if (done) return done;
-    ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
+    let done: TxnOutcome | undefined;
+    try {
+      done = await attemptCross(ctx, req, plan, members);
+    } catch (err) {
+      ctx.metrics.crossMemberTxns.inc({ outcome: 'failed' });
+      throw err;
+    }
+    if (done) {
+      ctx.metrics.crossMemberTxns.inc({ outcome: 'committed' });
+      return done;
+    }
+    ctx.metrics.crossMemberTxns.inc({ outcome: 'retried' });
   }
+  ctx.metrics.crossMemberTxns.inc({ outcome: 'failed' });
   throw unavailable(`a transaction over members ${members.join(', ')} kept losing its revision; gave up after ${MAX_ATTEMPTS} attempts`);
 }
 
@@ -82,13 +92,18 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     for (const p of split.parts.values()) {
       for (const lease of p.ops.leases) if (!(await ctx.leases.exists(lease))) throw Errors.leaseNotFound();
     }
-    // A read at an explicit past revision fails (compacted, future) before anything is applied, as in etcd.
-    for (const d of split.reads) if (d.request.revision > 0n) await serveRead(ctx, d);
+    // A read at an explicit revision fails (compacted, future) before anything is applied, as in etcd;
+    // R is this transaction's own revision, so R and above are in the future.
+    for (const d of split.reads) {
+      if (d.request.revision >= BigInt(R)) throw Errors.futureRev();
+      if (d.request.revision > 0n) await serveRead(ctx, d);
+    }
     primary = pickPrimary(split);
   } catch (err) {
     void closeAll(peers, members, R);
     throw err;
   }
+  if ([...split.parts.values()].every((p) => p.ops.ops.length === 0)) return nothingWritten(ctx, peers, members, split, path, R);
   const secondaries = members.filter((m) => m !== primary);
   const applies = new Map(secondaries.map((s) => [s, applyTxn(split.parts.get(s)!, tick)]));
 
@@ -129,6 +144,19 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
   if (later.length > 0) await readDeferred(ctx, later, R);
   ctx.metrics.writeAttempts.inc({ outcome: 'ok' });
   return { revision: R, succeeded: path[0]!, responses: split.responses };
+}
+
+/**
+ * The branch taken writes nothing (the key cache could not tell beforehand): as in
+ * etcd, the answer is the state before (R − 1, exact since the members are quiet).
+ * R itself can only be closed: it stays an empty revision.
+ */
+async function nothingWritten(ctx: KvContext, peers: MemberPeers, members: number[], split: CrossOps, path: boolean[], R: number): Promise<TxnOutcome> {
+  await closeAll(peers, members, R);
+  const later = split.reads.filter((d) => d.request.revision === 0n);
+  for (const d of later) d.revision = R - 1;
+  if (later.length > 0) await readDeferred(ctx, later, R - 1);
+  return { revision: R - 1, succeeded: path[0]!, responses: split.responses };
 }
 
 /** The member that decides: the one with the most ops (ties: the lowest slot). */
@@ -263,7 +291,7 @@ function uniqueRanges(ranges: ClientRange[]): ClientRange[] {
 }
 
 function peersOfContext(ctx: KvContext): MemberPeers {
-  return { client: (m) => ctx.members.get(m).client, log: ctx.log };
+  return peersOf(ctx.members.clients, ctx.log, ctx.metrics);
 }
 
 /** A member's clock had already passed R: the attempt goes again at a new revision. */

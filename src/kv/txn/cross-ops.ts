@@ -11,14 +11,13 @@
 
 import { op } from '../../proto/build.js';
 import type { RangeRequest, RangeResponse, ResponseOp, TxnRequest } from '../../proto/gen/rpc.js';
-import type { KeyValue } from '../../proto/gen/kv.js';
 import { Errors } from '../../errors/etcd-error.js';
 import { toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import type { Router } from '../../shard/layout.js';
 import { compareBytes, isFromKey } from '../../util/bytes.js';
 import { toClientKv } from '../translate.js';
-import { rangeId } from '../txn-plan.js';
 import { compilePut, type ClientOps } from './member-ops.js';
+import { TxnEffects } from './txn-effects.js';
 import { innerHeader, type DeferredRead } from './responses.js';
 import { walkTaken, type LeafRequest } from './walk.js';
 import type { WriteState } from './write-state.js';
@@ -78,6 +77,7 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
 
   const levels: ResponseOp[][] = [[]];
   const reads: DeferredRead[] = [];
+  const effects = new TxnEffects(state);
   let writesSeen = 0;
   let changed = false;
   const header = () => innerHeader(changed ? R : R - 1);
@@ -88,15 +88,17 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
         case 'requestPut': {
           writesSeen++;
           const m = router.memberOf(r.value.key);
-          part(m).ops.ops.push(compilePut(state, { ...r.value, prevKv: false }, R, part(m).ops));
+          const prev = effects.get(toMemberKey(r.value.key).toString('latin1'));
+          const put = compilePut(effects, { ...r.value, prevKv: false }, R, part(m).ops);
+          part(m).ops.ops.push(put.op);
+          effects.put(put.after);
           changed = true;
-          const prev = state.keys.get(toMemberKey(r.value.key).toString('latin1'));
           out.push({ response: { $case: 'responsePut', value: { header: header(), prevKv: r.value.prevKv && prev ? toClientKv(prev) : undefined } } });
           break;
         }
         case 'requestDeleteRange': {
           writesSeen++;
-          const gone = deletedBy(state, r.value.key, r.value.rangeEnd);
+          const gone = effects.deleteRange(r.value.key, r.value.rangeEnd);
           const mr = toMemberRange(r.value.key, r.value.rangeEnd);
           for (const m of router.membersOf(r.value.key, r.value.rangeEnd)) {
             if (!parts.has(m)) continue; // it holds no key of the range (the plan left it out only then)
@@ -144,15 +146,6 @@ function readRevision(r: RangeRequest, writes: Span[], writesBefore: number, R: 
   const touchedAfter = writes.slice(writesBefore).some((w) => overlaps(w, span));
   if (!touchedAfter) return R;
   throw Errors.crossMemberReadBetweenWrites();
-}
-
-/** The member key-values a delete of [key, rangeEnd) removes, in key order, from the exact state. */
-function deletedBy(state: WriteState, key: Buffer, rangeEnd: Buffer): KeyValue[] {
-  if (rangeEnd.length === 0) {
-    const kv = state.keys.get(toMemberKey(key).toString('latin1'));
-    return kv ? [kv] : [];
-  }
-  return state.ranges.get(rangeId(key, rangeEnd)) ?? [];
 }
 
 /** The keys and ranges whose state a cross-member transaction reads (besides the plan's): every delete's, in either branch. */

@@ -20,9 +20,9 @@ import type { TxnOutcome } from './outcome.js';
 
 export type { TxnOutcome };
 
-/** Runs `req`; with `onMember`, every key is taken to live in that member (see planTxn). */
-export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: number): Promise<TxnOutcome> {
-  const plan = planTxn(ctx.router, req, onMember);
+/** Runs `req`: read-only, on one member, or across several (cross-member.ts). */
+export async function executeTxn(ctx: KvContext, req: TxnRequest): Promise<TxnOutcome> {
+  const plan = planTxn(ctx.router, req);
   if (plan.writeMember === undefined && !plan.crossMembers) return executeReadOnly(ctx, req, plan);
   const cached = stateFromCache(ctx.keyCache, plan);
   if (cached && cacheSaysNothingWritten(ctx, req, cached)) {

@@ -1,12 +1,11 @@
 // The write path's member and snapshot reads, and the release of unused
 // revisions: everything a write does upstream besides its own member transaction.
 
-import { cmp, headerRevision, op, txn } from '../../proto/build.js';
+import { headerRevision, txn } from '../../proto/build.js';
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
 import { unavailable } from '../../errors/etcd-error.js';
 import { closeRevision, peersOf } from '../../commit/close-revision.js';
-import { ClockKind, clockGuardValue, encodeClockRecord } from '../../store/clock-record.js';
-import { InternalKey, toMemberKey } from '../../store/keyspace.js';
+import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint } from '../read-point.js';
@@ -99,6 +98,6 @@ export async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: num
  * when it fails, readers fence the revisions themselves.
  */
 export function releaseUnused(ctx: KvContext, member: number, top: number): void {
-  closeRevision(peersOf(ctx.members.clients, ctx.log), member, top)
+  closeRevision(peersOf(ctx.members.clients, ctx.log, ctx.metrics), member, top)
     .catch((err: unknown) => ctx.log.debug({ member, revision: top, err: String(err) }, 'could not release unused revisions; readers will fence them'));
 }
