@@ -313,6 +313,12 @@ describe('differential: cross-member transactions answer as etcd, atomically', (
     for (const k of [k0, k1]) await d.put({ key: b(k), value: b('v') });
     await xtxn(pfx, txnReq([cmp(k0, Target.VALUE, Result.EQUAL, 'nope')], [op.put(k0, 'never')], [op.del(k1, { rangeEnd: FROM_KEY }), op.put(k2, 'after the delete', { prevKv: true })]), 'else branch: from-key delete, then a put inside its range on another member');
     await xtxn(pfx, txnReq([], [op.del(pfx, { rangeEnd: FROM_KEY, prevKv: true }), op.put(k0, 'again')]), 'then branch: from-key delete over every key, then a put inside it');
+    // FUZZ_SEED=1951883392 step #756: a put (with a lease), then a from-key delete from that very key, over keys of every member.
+    for (const k of [k0, k1, k2]) await d.put({ key: b(k), value: b('v') });
+    const lease = 0x2a9n;
+    ok(await d.leaseGrant(lease, 600));
+    await xtxn(pfx, txnReq([], [op.put(k1, 'leased', { lease }), op.del(k1, { rangeEnd: FROM_KEY })]), 'a leased put, then a from-key delete from that key');
+    await xtxn(pfx, txnReq([], [op.put(k2, 'plain'), op.del(k2, { rangeEnd: FROM_KEY, prevKv: true })]), 'a put, then a from-key delete from that key (prev_kv)');
     await d.range({ key: b(pfx), rangeEnd: FROM_KEY }, { label: 'everything from zz/' });
   });
 
