@@ -85,6 +85,13 @@ export const Errors = {
       'cross-member transactions are not supported (see the caveats in the metaetcd README)',
     'invalid',
   ),
+  /** metaetcd's caveat: etcd accepts a put inside a from-key delete of the same transaction; members refuse it. */
+  putInsideFromKeyDelete: e(
+    Status.INVALID_ARGUMENT,
+    'metaetcd: transaction puts a key inside the range of its own from-key delete (range_end "\\0"); ' +
+      'etcd accepts this, metaetcd does not (see the caveats in the metaetcd README)',
+    'invalid',
+  ),
   /** metaetcd's caveat: a cross-member transaction's read whose range it writes both before and after the read. */
   crossMemberReadBetweenWrites: e(
     Status.INVALID_ARGUMENT,

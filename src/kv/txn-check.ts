@@ -3,6 +3,7 @@
 // Ref: etcd v3rpc key.go (checkRangeRequest, checkPutRequest, checkTxnRequest,
 // checkRequestOp, checkIntervals).
 
+import { isFromKey } from '../util/bytes.js';
 import type { DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest } from '../proto/gen/rpc.js';
 import { Errors } from '../errors/etcd-error.js';
 
@@ -23,8 +24,16 @@ export function checkDelete(r: DeleteRangeRequest): void {
 export function checkTxn(r: TxnRequest, maxTxnOps: number): void {
   checkTxnOps(r, maxTxnOps);
   // Overlap checks run after the cheap ones (as etcd does, to avoid quadratic work on bad input).
-  checkIntervals(r.success);
-  checkIntervals(r.failure);
+  checkIntervals(r.success, false);
+  checkIntervals(r.failure, false);
+  // etcd's check takes a from-key delete (range_end "\0") as an empty interval, so it lets a
+  // put of a key inside it through; the members see a real range there and refuse it.
+  try {
+    checkIntervals(r.success, true);
+    checkIntervals(r.failure, true);
+  } catch {
+    throw Errors.putInsideFromKeyDelete();
+  }
 }
 
 function checkTxnOps(r: TxnRequest, maxTxnOps: number): void {
@@ -70,21 +79,24 @@ function intersects(dels: Interval[], k: Buffer): boolean {
   return dels.some((iv) => containsPoint(iv, k));
 }
 
-/** Puts and deletes of one branch may not overlap; returns the branch's puts and deletes for the parent. */
-function checkIntervals(reqs: RequestOp[]): { puts: Set<string>; dels: Interval[] } {
+/**
+ * Puts and deletes of one branch may not overlap; returns the branch's puts and
+ * deletes for the parent. `fromKeyToEnd`: a from-key delete covers its range (as
+ * in a member), instead of etcd's empty interval.
+ */
+function checkIntervals(reqs: RequestOp[], fromKeyToEnd: boolean): { puts: Set<string>; dels: Interval[] } {
   const dels: Interval[] = [];
   for (const r of reqs) {
     if (r.request?.$case !== 'requestDeleteRange') continue;
     const d = r.request.value;
-    dels.push(
-      d.rangeEnd.length !== 0 ? { start: d.key, end: d.rangeEnd } : { start: d.key, end: Buffer.concat([d.key, Buffer.from([0])]) },
-    );
+    if (fromKeyToEnd && isFromKey(d.rangeEnd)) dels.push({ start: d.key, end: Buffer.alloc(0) });
+    else dels.push(d.rangeEnd.length !== 0 ? { start: d.key, end: d.rangeEnd } : { start: d.key, end: Buffer.concat([d.key, Buffer.from([0])]) });
   }
   const puts = new Set<string>();
   for (const r of reqs) {
     if (r.request?.$case !== 'requestTxn') continue;
-    const then = checkIntervals(r.request.value.success);
-    const els = checkIntervals(r.request.value.failure);
+    const then = checkIntervals(r.request.value.success, fromKeyToEnd);
+    const els = checkIntervals(r.request.value.failure, fromKeyToEnd);
     for (const k of then.puts) {
       if (puts.has(k) || intersects(dels, Buffer.from(k, 'latin1'))) throw Errors.duplicateKey();
       puts.add(k);

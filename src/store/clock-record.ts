@@ -34,15 +34,26 @@ export interface ClockRecord {
   allocation: number[];
   /** Kind Batch: every meta revision this member revision carries, ascending, ending with `revision`. */
   batch?: number[];
+  /**
+   * Kind Write, one member's part of a cross-member transaction: for each of its
+   * client-key events, in member order, the index of the transaction op that made
+   * it — so that the parts' events can be sent in the transaction's op order.
+   */
+  ranks?: number[];
 }
 
 // Kind Batch appends: uvarint n | n - 1 × uvarint (revision - batch[i]) for the
-// revisions below the last.
+// revisions below the last. Kind Write may append: uvarint n | n × uvarint ranks[i].
 
 export function encodeClockRecord(r: ClockRecord): Buffer {
   let size = 8 + 1 + varintLength(r.allocation.length);
   for (const a of r.allocation) size += varintLength(a);
   const batch = r.kind === ClockKind.Batch ? (r.batch ?? [r.revision]) : undefined;
+  const ranks = r.kind === ClockKind.Write ? r.ranks : undefined;
+  if (ranks) {
+    size += varintLength(ranks.length);
+    for (const x of ranks) size += varintLength(x);
+  }
   if (batch) {
     if (batch[batch.length - 1] !== r.revision) throw new Error(`batch clock record: the last revision of ${batch.join(',')} is not ${r.revision}`);
     size += varintLength(batch.length);
@@ -56,6 +67,10 @@ export function encodeClockRecord(r: ClockRecord): Buffer {
   if (batch) {
     o = writeVarint(out, o, batch.length);
     for (let i = 0; i < batch.length - 1; i++) o = writeVarint(out, o, r.revision - batch[i]!);
+  }
+  if (ranks) {
+    o = writeVarint(out, o, ranks.length);
+    for (const x of ranks) o = writeVarint(out, o, x);
   }
   return out;
 }
@@ -74,6 +89,17 @@ export function decodeClockRecord(raw: Buffer): ClockRecord {
       [a, o] = readVarint(raw, o);
       allocation.push(a);
     }
+  }
+  if (kind === ClockKind.Write && o < raw.length) {
+    let n: number;
+    [n, o] = readVarint(raw, o);
+    const ranks: number[] = [];
+    for (let i = 0; i < n; i++) {
+      let x: number;
+      [x, o] = readVarint(raw, o);
+      ranks.push(x);
+    }
+    return { revision, kind, allocation, ranks };
   }
   if (kind !== ClockKind.Batch) return { revision, kind, allocation };
   let n: number;

@@ -31,11 +31,20 @@ export function toClientEvents(events: Event[], revision: number): { events: Eve
   return { events: out, bytes };
 }
 
+/** One member's part of a revision: its events, and for each the index of its transaction op (see ClockRecord.ranks). */
+export interface RevisionPart<E> {
+  events: E[];
+  ranks?: number[] | undefined;
+}
+
 /**
- * The events of a revision's parts on several members, in key order (each part is
- * in its member's order; etcd's own order for a transaction is op order, which the
- * members' streams do not carry).
+ * The events of a revision's parts on several members (a cross-member
+ * transaction) in the transaction's op order, as etcd sends them: by op index,
+ * then key (the keys of one range delete, in key order). A part without ranks
+ * sorts by key alone.
  */
-export function mergeByKey<E extends { kv?: { key: Buffer } | undefined }>(parts: E[][]): E[] {
-  return parts.flat().sort((a, b) => Buffer.compare(a.kv?.key ?? Buffer.alloc(0), b.kv?.key ?? Buffer.alloc(0)));
+export function mergeParts<E extends { kv?: { key: Buffer } | undefined }>(parts: RevisionPart<E>[]): E[] {
+  const ranked = parts.flatMap((p) => p.events.map((e, i) => ({ e, rank: p.ranks?.length === p.events.length ? p.ranks[i]! : 0 })));
+  ranked.sort((a, b) => a.rank - b.rank || Buffer.compare(a.e.kv?.key ?? Buffer.alloc(0), b.e.kv?.key ?? Buffer.alloc(0)));
+  return ranked.map((x) => x.e);
 }

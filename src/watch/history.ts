@@ -14,7 +14,7 @@ import { Errors } from '../errors/etcd-error.js';
 import { decodeClockRecord, ClockKind } from '../store/clock-record.js';
 import { InternalKey, isDataKey, toClientKey } from '../store/keyspace.js';
 import { inRange } from '../util/bytes.js';
-import { mergeByKey, toClientEvents, type RevisionBatch } from './events.js';
+import { mergeParts, toClientEvents, type RevisionBatch } from './events.js';
 import { splitByMetaRevision } from '../members/batch-split.js';
 
 const ALL = Buffer.from([0]);
@@ -28,7 +28,12 @@ interface Cursor {
   next: number;
   /** Last member revision that belongs to the requested history. */
   end: number;
-  batches: RevisionBatch[];
+  batches: PartBatch[];
+}
+
+/** A member's part of a revision, with the op index of each event when it is part of a cross-member transaction. */
+interface PartBatch extends RevisionBatch {
+  ranks?: number[] | undefined;
 }
 
 /** Reads the changes with meta revisions in [from, to] on keys in [key, rangeEnd), in order. */
@@ -89,10 +94,12 @@ export class HistoryReader {
       for (const part of splitByMetaRevision(g.record, g.events)) {
         const revision = part.record.revision;
         if (part.record.kind !== ClockKind.Write || revision < this.from || revision > this.to) continue;
-        const matching = part.events.filter((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
+        const keep = part.events.map((e) => inRange(toClientKey(e.kv!.key), this.key, this.rangeEnd));
+        const matching = part.events.filter((_, i) => keep[i]);
         if (matching.length === 0) continue;
         const { events, bytes } = toClientEvents(matching, revision);
-        c.batches.push({ revision, events, bytes });
+        const ranks = part.record.ranks?.filter((_, i) => keep[i]);
+        c.batches.push({ revision, events, bytes, ranks });
       }
     }
     if (groups.length === 0) c.next = c.end + 1;
@@ -152,16 +159,17 @@ function readMemberRevisions(client: EtcdClient, member: number, from: number, e
   });
 }
 
-/** Joins the parts of one revision on several members (a cross-member transaction) into one batch. */
-function joinParts(sorted: RevisionBatch[]): RevisionBatch[] {
+/** Joins the parts of one revision on several members (a cross-member transaction) into one batch, in op order. */
+function joinParts(sorted: PartBatch[]): RevisionBatch[] {
   const out: RevisionBatch[] = [];
-  for (const b of sorted) {
-    const last = out[out.length - 1];
-    if (last?.revision !== b.revision) {
-      out.push(b);
-      continue;
-    }
-    out[out.length - 1] = { revision: b.revision, events: mergeByKey([last.events, b.events]), bytes: last.bytes + b.bytes };
+  for (let i = 0; i < sorted.length; ) {
+    let j = i + 1;
+    while (j < sorted.length && sorted[j]!.revision === sorted[i]!.revision) j++;
+    const group = sorted.slice(i, j);
+    const { revision } = group[0]!;
+    if (group.length === 1) out.push({ revision, events: group[0]!.events, bytes: group[0]!.bytes });
+    else out.push({ revision, events: mergeParts(group), bytes: group.reduce((n, b) => n + b.bytes, 0) });
+    i = j;
   }
   return out;
 }

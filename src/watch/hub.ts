@@ -24,7 +24,7 @@ import type { MemberTimeline } from '../revision/member-timeline.js';
 import { ClockKind } from '../store/clock-record.js';
 import { unavailable } from '../errors/etcd-error.js';
 import { EventBuffer } from './event-buffer.js';
-import { mergeByKey, toClientEvents, type RevisionBatch } from './events.js';
+import { mergeParts, toClientEvents, type RevisionBatch } from './events.js';
 
 export interface HubListener {
   /** A released revision with events (in order, exactly once). */
@@ -271,7 +271,7 @@ export class WatchHub {
   private emit(parts: Pending[]): void {
     const revision = parts[0]!.revision;
     this.frontierRev = Math.max(this.frontierRev, revision);
-    const memberEvents = parts.length === 1 ? parts[0]!.batch.events : mergeByKey(parts.map((p) => p.batch.events));
+    const memberEvents = parts.length === 1 ? parts[0]!.batch.events : mergeParts(parts.map((p) => ({ events: p.batch.events, ranks: p.batch.record?.ranks })));
     if (memberEvents.length === 0) return;
     const { events, bytes } = toClientEvents(memberEvents, revision);
     const b: RevisionBatch = { revision, events, bytes };

@@ -168,7 +168,7 @@ function pickPrimary(split: CrossOps): number {
 
 /** A secondary's part, applied at R once: its ops, lease index entries, the removal of its record, its clock record. */
 function applyTxn(part: MemberPart, tick: CrossTick): TxnRequest {
-  const record = encodeClockRecord({ revision: tick.revision, kind: ClockKind.Write, allocation: tick.allocation });
+  const record = encodeClockRecord({ revision: tick.revision, kind: ClockKind.Write, allocation: tick.allocation, ranks: part.ranks });
   return txn(
     [cmp.valueLess(InternalKey.clock, clockGuardValue(tick.revision))],
     [...part.ops.ops, ...leaseIndexOps(part.ops), op.deleteRange(crossRecordKey(tick.revision)), op.put(InternalKey.clock, record)],
@@ -189,7 +189,7 @@ async function commitPrimary(ctx: KvContext, peers: MemberPeers, part: MemberPar
     if (ctx.router.memberOf(Buffer.from(k, 'latin1').subarray(1)) === m) guards.push(cmp.modEqual(Buffer.from(k, 'latin1'), kv ? Number(kv.modRevision) : 0));
   }
   const record = encodeCrossRecord({ role: CrossRole.Primary, primary: m, members: secondaries });
-  const clock = encodeClockRecord({ revision: R, kind: ClockKind.Write, allocation: tick.allocation });
+  const clock = encodeClockRecord({ revision: R, kind: ClockKind.Write, allocation: tick.allocation, ranks: part.ranks });
   const request = txn(guards, [...part.ops.ops, ...leaseIndexOps(part.ops), op.put(crossRecordKey(R), record), op.put(InternalKey.clock, clock)]);
   let resp: TxnResponse;
   try {

@@ -11,13 +11,14 @@
 
 import { op } from '../../proto/build.js';
 import type { RangeRequest, RangeResponse, ResponseOp, TxnRequest } from '../../proto/gen/rpc.js';
+import type { KeyValue } from '../../proto/gen/kv.js';
 import { Errors } from '../../errors/etcd-error.js';
 import { toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import type { Router } from '../../shard/layout.js';
 import { compareBytes, isFromKey } from '../../util/bytes.js';
 import { toClientKv } from '../translate.js';
+import { rangeId } from '../txn-plan.js';
 import { compilePut, type ClientOps } from './member-ops.js';
-import { TxnEffects } from './txn-effects.js';
 import { innerHeader, type DeferredRead } from './responses.js';
 import { walkTaken, type LeafRequest } from './walk.js';
 import type { WriteState } from './write-state.js';
@@ -27,6 +28,8 @@ export interface MemberPart {
   member: number;
   /** The client ops for this member, in order (puts enveloped at R, deletes in member form). */
   ops: ClientOps;
+  /** For each client-key event the part will make, in order, the index of its op in the transaction. */
+  ranks: number[];
 }
 
 export interface CrossOps {
@@ -59,7 +62,7 @@ function overlaps(a: Span, b: Span): boolean {
  * (keys and ranges read on every member of the transaction, merged).
  */
 export function splitCross(router: Router, req: TxnRequest, path: boolean[], state: WriteState, members: number[], R: number): CrossOps {
-  const parts = new Map<number, MemberPart>(members.map((m) => [m, { member: m, ops: { ops: [], leases: new Set(), written: [], clientBytes: 0 } }]));
+  const parts = new Map<number, MemberPart>(members.map((m) => [m, { member: m, ops: { ops: [], leases: new Set(), written: [], clientBytes: 0 }, ranks: [] }]));
   const part = (m: number): MemberPart => {
     const p = parts.get(m);
     if (!p) throw new Error(`cross-member transaction: member ${m} is not one of its members ${members.join(',')}`);
@@ -77,7 +80,6 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
 
   const levels: ResponseOp[][] = [[]];
   const reads: DeferredRead[] = [];
-  const effects = new TxnEffects(state);
   let writesSeen = 0;
   let changed = false;
   const header = () => innerHeader(changed ? R : R - 1);
@@ -86,19 +88,19 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
       const out = levels[levels.length - 1]!;
       switch (r.$case) {
         case 'requestPut': {
-          writesSeen++;
           const m = router.memberOf(r.value.key);
-          const prev = effects.get(toMemberKey(r.value.key).toString('latin1'));
-          const put = compilePut(effects, { ...r.value, prevKv: false }, R, part(m).ops);
-          part(m).ops.ops.push(put.op);
-          effects.put(put.after);
+          part(m).ranks.push(writesSeen);
+          writesSeen++;
+          part(m).ops.ops.push(compilePut(state, { ...r.value, prevKv: false }, R, part(m).ops));
           changed = true;
+          const prev = state.keys.get(toMemberKey(r.value.key).toString('latin1'));
           out.push({ response: { $case: 'responsePut', value: { header: header(), prevKv: r.value.prevKv && prev ? toClientKv(prev) : undefined } } });
           break;
         }
         case 'requestDeleteRange': {
+          const gone = deletedBy(state, r.value.key, r.value.rangeEnd);
+          for (const kv of gone) part(router.memberOf(kv.key.subarray(1))).ranks.push(writesSeen);
           writesSeen++;
-          const gone = effects.deleteRange(r.value.key, r.value.rangeEnd);
           const mr = toMemberRange(r.value.key, r.value.rangeEnd);
           for (const m of router.membersOf(r.value.key, r.value.rangeEnd)) {
             if (!parts.has(m)) continue; // it holds no key of the range (the plan left it out only then)
@@ -146,6 +148,15 @@ function readRevision(r: RangeRequest, writes: Span[], writesBefore: number, R: 
   const touchedAfter = writes.slice(writesBefore).some((w) => overlaps(w, span));
   if (!touchedAfter) return R;
   throw Errors.crossMemberReadBetweenWrites();
+}
+
+/** The member key-values a delete of [key, rangeEnd) removes, in key order, from the exact state. */
+function deletedBy(state: WriteState, key: Buffer, rangeEnd: Buffer): KeyValue[] {
+  if (rangeEnd.length === 0) {
+    const kv = state.keys.get(toMemberKey(key).toString('latin1'));
+    return kv ? [kv] : [];
+  }
+  return state.ranges.get(rangeId(key, rangeEnd)) ?? [];
 }
 
 /** The keys and ranges whose state a cross-member transaction reads (besides the plan's): every delete's, in either branch. */

@@ -16,8 +16,6 @@ import type { TxnPlan } from '../txn-plan.js';
 import { READ_AFTER, type PastRevisions } from './taken-ranges.js';
 import { walkTaken, type LeafRequest, type TakenVisitor } from './walk.js';
 import type { WriteState } from './write-state.js';
-import { TxnEffects } from './txn-effects.js';
-import type { KeyValue } from '../../proto/gen/kv.js';
 
 /** What a write's member transaction is built from. */
 export interface WriteInput {
@@ -71,16 +69,12 @@ class OpsBuilder implements TakenVisitor {
   private readonly levels: RequestOp[][] = [[]];
   /** A range served from other members was seen (see writing()). */
   private deferredSeen = false;
-  /** The state as the next op sees it. */
-  private readonly effects: TxnEffects;
 
   constructor(
     private readonly input: WriteInput,
     private readonly R: number,
     private readonly record: ClientOps | undefined,
-  ) {
-    this.effects = new TxnEffects(input.state);
-  }
+  ) {}
 
   build(): RequestOp[] {
     walkTaken(this.input.req, this.input.path, this);
@@ -100,7 +94,6 @@ class OpsBuilder implements TakenVisitor {
       case 'requestDeleteRange': {
         this.writing();
         const mr = toMemberRange(r.value.key, r.value.rangeEnd);
-        this.effects.deleteRange(r.value.key, r.value.rangeEnd);
         out.push(op.deleteRange(mr.key, mr.rangeEnd, r.value.prevKv));
         if (this.record && r.value.rangeEnd.length === 0) this.record.written.push({ key: mr.key.toString('latin1') });
         break;
@@ -141,26 +134,14 @@ class OpsBuilder implements TakenVisitor {
   }
 
   private put(p: PutRequest): RequestOp {
-    const put = compilePut(this.effects, p, this.R, this.record);
-    this.effects.put(put.after);
-    return put.op;
+    return compilePut(this.input.state, p, this.R, this.record);
   }
 }
 
-/** A put as a member op, and the key's member key-value once it is applied. */
-export interface CompiledPut {
-  op: RequestOp;
-  after: KeyValue;
-}
-
-/**
- * The member op of client put `p` landing at meta revision R, from the key's
- * state as this op sees it (`effects`: the state before the transaction with its
- * earlier ops applied); recorded in `rec`.
- */
-export function compilePut(effects: TxnEffects, p: PutRequest, R: number, rec: ClientOps | undefined): CompiledPut {
+/** The member op of client put `p` landing at meta revision R, from the key's current state; recorded in `rec`. */
+export function compilePut(state: WriteState, p: PutRequest, R: number, rec: ClientOps | undefined): RequestOp {
   const mkey = toMemberKey(p.key);
-  const current = effects.get(mkey.toString('latin1'));
+  const current = state.keys.get(mkey.toString('latin1'));
   if ((p.ignoreValue || p.ignoreLease) && !current) throw Errors.keyNotFound();
   const meta = current ? toClientKv(current) : undefined;
   const value = p.ignoreValue ? meta!.value : p.value;
@@ -176,12 +157,7 @@ export function compilePut(effects: TxnEffects, p: PutRequest, R: number, rec: C
       put: { version: (meta?.version ?? 0n) + 1n, versionBase, createRevision: meta ? Number(meta.createRevision) : undefined, lease },
     });
   }
-  const envelope = encodeEnvelope({ modRevision: R, createRevision, lease, versionBase, value });
-  const memberVersion = (current?.version ?? 0n) + 1n;
-  return {
-    op: op.put(mkey, envelope, { prevKv: p.prevKv }),
-    after: { key: mkey, value: envelope, version: memberVersion, createRevision: 0n, modRevision: 0n, lease: 0n },
-  };
+  return op.put(mkey, encodeEnvelope({ modRevision: R, createRevision, lease, versionBase, value }), { prevKv: p.prevKv });
 }
 
 /** The member revision of a past snapshot; checkTakenRanges has raised the errors of those taken. */

@@ -37,7 +37,7 @@ export async function executeIfNothingWritten(ctx: KvContext, req: TxnRequest, p
 }
 
 async function executeAtSnapshot(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome | undefined> {
-  const members = [...new Set([...plan.readMembers, ...(plan.writeMember === undefined ? [] : [plan.writeMember])])].sort((a, b) => a - b);
+  const members = [...new Set([...plan.readMembers, ...(plan.writeMember === undefined ? [] : [plan.writeMember]), ...(plan.crossMembers ?? [])])].sort((a, b) => a - b);
   const point = await resolveReadPoint(ctx, members, 0, false);
   const compareState = new Map<string, KeyValue[]>();
   const readState = (r: ClientRange) =>
