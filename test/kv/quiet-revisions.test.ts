@@ -45,11 +45,11 @@ interface Side {
   rev: bigint;
 }
 
-/** Runs `step` on both sides and checks the revision moved by the same amount (and by `moves`). */
-async function both<T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown): Promise<void> {
+/** Runs `step` on the oracle and on `proxy` (this file's proxy by default) and checks the revision moved by the same amount (and by `moves`). */
+async function both<T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown, proxy: EtcdClient = client): Promise<void> {
   const sides: Side[] = [
     { c: oracle, rev: await current(oracle) },
-    { c: client, rev: await current(client) },
+    { c: proxy, rev: await current(proxy) },
   ];
   const answers: unknown[] = [];
   for (const s of sides) {
@@ -121,4 +121,81 @@ test('an update whose compare holds still takes exactly one revision', async () 
   for (const c of [oracle, client]) await c.put({ key: B('/registry/pods/b'), value: B('1') });
   const revs = await Promise.all([oracle, client].map(async (c) => (await c.range({ key: B('/registry/pods/b') })).kvs[0]!.modRevision));
   await both('update with the right revision', 1n, (c) => c.txnPartial({ compare: modIs('/registry/pods/b', revs[c === oracle ? 0 : 1]!), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/b'), value: B('2') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/b') } } }] }), txnShape);
+});
+
+// The same, where the proxy's key cache cannot tell what the transaction writes:
+// keys written before the proxy serving the request started (a second proxy
+// beside the first, whose cache never saw them), VALUE compares (the cache holds
+// no values), compares and deletes over a range.
+
+const put = (key: string, value: string) => ({ request: { $case: 'requestPut' as const, value: { key: B(key), value: B(value) } } });
+const get = (key: string, rangeEnd?: string) => ({ request: { $case: 'requestRange' as const, value: { key: B(key), ...(rangeEnd ? { rangeEnd: B(rangeEnd) } : {}) } } });
+const del = (key: string, rangeEnd?: string) => ({ request: { $case: 'requestDeleteRange' as const, value: { key: B(key), ...(rangeEnd ? { rangeEnd: B(rangeEnd) } : {}) } } });
+const valueIs = (key: string, value: string): DeepPartial<TxnRequest>['compare'] => [
+  { key: B(key), target: Compare_CompareTarget.VALUE, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'value', value: B(value) } },
+];
+
+test('a proxy that has not seen the keys (started after they were written): writes that change nothing take no revision', async () => {
+  const keys = ['/cold/pod', '/cold/exists', '/cold/value', '/cold/compact'];
+  for (const c of [oracle, client]) for (const k of keys) await c.put({ key: B(k), value: B('v1') });
+  const cold = await startTestProxy(set);
+  const fresh = clientFor(cold.url, 'second proxy');
+  try {
+    const on = <T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown) => both(name, moves, step, same, fresh);
+    await on('conflicting update', 0n, (c) => c.txnPartial({ compare: modIs('/cold/pod', 1n), success: [put('/cold/pod', 'v2')], failure: [get('/cold/pod')] }), txnShape);
+    await on('create of an existing key', 0n, (c) => c.txnPartial({ compare: modIs('/cold/exists', 0n), success: [put('/cold/exists', 'x')], failure: [get('/cold/exists')] }), txnShape);
+    await on('failed VALUE compare', 0n, (c) => c.txnPartial({ compare: valueIs('/cold/value', 'other'), success: [put('/cold/value', 'v2')], failure: [get('/cold/value')] }), txnShape);
+    await on('failed VALUE compare on a missing key', 0n, (c) => c.txnPartial({ compare: valueIs('/cold/missing', ''), success: [put('/cold/missing', 'v')] }), txnShape);
+    await on(
+      'compactor with an old version',
+      0n,
+      (c) =>
+        c.txnPartial({
+          compare: [{ key: B('/cold/compact'), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: 0n } }],
+          success: [put('/cold/compact', '9')],
+          failure: [get('/cold/compact')],
+        }),
+      txnShape,
+    );
+    await on('delete of a key never written', 0n, (c) => c.deleteRange({ key: B('/cold/never'), prevKv: true }), (r) => ({ deleted: r.deleted, prev: r.prevKvs.length }));
+    await on('transaction deleting a missing key and reading another', 0n, (c) => c.txnPartial({ success: [del('/cold/never'), get('/cold/pod')] }), txnShape);
+    await on('failed compare whose other branch deletes a missing key', 0n, (c) => c.txnPartial({ compare: modIs('/cold/pod', 1n), success: [put('/cold/pod', 'v2')], failure: [del('/cold/never'), get('/cold/pod')] }), txnShape);
+    // What does write still takes exactly one revision, as in etcd.
+    await on('VALUE compare that holds', 1n, (c) => c.txnPartial({ compare: valueIs('/cold/value', 'v1'), success: [put('/cold/value', 'v2')], failure: [get('/cold/value')] }), txnShape);
+    await on('create of a new key', 1n, (c) => c.txnPartial({ compare: modIs('/cold/new', 0n), success: [put('/cold/new', 'v')], failure: [get('/cold/new')] }), txnShape);
+    await on('delete of a key the proxy has not seen', 1n, (c) => c.deleteRange({ key: B('/cold/exists') }), (r) => r.deleted);
+    await on('plain put of a key the proxy has not seen', 1n, (c) => c.put({ key: B('/cold/pod'), value: B('v3') }), () => true);
+  } finally {
+    fresh.close();
+    await cold.stop();
+  }
+});
+
+test('over one member: a compare over a range and a range delete that find nothing take no revision', async () => {
+  // With one member every range is on it (with several, a writing transaction may not hold a range).
+  const one = await startEtcdSet({ name: 'quiet-one', members: 1 });
+  let lone: TestProxy | undefined;
+  let c1: EtcdClient | undefined;
+  try {
+    lone = await startTestProxy(one);
+    const p = clientFor(lone.url, 'one-member proxy');
+    c1 = p;
+    const on = <T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown) => both(name, moves, step, same, p);
+    for (const c of [oracle, p]) for (const k of ['/r/a', '/r/b']) await c.put({ key: B(k), value: B('1') });
+    const versionOfRange = (v: bigint): DeepPartial<TxnRequest>['compare'] => [
+      { key: B('/r/'), rangeEnd: B('/r0'), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: v } },
+    ];
+    await on('failed compare over a range', 0n, (c) => c.txnPartial({ compare: versionOfRange(7n), success: [put('/r/a', '2')], failure: [get('/r/', '/r0')] }), txnShape);
+    await on('range delete that finds nothing', 0n, (c) => c.deleteRange({ key: B('/none/'), rangeEnd: B('/none0'), prevKv: true }), (r) => ({ deleted: r.deleted, prev: r.prevKvs.length }));
+    await on('transaction with a range delete that finds nothing', 0n, (c) => c.txnPartial({ success: [del('/none/', '/none0'), get('/r/', '/r0')] }), txnShape);
+    await on('compare over a range that holds', 1n, (c) => c.txnPartial({ compare: versionOfRange(1n), success: [put('/r/a', '2')], failure: [get('/r/', '/r0')] }), txnShape);
+    await on('range delete that finds keys', 1n, (c) => c.deleteRange({ key: B('/r/'), rangeEnd: B('/r0') }), (r) => r.deleted);
+  } finally {
+    c1?.close();
+    try {
+      await lone?.stop();
+    } finally {
+      await one.stop();
+    }
+  }
 });
