@@ -18,11 +18,11 @@ import type { DeleteRangeRequest, TxnRequest } from '../../proto/gen/rpc.js';
 import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
-import { planTxn, rangeId, type ClientRange } from '../txn-plan.js';
+import { planTxn, rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
 import { executeIfNothingWritten, executeReadOnly } from './read-only.js';
 import { walkTaken } from './walk.js';
 import { executeWrite } from './write-executor.js';
-import { readStateAndDeletes } from './write-io.js';
+import { readStateAndDeletes, type StateAndDeletes } from './write-io.js';
 import { compareLookup, stateFromCache, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
@@ -38,9 +38,8 @@ export async function executeTxn(ctx: KvContext, req: TxnRequest, onMember?: num
   const told = cached ? takenWrites(req, cached, (d) => cacheFinds(ctx, d)) : 'unknown';
   if (told === 'writes' || (told === 'unknown' && alwaysPuts(req))) return executeWrite(ctx, req, plan, member, cached);
   if (told === 'unknown') {
-    const read = await readStateAndDeletes(ctx, member, plan, cached, deleteTargets(req));
-    const finds = (d: DeleteRangeRequest) => (read.deleteCounts.get(rangeId(d.key, d.rangeEnd)) ?? 0) > 0;
-    if (takenWrites(req, read.state, finds) === 'writes') return executeWrite(ctx, req, plan, member, read.state);
+    const read = await readStateAndDeletes(ctx, member, plan, cached, deleteTargets(req, plan));
+    if (takenWrites(req, read.state, (d) => readFinds(read, d)) === 'writes') return executeWrite(ctx, req, plan, member, read.state);
   }
   const quiet = await executeIfNothingWritten(ctx, req, plan);
   // The snapshot disagreed (the cache or the read was behind): look the state up again for the write.
@@ -74,20 +73,32 @@ function cacheFinds(ctx: KvContext, d: DeleteRangeRequest): boolean | undefined 
   return known && known.present !== undefined;
 }
 
+/** Whether a delete finds anything, by the member read: the state for the keys it holds, else the counts. */
+function readFinds(read: StateAndDeletes, d: DeleteRangeRequest): boolean {
+  const key = toMemberKey(d.key).toString('latin1');
+  if (d.rangeEnd.length === 0 && read.state.keys.has(key)) return read.state.keys.get(key) !== undefined;
+  return (read.deleteCounts.get(rangeId(d.key, d.rangeEnd)) ?? 0) > 0;
+}
+
 /** Whether `req` puts whatever the state: a put on every branch it can take (a plain Put, a put in both branches). */
 function alwaysPuts(req: TxnRequest): boolean {
   const branches = req.compare.length === 0 ? [req.success] : [req.success, req.failure];
   return branches.every((ops) => ops.some((o) => o.request?.$case === 'requestPut'));
 }
 
-/** Every key or range `req` may delete, on any branch (which one is taken is known only once the state is read). */
-function deleteTargets(req: TxnRequest): ClientRange[] {
+/**
+ * Every key or range `req` may delete, on any branch (which one is taken is known only once the state is
+ * read), but the keys of the state: the state tells whether they are there.
+ */
+function deleteTargets(req: TxnRequest, plan: TxnPlan): ClientRange[] {
+  const stateKeys = new Set(plan.stateKeys.map((k) => k.toString('latin1')));
+  const inState = (d: DeleteRangeRequest) => d.rangeEnd.length === 0 && stateKeys.has(d.key.toString('latin1'));
   const out = new Map<string, ClientRange>();
   const visit = (t: TxnRequest) => {
     for (const o of [...t.success, ...t.failure]) {
       const r = o.request;
-      if (r?.$case === 'requestDeleteRange') out.set(rangeId(r.value.key, r.value.rangeEnd), { key: r.value.key, rangeEnd: r.value.rangeEnd });
-      else if (r?.$case === 'requestTxn') visit(r.value);
+      if (r?.$case === 'requestTxn') visit(r.value);
+      else if (r?.$case === 'requestDeleteRange' && !inState(r.value)) out.set(rangeId(r.value.key, r.value.rangeEnd), { key: r.value.key, rangeEnd: r.value.rangeEnd });
     }
   };
   visit(req);
