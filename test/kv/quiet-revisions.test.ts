@@ -3,7 +3,10 @@
 // store's revision must have moved by exactly as much on both (etcd moves it
 // once per change, never for a transaction whose branch taken only reads or a
 // delete that finds nothing). Answers are compared too: succeeded, deleted,
-// values, and the inner range headers against the outer header.
+// values, and the inner range headers against the outer header. First on keys
+// the proxy knows (its key cache saw them written), then where the cache cannot
+// tell: through a second proxy started after the keys were written, with VALUE
+// compares, and over one member with compares and deletes over a range.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

@@ -48,10 +48,20 @@ export interface StateAndDeletes {
  * One member read: the state of the write's keys (unless `known`, from the key
  * cache) and how many keys each of `deletes` finds, so that the caller can tell
  * whether the branch taken writes anything before it takes a revision.
- * Linearizable, unlike readState's single-key read: a stale answer that the
- * branch writes would make the write take a revision and leave it empty.
+ * Linearizable, except for the commonest case, the state of one key alone (a
+ * create or update of a key the cache does not know), which goes through the
+ * member's read batcher: concurrent ones then share a member call with each
+ * other and with Range reads. That read may be a moment behind the member's
+ * leader; a key created within that moment then looks absent, and the create
+ * takes a revision it leaves empty (its guard finds the key, as with the cache).
  */
 export async function readStateAndDeletes(ctx: KvContext, member: number, plan: TxnPlan, known: WriteState | undefined, deletes: ClientRange[]): Promise<StateAndDeletes> {
+  if (!known && deletes.length === 0 && plan.stateKeys.length === 1 && plan.stateRanges.length === 0) {
+    const key = toMemberKey(plan.stateKeys[0]!);
+    const got = await ctx.members.get(member).reads.read({ key }, false);
+    const keys = new Map([[key.toString('latin1'), got.range.kvs[0]]]);
+    return { state: { memberRevision: headerRevision(got.range), clock: undefined, keys, ranges: new Map() }, deleteCounts: new Map() };
+  }
   const stateReads = known ? [] : stateOps(plan);
   const countReads = deletes.map((d) => {
     const mr = toMemberRange(d.key, d.rangeEnd);
