@@ -3,9 +3,11 @@
 // compared after mapping the proxy's revisions onto the oracle's.
 //
 // Revisions. The proxy's meta revisions and the oracle's revisions are different
-// numbers, and the proxy may consume revisions etcd does not (a transaction whose
-// taken branch only reads, a delete that finds nothing, one revision per member
-// of a spanning delete — documented caveats). Each time both sides answer, the
+// numbers, and the proxy may consume revisions etcd does not (one revision per
+// member of a spanning delete, concurrency bookkeeping, a writing transaction
+// refused after taking its revision — documented caveats; a transaction whose
+// taken branch only reads and a delete that finds nothing take none, as in etcd:
+// test/kv/quiet-revisions.test.ts checks that exactly). Each time both sides answer, the
 // pair (proxy header.revision, oracle header.revision) is recorded:
 //   toOracle(p) = oracle revision of the latest pair with proxy revision <= p
 //   toProxy(o)  = proxy revision first recorded with oracle revision o

@@ -832,8 +832,12 @@ describe('Txn', () => {
     const [a] = keysOn(0, 't12/', 1) as [string];
     const [o] = keysOn(1, 't12/', 1) as [string];
     await d.put({ key: b(o), value: b('other') });
+    // The nested delete below finds its key, so that transaction writes.
+    await d.put({ key: b(a), value: b('here') });
     await d.expectRefusedSpanning(txnReq([], [op.range(o), op.put(a, '1')]), 'read of another member, then a put');
     await d.expectRefusedSpanning(txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(a)])]), 'read over every member, then a nested delete');
+    // A delete that finds nothing writes nothing: that transaction is answered from one snapshot, as etcd answers it.
+    ok(await d.txn(txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(`${a}-gone`)])]), { label: 'read over every member, then a nested delete that finds nothing' }));
     await d.sync();
     await d.expectRefusedSpanning(txnReq([], [op.put(a, '1'), op.range(o, { revision: d.revision })]), 'put, then a read of another member at an explicit revision');
     await d.expectRefusedSpanning(txnReq([cmp(o, Target.VERSION, Result.GREATER, 0)], [op.put(a, '1')]), 'compare on another member');
