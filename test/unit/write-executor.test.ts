@@ -193,13 +193,12 @@ test('a plain put of a key the cache does not know reads it in parallel with tak
   assert.deepEqual(f.calls, ['tick', 'range', 'write']);
 });
 
-test('a create of a key the cache does not know reads it before taking a tick (it may exist), and the write starts from that read', async () => {
-  const read: TxnResponse = { header: header(5), succeeded: true, responses: [rangeResponse([])] };
-  const f = fake([[7]], [read, landed(0, 6)]);
+test('a create of a key the cache does not know takes it as absent: its tick at once, no read, the member guard checks', async () => {
+  const f = fake([[7]], [landed(0, 6)]);
   const out = await executeTxn(f.ctx, CREATE);
   assert.equal(out.revision, 7);
-  assert.deepEqual(f.calls, ['read', 'tick', 'write']);
-  assert.deepEqual(f.sent[1]!.compare, [cmp.modEqual(toMemberKey(b('k')), 0)]);
+  assert.deepEqual(f.calls, ['tick', 'write']);
+  assert.deepEqual(f.sent[0]!.compare, [cmp.modEqual(toMemberKey(b('k')), 0)]);
 });
 
 test('a create of a key the cache knows is absent takes its tick at once', async () => {

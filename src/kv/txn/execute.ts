@@ -36,8 +36,10 @@ export async function executeTxn(ctx: KvContext, req: TxnRequest): Promise<TxnOu
   if (plan.crossMembers) return executeCrossTxn(ctx, req, plan);
   const member = plan.writeMember;
   if (member === undefined) return executeReadOnly(ctx, req, plan);
-  // Only what the cache knows: a create's key it has not seen may exist (written before this proxy started).
-  const cached = stateFromCache(ctx.keyCache, plan, false);
+  // A create's key the cache has not seen is taken as absent (the common case, a new
+  // object): the member's guard checks it, and should it exist after all (written before
+  // this proxy started), the create's revision is left empty — not a read before every create.
+  const cached = stateFromCache(ctx.keyCache, plan);
   const told = cached ? takenWrites(req, cached, (d) => cacheFinds(ctx, d)) : 'unknown';
   if (told === 'writes' || (told === 'unknown' && alwaysPuts(req))) return executeWrite(ctx, req, plan, member, cached);
   if (told === 'unknown') {
@@ -55,7 +57,7 @@ export async function executeTxn(ctx: KvContext, req: TxnRequest): Promise<TxnOu
  * otherwise the cross-member commit decides, on an exact state.
  */
 async function executeCrossTxn(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome> {
-  const cached = stateFromCache(ctx.keyCache, plan, false);
+  const cached = stateFromCache(ctx.keyCache, plan);
   if (cached && takenWrites(req, cached, (d) => cacheFinds(ctx, d)) === 'nothing') {
     const quiet = await executeIfNothingWritten(ctx, req, plan);
     if (quiet) return quiet;

@@ -36,6 +36,8 @@ import { translateResponses } from './responses.js';
 import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
 import { compareLookup, refreshedState, stateOps, type WriteState } from './write-state.js';
+import { executeIfNothingWritten } from './read-only.js';
+import { walkTaken } from './walk.js';
 
 const MAX_ATTEMPTS = 32;
 /** Order losses after which a write asks the clock for a priority revision. */
@@ -182,6 +184,12 @@ class WriteRun implements WriteInput {
     this.state = refreshedState(resp, this.plan, this.reads);
     this.ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
     this.finishTick(undefined);
+    // With the fresh state the branch taken may write nothing (a create of a key that
+    // exists after all): answered from a snapshot, it takes no second revision.
+    if (!takenBranchWrites(this.req, this.state)) {
+      const quiet = await executeIfNothingWritten(this.ctx, this.req, this.plan);
+      if (quiet) return quiet;
+    }
     this.tick = await takeTick(this.ctx, this.member, false);
     return undefined;
   }
@@ -215,6 +223,17 @@ class WriteRun implements WriteInput {
     this.finishTick(undefined);
     this.tick = await takeTick(this.ctx, this.member, this.orderLosses >= PRIORITY_AFTER_LOSSES);
   }
+}
+
+/** Whether the branch `req` takes in `state` puts or deletes anything (a delete counts, whatever it would find). */
+function takenBranchWrites(req: TxnRequest, state: WriteState): boolean {
+  let writes = false;
+  walkTaken(req, compareToPath(req, compareLookup(state)), {
+    op(r) {
+      if (r.$case !== 'requestRange') writes = true;
+    },
+  });
+  return writes;
 }
 
 /**

@@ -68,18 +68,15 @@ export function compareLookup(state: WriteState): CompareLookup {
  * The write's state from what this proxy has seen of its keys, when that is
  * enough: no compare ranges, no values needed, and every key either known or
  * compared as absent (a create). The write's guards check it at the member.
- * With `createsAbsent` false, a create's key the cache does not know makes the
- * state unknown too: it may exist from before this proxy started, and then the
- * create's branch taken is the other one.
  */
-export function stateFromCache(cache: KeyCache, plan: TxnPlan, createsAbsent = true): WriteState | undefined {
+export function stateFromCache(cache: KeyCache, plan: TxnPlan): WriteState | undefined {
   if (plan.stateRanges.length > 0 || plan.needsValues) return undefined;
   const keys = new Map<string, KeyValue | undefined>();
   for (const k of plan.stateKeys) {
     const mkey = toMemberKey(k);
     const meta = cache.get(mkey.toString('latin1'));
     if (!meta) {
-      if (!createsAbsent || !plan.comparedAbsent.has(k.toString('latin1'))) return undefined;
+      if (!plan.comparedAbsent.has(k.toString('latin1'))) return undefined;
       keys.set(mkey.toString('latin1'), undefined);
       continue;
     }
