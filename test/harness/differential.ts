@@ -3,11 +3,13 @@
 // compared after mapping the proxy's revisions onto the oracle's.
 //
 // Revisions. The proxy's meta revisions and the oracle's revisions are different
-// numbers, and the proxy may consume revisions etcd does not (e.g. a transaction
-// whose taken branch only reads, a delete that finds nothing). A write spanning
-// members (a cross-member transaction, a DeleteRange over several members) takes
-// one revision, as in etcd; a lease revoke over several members may still take
-// one per member (markPartial). Each time both sides answer, the
+// numbers, and the proxy may consume revisions etcd does not (concurrency
+// bookkeeping, a writing transaction refused after taking its revision —
+// documented caveats; a transaction whose taken branch only reads and a delete
+// that finds nothing take none, as in etcd: test/kv/quiet-revisions.test.ts
+// checks that exactly). A write spanning members (a cross-member transaction, a
+// DeleteRange over several members, a lease's deletions) takes one revision, as
+// in etcd (markPartial remains for a lease revoke deleting in chunks). Each time both sides answer, the
 // pair (proxy header.revision, oracle header.revision) is recorded:
 //   toOracle(p) = oracle revision of the latest pair with proxy revision <= p
 //   toProxy(o)  = proxy revision first recorded with oracle revision o

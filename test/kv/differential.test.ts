@@ -875,9 +875,13 @@ describe('Txn', () => {
     const [a] = keysOn(0, 't12/', 1) as [string];
     const [o] = keysOn(1, 't12/', 1) as [string];
     await d.put({ key: b(o), value: b('other') });
+    // The nested delete below finds its key, so that transaction writes.
+    await d.put({ key: b(a), value: b('here') });
     await servedAsEtcd('t12/', [
       ['read of another member, then a put', () => txnReq([], [op.range(o), op.put(a, '1')])],
       ['read over every member, then a nested delete', () => txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(a, { prevKv: true })])])],
+      // A delete that finds nothing writes nothing: answered from one snapshot, as etcd answers it.
+      ['read over every member, then a nested delete that finds nothing', () => txnReq([], [op.range('t12/', { rangeEnd: prefixEnd('t12/') }), op.txn([], [op.del(`${a}-gone`)])])],
       ['put, then a read of another member at an explicit revision', () => txnReq([], [op.put(a, '1'), op.range(o, { revision: d.revision })])],
       ['compare on another member', () => txnReq([cmp(o, Target.VERSION, Result.GREATER, 0)], [op.put(a, '2')])],
       ['reads of both members before and after puts on both', () => txnReq([], [op.range(a), op.range(o), op.put(a, '3'), op.put(o, 'o3'), op.range('t12/', { rangeEnd: prefixEnd('t12/') })])],

@@ -3,10 +3,13 @@
 // store's revision must have moved by exactly as much on both (etcd moves it
 // once per change, never for a transaction whose branch taken only reads or a
 // delete that finds nothing). Answers are compared too: succeeded, deleted,
-// values, and the inner range headers against the outer header.
+// values, and the inner range headers against the outer header. First on keys
+// the proxy knows (its key cache saw them written), then where the cache cannot
+// tell: through a second proxy started after the keys were written, with VALUE
+// compares, and over one member with compares and deletes over a range.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { Compare_CompareResult, Compare_CompareTarget, type DeepPartial, type TxnRequest } from '../../src/proto/gen/rpc.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
@@ -45,17 +48,20 @@ interface Side {
   rev: bigint;
 }
 
-/** Runs `step` on both sides and checks the revision moved by the same amount (and by `moves`). */
-async function both<T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown): Promise<void> {
+/** Runs `step` on the oracle and on `proxy` (this file's proxy by default) and checks the revision moved by the same amount (and by `moves`). */
+/** `proxyMoves`: the proxy's move where a documented caveat differs from etcd's `moves`. */
+async function both<T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown, proxy: EtcdClient = client, proxyMoves = moves): Promise<void> {
   const sides: Side[] = [
     { c: oracle, rev: await current(oracle) },
-    { c: client, rev: await current(client) },
+    { c: proxy, rev: await current(proxy) },
   ];
   const answers: unknown[] = [];
   for (const s of sides) {
-    answers.push(same(await step(s.c)));
+    const answer = await step(s.c);
     const now = await current(s.c);
-    assert.equal(now - s.rev, moves, `${name}: the ${s.c === oracle ? 'oracle' : 'proxy'}'s revision moved by ${now - s.rev}, expected ${moves}`);
+    const expected = s.c === oracle ? moves : proxyMoves;
+    assert.equal(now - s.rev, expected, `${name}: the ${s.c === oracle ? 'oracle' : 'proxy'}'s revision moved by ${now - s.rev}, expected ${expected}`);
+    answers.push(same(answer));
   }
   assert.deepEqual(answers[1], answers[0], `${name}: answers differ`);
 }
@@ -121,4 +127,102 @@ test('an update whose compare holds still takes exactly one revision', async () 
   for (const c of [oracle, client]) await c.put({ key: B('/registry/pods/b'), value: B('1') });
   const revs = await Promise.all([oracle, client].map(async (c) => (await c.range({ key: B('/registry/pods/b') })).kvs[0]!.modRevision));
   await both('update with the right revision', 1n, (c) => c.txnPartial({ compare: modIs('/registry/pods/b', revs[c === oracle ? 0 : 1]!), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/b'), value: B('2') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/b') } } }] }), txnShape);
+});
+
+// The same, where the proxy's key cache cannot tell what the transaction writes:
+// keys written before the proxy serving the request started (a second proxy
+// beside the first, whose cache never saw them), VALUE compares (the cache holds
+// no values), compares and deletes over a range.
+
+const put = (key: string, value: string) => ({ request: { $case: 'requestPut' as const, value: { key: B(key), value: B(value) } } });
+const get = (key: string, rangeEnd?: string) => ({ request: { $case: 'requestRange' as const, value: { key: B(key), ...(rangeEnd ? { rangeEnd: B(rangeEnd) } : {}) } } });
+const del = (key: string, rangeEnd?: string) => ({ request: { $case: 'requestDeleteRange' as const, value: { key: B(key), ...(rangeEnd ? { rangeEnd: B(rangeEnd) } : {}) } } });
+const valueIs = (key: string, value: string): DeepPartial<TxnRequest>['compare'] => [
+  { key: B(key), target: Compare_CompareTarget.VALUE, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'value', value: B(value) } },
+];
+
+describe('a second proxy, started after the keys were written (its key cache never saw them)', () => {
+  let cold: TestProxy;
+  let fresh: EtcdClient;
+  before(async () => {
+    for (const c of [oracle, client]) for (const k of ['/cold/pod', '/cold/exists', '/cold/value', '/cold/compact']) await c.put({ key: B(k), value: B('v1') });
+    cold = await startTestProxy(set);
+    fresh = clientFor(cold.url, 'second proxy');
+  });
+  after(async () => {
+    fresh?.close();
+    await cold?.stop();
+  });
+  const on = <T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown, proxyMoves = moves) => both(name, moves, step, same, fresh, proxyMoves);
+  const deleted = (r: { deleted: bigint; prevKvs: unknown[] }) => ({ deleted: r.deleted, prev: r.prevKvs.length });
+
+  test('a conflicting update takes no revision', () => on('conflicting update', 0n, (c) => c.txnPartial({ compare: modIs('/cold/pod', 1n), success: [put('/cold/pod', 'v2')], failure: [get('/cold/pod')] }), txnShape));
+  // The caveat: a create of a key this proxy never saw is taken as absent (no read before every
+  // create); when it exists after all, the answer is etcd's but its revision is left empty.
+  test('a create of an existing key it never saw answers as etcd, leaving one empty revision (the caveat)', () =>
+    on('create of an existing key', 0n, (c) => c.txnPartial({ compare: modIs('/cold/exists', 0n), success: [put('/cold/exists', 'x')], failure: [get('/cold/exists')] }), txnShape, 1n));
+  test('a failed VALUE compare takes no revision', async () => {
+    await on('failed VALUE compare', 0n, (c) => c.txnPartial({ compare: valueIs('/cold/value', 'other'), success: [put('/cold/value', 'v2')], failure: [get('/cold/value')] }), txnShape);
+    await on('failed VALUE compare on a missing key', 0n, (c) => c.txnPartial({ compare: valueIs('/cold/missing', ''), success: [put('/cold/missing', 'v')] }), txnShape);
+  });
+  test("the compactor's losing transaction takes no revision", () =>
+    on(
+      'compactor with an old version',
+      0n,
+      (c) =>
+        c.txnPartial({
+          // The version the compactor last saw, long gone (a compare with 0 is a create: see the caveat above).
+          compare: [{ key: B('/cold/compact'), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: 5n } }],
+          success: [put('/cold/compact', '9')],
+          failure: [get('/cold/compact')],
+        }),
+      txnShape,
+    ));
+  test('deletes of a key never written take no revision, alone and inside a transaction', async () => {
+    await on('delete of a key never written', 0n, (c) => c.deleteRange({ key: B('/cold/never'), prevKv: true }), deleted);
+    await on('transaction deleting a missing key and reading another', 0n, (c) => c.txnPartial({ success: [del('/cold/never'), get('/cold/pod')] }), txnShape);
+    // One key (the writes of a transaction must be on one member): absent, so its compare fails and its delete finds nothing.
+    await on('failed compare whose other branch deletes a missing key', 0n, (c) => c.txnPartial({ compare: modIs('/cold/absent', 5n), success: [put('/cold/absent', 'v')], failure: [del('/cold/absent'), get('/cold/pod')] }), txnShape);
+  });
+  test('what does write still takes exactly one revision', async () => {
+    await on('VALUE compare that holds', 1n, (c) => c.txnPartial({ compare: valueIs('/cold/value', 'v1'), success: [put('/cold/value', 'v2')], failure: [get('/cold/value')] }), txnShape);
+    await on('create of a new key', 1n, (c) => c.txnPartial({ compare: modIs('/cold/new', 0n), success: [put('/cold/new', 'v')], failure: [get('/cold/new')] }), txnShape);
+    await on('delete of a key the proxy has not seen', 1n, (c) => c.deleteRange({ key: B('/cold/exists'), prevKv: true }), deleted);
+    await on('plain put of a key the proxy has not seen', 1n, (c) => c.put({ key: B('/cold/pod'), value: B('v3') }), () => true);
+  });
+});
+
+describe('over one member: compares and deletes over a range', () => {
+  // With one member every range is on it (with several, a writing transaction may not hold a range).
+  let one: EtcdSet;
+  let lone: TestProxy;
+  let p: EtcdClient;
+  before(async () => {
+    one = await startEtcdSet({ name: 'quiet-one', members: 1 });
+    lone = await startTestProxy(one);
+    p = clientFor(lone.url, 'one-member proxy');
+    for (const c of [oracle, p]) for (const k of ['/r/a', '/r/b']) await c.put({ key: B(k), value: B('1') });
+  });
+  after(async () => {
+    p?.close();
+    try {
+      await lone?.stop();
+    } finally {
+      await one?.stop();
+    }
+  });
+  const on = <T>(name: string, moves: bigint, step: (c: EtcdClient) => Promise<T>, same: (t: T) => unknown) => both(name, moves, step, same, p);
+  const versionOfRange = (v: bigint): DeepPartial<TxnRequest>['compare'] => [
+    { key: B('/r/'), rangeEnd: B('/r0'), target: Compare_CompareTarget.VERSION, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'version', value: v } },
+  ];
+
+  test('a failed compare over a range takes no revision', () => on('failed compare over a range', 0n, (c) => c.txnPartial({ compare: versionOfRange(7n), success: [put('/r/a', '2')], failure: [get('/r/', '/r0')] }), txnShape));
+  test('a range delete that finds nothing takes no revision, alone and inside a transaction', async () => {
+    await on('range delete that finds nothing', 0n, (c) => c.deleteRange({ key: B('/none/'), rangeEnd: B('/none0'), prevKv: true }), (r) => ({ deleted: r.deleted, prev: r.prevKvs.length }));
+    await on('transaction with a range delete that finds nothing', 0n, (c) => c.txnPartial({ success: [del('/none/', '/none0'), get('/r/', '/r0')] }), txnShape);
+  });
+  test('a compare over a range that holds and a range delete that finds keys take one revision each', async () => {
+    await on('compare over a range that holds', 1n, (c) => c.txnPartial({ compare: versionOfRange(1n), success: [put('/r/a', '2')], failure: [get('/r/', '/r0')] }), txnShape);
+    await on('range delete that finds keys', 1n, (c) => c.deleteRange({ key: B('/r/'), rangeEnd: B('/r0') }), (r) => r.deleted);
+  });
 });

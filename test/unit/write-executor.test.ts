@@ -57,25 +57,31 @@ interface Fake {
   asked: boolean[];
   /** Revisions waited for on the member's timeline. */
   waited: number[];
+  /** Upstream calls in order: 'tick', 'range' (a state read), 'read' (a read-only member transaction), 'write'. */
+  calls: string[];
 }
 
 /** A one-member context whose clock hands out `groups` (one tick of each, in order) and whose member answers `answers`. */
 function fake(groups: number[][], answers: TxnResponse[], first = 0): Fake {
-  const f: Fake = { ctx: undefined as unknown as KvContext, sent: [], released: [], outcomes: [], asked: [], waited: [] };
+  const f: Fake = { ctx: undefined as unknown as KvContext, sent: [], released: [], outcomes: [], asked: [], waited: [], calls: [] };
   const ticks: Tick[] = groups.map((revisions) => {
     const group = new SlotGroup();
     for (const revision of revisions) group.add({ revision, allocation: [revision] });
     return { ...group.slots[0]!, group, first };
   });
   const member = {
-    range: async () => ({ header: header(5), kvs: [], more: false, count: 0n }),
-    txn: async (req: DeepPartial<TxnRequest>) => {
+    range: async () => {
+      f.calls.push('range');
+      return { header: header(5), kvs: [], more: false, count: 0n };
+    },
+    txn: async (req: DeepPartial<TxnRequest>, o?: { readOnly?: boolean }) => {
       const t = req as TxnRequest;
       const put = t.success[0]?.request;
       if (t.success.length === 1 && put?.$case === 'requestPut' && put.value.key.equals(InternalKey.clock)) {
         f.released.push(Number(put.value.value.readBigUInt64BE(0)));
         return { header: header(0), succeeded: true, responses: [] };
       }
+      f.calls.push(o?.readOnly ? 'read' : 'write');
       f.sent.push(t);
       const answer = answers.shift();
       if (!answer) throw new Error('no scripted answer left');
@@ -95,6 +101,7 @@ function fake(groups: number[][], answers: TxnResponse[], first = 0): Fake {
     keyCache: new KeyCache(100),
     clock: {
       tick: async (_m: number, priority: boolean) => {
+        f.calls.push('tick');
         f.asked.push(priority);
         const t = ticks.shift();
         if (!t) throw new Error('no tick left');
@@ -168,4 +175,35 @@ test('a write that fails gives its tick up', async () => {
   await assert.rejects(executeTxn(f.ctx, PUT), /no scripted answer left/);
   assert.deepEqual(f.released, [7]);
   assert.equal(f.ctx.members.get(0).sequencer.pending, 0);
+});
+
+const CREATE = txn([cmp.modEqual(b('k'), 0)], [op.put(b('k'), b('v'))], [op.range(b('k'))]);
+
+test('a key the cache knows: a conditional update takes its tick at once, reading nothing', async () => {
+  const f = fake([[7]], [landed(0, 6)]);
+  f.ctx.keyCache.set(toMemberKey(b('k')).toString('latin1'), { rev: 4, present: { version: 1n, versionBase: 0, createRevision: 3, modRevision: 3, lease: 0n } });
+  const out = await executeTxn(f.ctx, txn([cmp.modEqual(b('k'), 3)], [op.put(b('k'), b('v'))], [op.range(b('k'))]));
+  assert.equal(out.revision, 7);
+  assert.deepEqual(f.calls, ['tick', 'write']);
+});
+
+test('a plain put of a key the cache does not know reads it in parallel with taking its tick', async () => {
+  const f = fake([[7]], [landed(0, 6)]);
+  await executeTxn(f.ctx, PUT);
+  assert.deepEqual(f.calls, ['tick', 'range', 'write']);
+});
+
+test('a create of a key the cache does not know takes it as absent: its tick at once, no read, the member guard checks', async () => {
+  const f = fake([[7]], [landed(0, 6)]);
+  const out = await executeTxn(f.ctx, CREATE);
+  assert.equal(out.revision, 7);
+  assert.deepEqual(f.calls, ['tick', 'write']);
+  assert.deepEqual(f.sent[0]!.compare, [cmp.modEqual(toMemberKey(b('k')), 0)]);
+});
+
+test('a create of a key the cache knows is absent takes its tick at once', async () => {
+  const f = fake([[7]], [landed(0, 6)]);
+  f.ctx.keyCache.set(toMemberKey(b('k')).toString('latin1'), { rev: 4 });
+  await executeTxn(f.ctx, CREATE);
+  assert.deepEqual(f.calls, ['tick', 'write']);
 });

@@ -1,20 +1,30 @@
-// Executing transactions (and, through them, Put and single-member deletes):
-// a transaction that writes nothing is served from a snapshot (read-only.ts),
-// one that writes goes to its member as one member transaction
-// (write-executor.ts). A writing transaction whose branch taken writes nothing,
-// as far as the key cache tells (a failed compare with a branch of reads, a
-// delete of a key known to be absent), is first tried at a snapshot, so that it
-// takes no revision, as in etcd; when the snapshot disagrees, it is a write.
+// Executing transactions (and, through them, Put and DeleteRange): a transaction
+// that writes nothing is served from a snapshot (read-only.ts), one that writes
+// goes to its member as one member transaction (write-executor.ts), one that
+// writes or compares keys of several members is committed across them
+// (cross-member.ts). A writing transaction whose branch taken writes nothing
+// (a failed compare with a branch of reads, a delete that finds nothing) is
+// served from a snapshot too, so that, as in etcd, it takes no revision: a
+// revision once taken is used up. So whether it writes is settled before one
+// is taken:
+//   - by the key cache, when it knows every key involved: no round trip (the
+//     common path);
+//   - without looking, when every branch that can be taken puts (a plain Put):
+//     the write path reads what it needs in parallel with taking its revision;
+//   - otherwise by one member read of the state and of what the deletes find,
+//     which the write path then starts from (one round trip before the revision).
+// When the snapshot disagrees (the cache or the read was behind), it is a write.
 
-import type { TxnRequest } from '../../proto/gen/rpc.js';
+import type { DeleteRangeRequest, TxnRequest } from '../../proto/gen/rpc.js';
 import { toMemberKey } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
-import { planTxn } from '../txn-plan.js';
+import { planTxn, rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
 import { executeIfNothingWritten, executeReadOnly } from './read-only.js';
 import { walkTaken } from './walk.js';
 import { executeWrite } from './write-executor.js';
 import { executeCross } from './cross-member.js';
+import { readStateAndDeletes, type StateAndDeletes } from './write-io.js';
 import { compareLookup, stateFromCache, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
@@ -23,34 +33,93 @@ export type { TxnOutcome };
 /** Runs `req`: read-only, on one member, or across several (cross-member.ts). */
 export async function executeTxn(ctx: KvContext, req: TxnRequest): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req);
-  if (plan.writeMember === undefined && !plan.crossMembers) return executeReadOnly(ctx, req, plan);
+  if (plan.crossMembers) return executeCrossTxn(ctx, req, plan);
+  const member = plan.writeMember;
+  if (member === undefined) return executeReadOnly(ctx, req, plan);
+  // A create's key the cache has not seen is taken as absent (the common case, a new
+  // object): the member's guard checks it, and should it exist after all (written before
+  // this proxy started), the create's revision is left empty — not a read before every create.
   const cached = stateFromCache(ctx.keyCache, plan);
-  if (cached && cacheSaysNothingWritten(ctx, req, cached)) {
-    const quiet = await executeIfNothingWritten(ctx, req, plan);
-    if (quiet) return quiet;
-    // The snapshot disagreed with the cache: look it up again for the write.
-    return plan.crossMembers ? executeCross(ctx, req, plan) : executeWrite(ctx, req, plan, plan.writeMember!);
+  const told = cached ? takenWrites(req, cached, (d) => cacheFinds(ctx, d)) : 'unknown';
+  if (told === 'writes' || (told === 'unknown' && alwaysPuts(req))) return executeWrite(ctx, req, plan, member, cached);
+  if (told === 'unknown') {
+    const read = await readStateAndDeletes(ctx, member, plan, cached, deleteTargets(req, plan));
+    if (takenWrites(req, read.state, (d) => readFinds(read, d)) === 'writes') return executeWrite(ctx, req, plan, member, read.state);
   }
-  if (plan.crossMembers) return executeCross(ctx, req, plan);
-  return executeWrite(ctx, req, plan, plan.writeMember!, cached);
+  const quiet = await executeIfNothingWritten(ctx, req, plan);
+  // The snapshot disagreed (the cache or the read was behind): look the state up again for the write.
+  return quiet ?? executeWrite(ctx, req, plan, member);
 }
 
 /**
- * Whether, by the key cache alone (no round trip), the branch `req` takes
- * writes nothing, given the keys' state from the cache: no put, and only deletes
- * of single keys the cache knows are absent.
+ * A transaction over several members: when the key cache already tells that its
+ * branch taken writes nothing, it is answered from a snapshot (no revision);
+ * otherwise the cross-member commit decides, on an exact state.
  */
-function cacheSaysNothingWritten(ctx: KvContext, req: TxnRequest, state: WriteState): boolean {
-  let writes = false;
+async function executeCrossTxn(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome> {
+  const cached = stateFromCache(ctx.keyCache, plan);
+  if (cached && takenWrites(req, cached, (d) => cacheFinds(ctx, d)) === 'nothing') {
+    const quiet = await executeIfNothingWritten(ctx, req, plan);
+    if (quiet) return quiet;
+  }
+  return executeCross(ctx, req, plan);
+}
+
+/** Whether the branch taken writes: 'unknown' when that depends on what a delete finds and `finds` cannot tell. */
+type Told = 'writes' | 'nothing' | 'unknown';
+
+/**
+ * Whether the branch `req` takes in `state` writes: a put does; a delete does
+ * when it finds something (`finds`: undefined when not known).
+ */
+function takenWrites(req: TxnRequest, state: WriteState, finds: (d: DeleteRangeRequest) => boolean | undefined): Told {
+  let told: Told = 'nothing';
   walkTaken(req, compareToPath(req, compareLookup(state)), {
     op(r) {
-      if (r.$case === 'requestRange') return;
-      if (r.$case === 'requestDeleteRange' && r.value.rangeEnd.length === 0) {
-        const known = ctx.keyCache.get(toMemberKey(r.value.key).toString('latin1'));
-        if (known && !known.present) return;
-      }
-      writes = true;
+      if (r.$case === 'requestRange' || told === 'writes') return;
+      const found = r.$case === 'requestDeleteRange' ? finds(r.value) : true;
+      if (found === true) told = 'writes';
+      else if (found === undefined) told = 'unknown';
     },
   });
-  return !writes;
+  return told;
+}
+
+/** Whether a delete finds its key, by the key cache; undefined when it cannot tell (an unknown key, a range). */
+function cacheFinds(ctx: KvContext, d: DeleteRangeRequest): boolean | undefined {
+  if (d.rangeEnd.length > 0) return undefined;
+  const known = ctx.keyCache.get(toMemberKey(d.key).toString('latin1'));
+  return known && known.present !== undefined;
+}
+
+/** Whether a delete finds anything, by the member read: the state for the keys it holds, else the counts. */
+function readFinds(read: StateAndDeletes, d: DeleteRangeRequest): boolean {
+  const key = toMemberKey(d.key).toString('latin1');
+  if (d.rangeEnd.length === 0 && read.state.keys.has(key)) return read.state.keys.get(key) !== undefined;
+  return (read.deleteCounts.get(rangeId(d.key, d.rangeEnd)) ?? 0) > 0;
+}
+
+/** Whether `req` puts whatever the state: a put on every branch it can take (a plain Put, a put in both branches). */
+function alwaysPuts(req: TxnRequest): boolean {
+  const branches = req.compare.length === 0 ? [req.success] : [req.success, req.failure];
+  return branches.every((ops) => ops.some((o) => o.request?.$case === 'requestPut'));
+}
+
+/**
+ * Every key or range `req` may delete, on any branch (which one is taken is known only once the state is
+ * read), but the keys of the state: the state tells whether they are there.
+ */
+function deleteTargets(req: TxnRequest, plan: TxnPlan): ClientRange[] {
+  const stateKeys = new Set(plan.stateKeys.map((k) => k.toString('latin1')));
+  const inState = (d: DeleteRangeRequest) => d.rangeEnd.length === 0 && stateKeys.has(d.key.toString('latin1'));
+  const out = new Map<string, ClientRange>();
+  const visit = (t: TxnRequest) => {
+    for (const o of [...t.success, ...t.failure]) {
+      const r = o.request;
+      if (r?.$case === 'requestTxn') visit(r.value);
+      else if (r?.$case === 'requestDeleteRange' && !inState(r.value)) out.set(rangeId(r.value.key, r.value.rangeEnd), { key: r.value.key, rangeEnd: r.value.rangeEnd });
+    }
+  };
+  visit(req);
+  return [...out.values()];
 }

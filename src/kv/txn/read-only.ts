@@ -27,17 +27,18 @@ export async function executeReadOnly(ctx: KvContext, req: TxnRequest, plan: Txn
 
 /**
  * A writing transaction whose branch taken writes nothing at the current
- * snapshot (its compares pick a branch of reads, and deletes of absent keys):
- * served from that snapshot as a read-only transaction, so that, as in etcd, it
- * leaves the revision where it is. Undefined when at the snapshot the branch
- * taken puts, or deletes something (or a range): the write path serves it then.
+ * snapshot (its compares pick a branch of reads, and deletes that find
+ * nothing): served from that snapshot as a read-only transaction, so that, as
+ * in etcd, it leaves the revision where it is. Undefined when at the snapshot
+ * the branch taken puts, or deletes something: the write path serves it then.
  */
 export async function executeIfNothingWritten(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome | undefined> {
   return executeAtSnapshot(ctx, req, plan);
 }
 
 async function executeAtSnapshot(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome | undefined> {
-  const members = [...new Set([...plan.readMembers, ...(plan.writeMember === undefined ? [] : [plan.writeMember]), ...(plan.crossMembers ?? [])])].sort((a, b) => a - b);
+  const deleteMembers = plan.writeMember === undefined ? (plan.crossMembers ?? []) : [plan.writeMember];
+  const members = [...new Set([...plan.readMembers, ...deleteMembers])].sort((a, b) => a - b);
   const point = await resolveReadPoint(ctx, members, 0, false);
   const compareState = new Map<string, KeyValue[]>();
   const readState = (r: ClientRange) =>
@@ -49,9 +50,15 @@ async function executeAtSnapshot(ctx: KvContext, req: TxnRequest, plan: TxnPlan)
   const taken = new ReadOnlyResponses();
   walkTaken(req, path, taken);
   if (taken.writes) return undefined;
-  // Deletes on the branch taken are single keys: they write nothing only if their keys are absent at the snapshot.
-  await Promise.all(taken.deletes.filter((d) => !compareState.has(rangeId(d.request.key, EMPTY))).map((d) => readState({ key: d.request.key, rangeEnd: EMPTY })));
-  if (taken.deletes.some((d) => (compareState.get(rangeId(d.request.key, EMPTY)) ?? []).length > 0)) return undefined;
+  // Deletes on the branch taken write nothing only if they find nothing at the snapshot.
+  const finds = async (d: DeleteRangeRequest): Promise<boolean> => {
+    const compared = d.rangeEnd.length === 0 ? compareState.get(rangeId(d.key, EMPTY)) : undefined;
+    if (compared) return compared.length > 0;
+    // Deletes are on the write member only (for a spanning delete's part, the range is read there alone).
+    const got = await rangeAt(ctx, rangeRequest(d.key, { rangeEnd: d.rangeEnd, countOnly: true }), deleteMembers, point);
+    return got.count > 0;
+  };
+  if ((await Promise.all(taken.deletes.map((d) => finds(d.request)))).some(Boolean)) return undefined;
   // Future revisions are found when their snapshot is resolved below.
   checkTakenRanges(req, path, ctx.compaction.revision, NO_PAST);
   for (const d of taken.deletes) d.into.response = { $case: 'responseDeleteRange', value: { header: innerHeader(point.header), deleted: 0n, prevKvs: [] } };
@@ -73,9 +80,9 @@ async function executeAtSnapshot(ctx: KvContext, req: TxnRequest, plan: TxnPlan)
 class ReadOnlyResponses implements TakenVisitor {
   readonly out: ResponseOp[] = [];
   readonly reads: { request: RangeRequest; into: ResponseOp }[] = [];
-  /** Single-key deletes on the branch taken (they write nothing when their keys are absent). */
+  /** Deletes on the branch taken (they write nothing when they find nothing). */
   readonly deletes: { request: DeleteRangeRequest; into: ResponseOp }[] = [];
-  /** Whether the branch taken surely writes: a put, or a delete over a range. */
+  /** Whether the branch taken surely writes: a put. */
   writes = false;
   private readonly levels: ResponseOp[][] = [this.out];
 
@@ -83,7 +90,7 @@ class ReadOnlyResponses implements TakenVisitor {
     const into: ResponseOp = { response: undefined };
     this.levels[this.levels.length - 1]!.push(into);
     if (r.$case === 'requestRange') this.reads.push({ request: r.value, into });
-    else if (r.$case === 'requestDeleteRange' && r.value.rangeEnd.length === 0) this.deletes.push({ request: r.value, into });
+    else if (r.$case === 'requestDeleteRange') this.deletes.push({ request: r.value, into });
     else this.writes = true;
   }
 

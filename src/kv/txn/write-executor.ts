@@ -1,7 +1,8 @@
 // The write path, for a transaction whose writes all go to member M:
 //   1. In parallel: take a meta revision R for M from the clock, and read the
 //      current state of the keys the transaction compares or puts (or take it
-//      from the key cache).
+//      from the key cache, or from the caller, which read it to tell whether the
+//      transaction writes at all: see execute.ts).
 //   2. Evaluate the client's compares locally (etcd semantics), choose the
 //      branches, and send one member transaction (member-txn.ts) that applies
 //      the chosen ops at R only if M's clock is below R and every key read is
@@ -35,6 +36,8 @@ import { translateResponses } from './responses.js';
 import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
 import { compareLookup, refreshedState, stateOps, type WriteState } from './write-state.js';
+import { executeIfNothingWritten } from './read-only.js';
+import { walkTaken } from './walk.js';
 
 const MAX_ATTEMPTS = 32;
 /** Order losses after which a write asks the clock for a priority revision. */
@@ -42,8 +45,11 @@ const PRIORITY_AFTER_LOSSES = 3;
 /** Pause between reconnect attempts a write asks for while the member answers but its stream does not come up. */
 const STREAM_RETRY_PAUSE_MS = 50;
 
-/** Runs a writing transaction on `member`; `cached` is the key cache's state of its keys, if already looked up. */
-export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, cached?: WriteState): Promise<TxnOutcome> {
+/**
+ * Runs a writing transaction on `member`; `known` is the state of its keys when already looked up (from
+ * the key cache, or read from the member): the guards check it, so it may be stale.
+ */
+export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, known?: WriteState): Promise<TxnOutcome> {
   // A revision taken for a member whose stream is down could not be resolved, and
   // would hold back every watcher until --watch-timeout: wait for the stream to
   // come back (a member that just restarted), or fail once it is known unreachable.
@@ -52,7 +58,7 @@ export async function executeWrite(ctx: KvContext, req: TxnRequest, plan: TxnPla
   }
   const reads = stateOps(plan);
   const past = await resolvePastRanges(ctx, req, member);
-  const run = await WriteRun.start(ctx, req, plan, member, reads, past, cached);
+  const run = await WriteRun.start(ctx, req, plan, member, reads, past, known);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const done = await run.attempt();
     if (done) return done;
@@ -78,9 +84,9 @@ class WriteRun implements WriteInput {
     public state: WriteState,
   ) {}
 
-  static async start(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, reads: RequestOp[], past: PastRevisions, cached?: WriteState): Promise<WriteRun> {
+  static async start(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number, reads: RequestOp[], past: PastRevisions, known?: WriteState): Promise<WriteRun> {
     const tickP = takeTick(ctx, member, false);
-    const stateP = readState(ctx, member, plan, reads, cached);
+    const stateP = readState(ctx, member, plan, reads, known);
     let tick: Tick;
     let state: WriteState;
     try {
@@ -178,6 +184,12 @@ class WriteRun implements WriteInput {
     this.state = refreshedState(resp, this.plan, this.reads);
     this.ctx.metrics.writeAttempts.inc({ outcome: 'stale' });
     this.finishTick(undefined);
+    // With the fresh state the branch taken may write nothing (a create of a key that
+    // exists after all): answered from a snapshot, it takes no second revision.
+    if (!takenBranchWrites(this.req, this.state)) {
+      const quiet = await executeIfNothingWritten(this.ctx, this.req, this.plan);
+      if (quiet) return quiet;
+    }
     this.tick = await takeTick(this.ctx, this.member, false);
     return undefined;
   }
@@ -211,6 +223,17 @@ class WriteRun implements WriteInput {
     this.finishTick(undefined);
     this.tick = await takeTick(this.ctx, this.member, this.orderLosses >= PRIORITY_AFTER_LOSSES);
   }
+}
+
+/** Whether the branch `req` takes in `state` puts or deletes anything (a delete counts, whatever it would find). */
+function takenBranchWrites(req: TxnRequest, state: WriteState): boolean {
+  let writes = false;
+  walkTaken(req, compareToPath(req, compareLookup(state)), {
+    op(r) {
+      if (r.$case !== 'requestRange') writes = true;
+    },
+  });
+  return writes;
 }
 
 /**

@@ -1,31 +1,26 @@
 // The write path's member and snapshot reads, and the release of unused
 // revisions: everything a write does upstream besides its own member transaction.
 
-import { headerRevision, txn } from '../../proto/build.js';
+import { asRange, headerRevision, op, txn } from '../../proto/build.js';
 import type { RequestOp, TxnRequest } from '../../proto/gen/rpc.js';
 import { unavailable } from '../../errors/etcd-error.js';
 import { closeRevision, peersOf } from '../../commit/close-revision.js';
-import { toMemberKey } from '../../store/keyspace.js';
+import { toMemberKey, toMemberRange } from '../../store/keyspace.js';
 import type { KvContext } from '../context.js';
 import { rangeAt } from '../range.js';
 import { resolveReadPoint } from '../read-point.js';
-import type { TxnPlan } from '../txn-plan.js';
+import { rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
 import { READ_AFTER, type PastRevisions } from './taken-ranges.js';
 import type { DeferredRead } from './responses.js';
-import { stateFrom, stateFromCache, type WriteState } from './write-state.js';
+import { stateFrom, stateFromCache, stateOps, type WriteState } from './write-state.js';
 
 /**
- * The state of the keys the write depends on: from the key cache when enough (`cached`, when the
- * caller has looked it up already), else read from the member.
+ * The state of the keys the write depends on: `known` when the caller has it (from the key cache
+ * or its own read), else from the key cache when enough, else read from the member.
  */
-export async function readState(
-  ctx: KvContext,
-  member: number,
-  plan: TxnPlan,
-  reads: RequestOp[],
-  cached: WriteState | undefined = stateFromCache(ctx.keyCache, plan),
-): Promise<WriteState> {
-  if (cached) return cached;
+export async function readState(ctx: KvContext, member: number, plan: TxnPlan, reads: RequestOp[], known?: WriteState): Promise<WriteState> {
+  const ready = known ?? stateFromCache(ctx.keyCache, plan);
+  if (ready) return ready;
   const client = ctx.members.get(member).client;
   if (reads.length === 1 && plan.stateKeys.length === 1) {
     const key = toMemberKey(plan.stateKeys[0]!);
@@ -40,6 +35,42 @@ export async function readState(
   }
   const resp = await client.txn(txn([], reads), { readOnly: true });
   return stateFrom(headerRevision(resp), undefined, plan, resp.responses);
+}
+
+/** What a write reads before taking a revision when the key cache cannot tell whether it writes anything. */
+export interface StateAndDeletes {
+  state: WriteState;
+  /** rangeId(client key, range end) → how many keys a delete of it would remove. */
+  deleteCounts: Map<string, number>;
+}
+
+/**
+ * One member read: the state of the write's keys (unless `known`, from the key
+ * cache) and how many keys each of `deletes` finds, so that the caller can tell
+ * whether the branch taken writes anything before it takes a revision.
+ * Linearizable, except for the commonest case, the state of one key alone (a
+ * create or update of a key the cache does not know), which goes through the
+ * member's read batcher: concurrent ones then share a member call with each
+ * other and with Range reads. That read may be a moment behind the member's
+ * leader; a key created within that moment then looks absent, and the create
+ * takes a revision it leaves empty (its guard finds the key, as with the cache).
+ */
+export async function readStateAndDeletes(ctx: KvContext, member: number, plan: TxnPlan, known: WriteState | undefined, deletes: ClientRange[]): Promise<StateAndDeletes> {
+  if (!known && deletes.length === 0 && plan.stateKeys.length === 1 && plan.stateRanges.length === 0) {
+    const key = toMemberKey(plan.stateKeys[0]!);
+    const got = await ctx.members.get(member).reads.read({ key }, false);
+    const keys = new Map([[key.toString('latin1'), got.range.kvs[0]]]);
+    return { state: { memberRevision: headerRevision(got.range), clock: undefined, keys, ranges: new Map() }, deleteCounts: new Map() };
+  }
+  const stateReads = known ? [] : stateOps(plan);
+  const countReads = deletes.map((d) => {
+    const mr = toMemberRange(d.key, d.rangeEnd);
+    return op.range(mr.key, { rangeEnd: mr.rangeEnd, countOnly: true });
+  });
+  const resp = await ctx.members.get(member).client.txn(txn([], [...stateReads, ...countReads]), { readOnly: true });
+  const state = known ?? stateFrom(headerRevision(resp), undefined, plan, resp.responses);
+  const deleteCounts = new Map(deletes.map((d, i) => [rangeId(d.key, d.rangeEnd), Number(asRange(resp.responses[stateReads.length + i]).count)]));
+  return { state, deleteCounts };
 }
 
 /**
