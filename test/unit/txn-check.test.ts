@@ -22,7 +22,7 @@ const DUP = invalid('duplicate key given in txn request');
 const FROM_KEY_PUT = { code: 3, message: /^metaetcd: transaction puts a key inside the range of its own from-key delete/ };
 const TOO_MANY = invalid('too many operations in txn request');
 const EMPTY_KEY = invalid('key is not provided');
-type Expected = ReturnType<typeof invalid>;
+type Expected = { code: number; message: string | RegExp };
 const ok = (t: TxnRequest, why = '', max = 128) => assert.doesNotThrow(() => checkTxn(t, max), why);
 const refused = (t: TxnRequest, re: Expected, why = '', max = 128) => assert.throws(() => checkTxn(t, max), re, why);
 
