@@ -78,13 +78,6 @@ export const Errors = {
   maintenancePermissionDenied: e(Status.UNKNOWN, 'auth: permission denied', 'etcd'),
   maintenanceUserEmpty: e(Status.UNKNOWN, 'auth: user name is empty', 'etcd'),
   maintenanceUserNotFound: e(Status.UNKNOWN, 'auth: user name not found', 'etcd'),
-  /** metaetcd's caveat: a transaction may only write to keys of one member. */
-  crossMemberTxn: e(
-    Status.INVALID_ARGUMENT,
-    'metaetcd: transaction writes keys held by different member clusters; ' +
-      'cross-member transactions are not supported (see the caveats in the metaetcd README)',
-    'invalid',
-  ),
   /** metaetcd's caveat: etcd accepts a put inside a from-key delete of the same transaction; members refuse it. */
   putInsideFromKeyDelete: e(
     Status.INVALID_ARGUMENT,

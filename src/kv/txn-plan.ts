@@ -5,12 +5,12 @@
 // cross-member transaction (kv/txn/cross-member.ts), committed atomically over
 // all of them. Read-only transactions may span members. In a single-member
 // writing transaction, a read of the current state (revision 0) that reaches
-// other members is served after the write, as a snapshot at the write's own
-// revision, which is what etcd's atomic transaction would have read; a read at
-// an explicit revision on another member is refused (metaetcd's caveat).
+// other members after its writes is served after the write, as a snapshot at the
+// write's own revision, which is what etcd's atomic transaction would have read;
+// one with such a read before a write, or at an explicit revision, goes the
+// cross-member way over its one member, which serves those reads exactly.
 
 import { Compare_CompareResult, Compare_CompareTarget, type Compare, type RangeRequest, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
-import { Errors } from '../errors/etcd-error.js';
 import type { Router } from '../shard/layout.js';
 
 export interface ClientRange {
@@ -116,7 +116,12 @@ export function planTxn(router: Router, req: TxnRequest): TxnPlan {
     return { writeMember: undefined, crossMembers, readMembers, deferredReads: new Set(), stateKeys, stateRanges, needsValues, comparedAbsent };
   }
   const writeMember = writeMembers.size === 1 ? [...writeMembers][0]! : undefined;
-  if (writeMember !== undefined && [...boundMembers].some((m) => m !== writeMember)) throw Errors.crossMemberTxn();
+  if (writeMember !== undefined && ([...boundMembers].some((m) => m !== writeMember) || readsOthersBeforeWrite(req, router, writeMember))) {
+    // One member writes, but a read of another member comes before a write, or is at an
+    // explicit revision: the single-member path cannot answer it as etcd would; the
+    // cross-member commit (over that one member) serves such reads exactly.
+    return { writeMember: undefined, crossMembers: [writeMember], readMembers, deferredReads: new Set(), stateKeys, stateRanges, needsValues, comparedAbsent };
+  }
   return {
     writeMember,
     readMembers,
@@ -126,6 +131,38 @@ export function planTxn(router: Router, req: TxnRequest): TxnPlan {
     needsValues,
     comparedAbsent,
   };
+}
+
+/**
+ * Whether, on some branch, a read of the current state reaching members other
+ * than `member` comes before a write (nested transactions included, taken as
+ * possibly running either branch).
+ */
+function readsOthersBeforeWrite(req: TxnRequest, router: Router, member: number): boolean {
+  let found = false;
+  /** Walks one branch; returns whether it writes and whether it reads other members. */
+  const branch = (ops: RequestOp[], readBefore: boolean): { writes: boolean; reads: boolean } => {
+    let reads = readBefore;
+    let writes = false;
+    for (const o of ops) {
+      const r = o.request;
+      if (r?.$case === 'requestRange') {
+        if (r.value.revision === 0n && !onlyOn(router.membersOf(r.value.key, r.value.rangeEnd), member)) reads = true;
+      } else if (r?.$case === 'requestPut' || r?.$case === 'requestDeleteRange') {
+        writes = true;
+        if (reads) found = true;
+      } else if (r?.$case === 'requestTxn') {
+        const then = branch(r.value.success, reads);
+        const els = branch(r.value.failure, reads);
+        writes ||= then.writes || els.writes;
+        reads ||= then.reads || els.reads;
+      }
+    }
+    return { writes, reads };
+  };
+  branch(req.success, false);
+  branch(req.failure, false);
+  return found;
 }
 
 function onlyOn(members: number[], member: number): boolean {

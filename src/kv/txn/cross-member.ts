@@ -42,7 +42,7 @@ import { leaseIndexOps } from './member-txn.js';
 import { deleteTargets, splitCross, type CrossOps, type MemberPart } from './cross-ops.js';
 import { readDeferred } from './write-io.js';
 import type { DeferredRead } from './responses.js';
-import { compareLookup, type WriteState } from './write-state.js';
+import { checkTakenPuts, compareLookup, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
 /** Test-only: hold the protocol after a step (see util/test-hold.ts). */
@@ -88,10 +88,8 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     await Promise.all(members.map((m, i) => ctx.members.get(m).timeline.waitFor(tick.prior[i]!, deadline)));
     state = await readState(ctx, plan, req, members);
     path = compareToPath(req, compareLookup(state));
+    await checkTakenPuts(req, path, state, (id) => ctx.leases.exists(id));
     split = splitCross(ctx.router, req, path, state, members, R);
-    for (const p of split.parts.values()) {
-      for (const lease of p.ops.leases) if (!(await ctx.leases.exists(lease))) throw Errors.leaseNotFound();
-    }
     // A read at an explicit revision fails (compacted, future) before anything is applied, as in etcd;
     // R is this transaction's own revision, so R and above are in the future.
     for (const d of split.reads) {

@@ -24,7 +24,7 @@ import type { Tick } from '../../clock/clock.js';
 import type { Slot } from '../../clock/slot-group.js';
 import { headerRevision } from '../../proto/build.js';
 import type { RequestOp, ResponseOp, TxnRequest, TxnResponse } from '../../proto/gen/rpc.js';
-import { Errors, unavailable } from '../../errors/etcd-error.js';
+import { unavailable } from '../../errors/etcd-error.js';
 import type { KvContext } from '../context.js';
 import { compareToPath } from '../txn-compare.js';
 import type { TxnPlan } from '../txn-plan.js';
@@ -35,7 +35,7 @@ import type { BatchPart } from '../../members/write-batcher.js';
 import { translateResponses } from './responses.js';
 import { checkTakenRanges, type PastRevisions } from './taken-ranges.js';
 import { readDeferred, readState, releaseUnused, resolvePastRanges } from './write-io.js';
-import { compareLookup, refreshedState, stateOps, type WriteState } from './write-state.js';
+import { checkTakenPuts, compareLookup, refreshedState, stateOps, type WriteState } from './write-state.js';
 import { executeIfNothingWritten } from './read-only.js';
 import { walkTaken } from './walk.js';
 
@@ -137,12 +137,9 @@ class WriteRun implements WriteInput {
   private async compile(): Promise<ClientOps> {
     try {
       this.path = compareToPath(this.req, compareLookup(this.state));
+      await checkTakenPuts(this.req, this.path, this.state, (id) => this.ctx.leases.exists(id));
       checkTakenRanges(this.req, this.path, this.ctx.compaction.revision, this.past);
-      const own = compileClientOps(this, this.tick.revision);
-      for (const lease of own.leases) {
-        if (!(await this.ctx.leases.exists(lease))) throw Errors.leaseNotFound();
-      }
-      return own;
+      return compileClientOps(this, this.tick.revision);
     } catch (err) {
       this.finishTick(undefined);
       throw err;

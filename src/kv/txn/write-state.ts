@@ -5,7 +5,9 @@
 
 import type { KeyValue } from '../../proto/gen/kv.js';
 import { asRange, headerRevision, op } from '../../proto/build.js';
-import type { Compare, RequestOp, ResponseOp, TxnResponse } from '../../proto/gen/rpc.js';
+import type { Compare, PutRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse } from '../../proto/gen/rpc.js';
+import { Errors } from '../../errors/etcd-error.js';
+import { walkTaken } from './walk.js';
 import { decodeClockRecord } from '../../store/clock-record.js';
 import { encodeEnvelope } from '../../store/envelope.js';
 import { toMemberKey, toMemberRange } from '../../store/keyspace.js';
@@ -103,4 +105,23 @@ export function stateFromCache(cache: KeyCache, plan: TxnPlan): WriteState | und
     );
   }
   return { memberRevision: 0, clock: undefined, keys, ranges: new Map() };
+}
+
+/**
+ * etcd's checks of the puts on the branch taken, in op order, before anything is
+ * applied: ignore_value / ignore_lease need the key to exist ("key not found"),
+ * a lease must exist ("requested lease not found"); the first failing put's error wins.
+ */
+export async function checkTakenPuts(req: TxnRequest, path: boolean[], state: WriteState, leaseExists: (id: bigint) => Promise<boolean>): Promise<void> {
+  const puts: PutRequest[] = [];
+  walkTaken(req, path, {
+    op(r) {
+      if (r.$case === 'requestPut') puts.push(r.value);
+    },
+  });
+  for (const p of puts) {
+    if ((p.ignoreValue || p.ignoreLease) && !state.keys.get(toMemberKey(p.key).toString('latin1'))) throw Errors.keyNotFound();
+    const lease = p.ignoreLease ? undefined : p.lease;
+    if (lease !== undefined && lease !== 0n && !(await leaseExists(lease))) throw Errors.leaseNotFound();
+  }
 }
