@@ -27,7 +27,7 @@ import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
 import { asRange, op, txn } from '../proto/build.js';
-import { Compare_CompareResult, Compare_CompareTarget, type RequestOp } from '../proto/gen/rpc.js';
+import { Compare_CompareResult, Compare_CompareTarget, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
 import { isKind, messageOf } from '../errors/etcd-error.js';
 import { partitionOf } from '../shard/hash.js';
 import type { Router } from '../shard/layout.js';
@@ -253,39 +253,24 @@ export class LeaseManager implements LeaseChecker {
   }
 
   private async doReap(id: bigint): Promise<number | undefined> {
-    const kv = this.kv;
     // A lease ID may be granted again (clients may choose IDs): then its keys are the new lease's.
     if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
     // Every attached key on every member, in key order: up to REAP_CHUNK keys go in one
     // transaction (over several members, one cross-member transaction), at one revision.
-    const keys = await this.keysOf(id);
+    // A member that cannot be read keeps its keys until it is back (the reap is retried);
+    // the others' go now.
+    const found = await Promise.allSettled(this.members.map((client) => this.attachedKeys(client, id)));
+    const keys = found.flatMap((f) => (f.status === 'fulfilled' ? f.value : [])).sort(Buffer.compare);
     for (let i = 0; i < keys.length; i += REAP_CHUNK) {
       const chunk = keys.slice(i, i + REAP_CHUNK);
-      // Each key goes only if it is still attached to this lease when the deletion commits.
-      const success: RequestOp[] = chunk.map((key) => ({
-        request: {
-          $case: 'requestTxn',
-          value: {
-            compare: [
-              {
-                key,
-                rangeEnd: Buffer.alloc(0),
-                target: Compare_CompareTarget.LEASE,
-                result: Compare_CompareResult.EQUAL,
-                targetUnion: { $case: 'lease', value: id },
-              },
-            ],
-            success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
-            failure: [],
-          },
-        },
-      }));
-      const out = await executeTxn(kv, { compare: [], success, failure: [] });
+      const out = await this.deleteAttached(id, chunk);
       revision = Math.max(revision ?? 0, out.revision);
       deleted += chunk.length;
     }
+    const unread = found.find((f): f is PromiseRejectedResult => f.status === 'rejected');
+    if (unread) throw unread.reason;
     const prefix = leaseIndexPrefix(id);
     await Promise.all(this.members.map((client) => client.txn(txn([], [op.deleteRange(prefix, prefixEnd(prefix))]))));
     if (deleted > 0) {
@@ -294,6 +279,27 @@ export class LeaseManager implements LeaseChecker {
       this.log.info({ lease: id.toString(), keys: deleted }, 'deleted the keys of an ended lease');
     }
     return revision;
+  }
+
+  /**
+   * Deletes `keys` if they still carry lease `id`, in one transaction (one revision;
+   * a cross-member one when they span members). When a member they span cannot be
+   * reached, the keys of the others go at once, one transaction per member, and the
+   * unreachable member's keys when it is back (the reap is retried).
+   */
+  private async deleteAttached(id: bigint, keys: Buffer[]): Promise<{ revision: number }> {
+    try {
+      return await executeTxn(this.kv, leaseDeletion(id, keys));
+    } catch (err) {
+      if (!isKind(err, 'unavailable') && !isKind(err, 'timeout')) throw err;
+      const byMember = new Map<number, Buffer[]>();
+      for (const k of keys) byMember.set(this.kv.router.memberOf(k), [...(byMember.get(this.kv.router.memberOf(k)) ?? []), k]);
+      if (byMember.size === 1) throw err;
+      const parts = await Promise.allSettled([...byMember.values()].map((ks) => executeTxn(this.kv, leaseDeletion(id, ks))));
+      const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+      if (failed) throw failed.reason;
+      return { revision: Math.max(...parts.map((p) => (p as PromiseFulfilledResult<{ revision: number }>).value.revision)) };
+    }
   }
 
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
@@ -362,4 +368,27 @@ function randomLeaseId(): bigint {
     const id = randomBytes(8).readBigUInt64BE() & 0x7fffffffffffffffn;
     if (id !== 0n) return id;
   }
+}
+
+/** The transaction deleting each of `keys` that still carries lease `id` when it commits. */
+function leaseDeletion(id: bigint, keys: Buffer[]): TxnRequest {
+  const success: RequestOp[] = keys.map((key) => ({
+    request: {
+      $case: 'requestTxn',
+      value: {
+        compare: [
+          {
+            key,
+            rangeEnd: Buffer.alloc(0),
+            target: Compare_CompareTarget.LEASE,
+            result: Compare_CompareResult.EQUAL,
+            targetUnion: { $case: 'lease', value: id },
+          },
+        ],
+        success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
+        failure: [],
+      },
+    },
+  }));
+  return { compare: [], success, failure: [] };
 }
