@@ -57,11 +57,12 @@ export function createLeaseService(d: LeaseServiceDeps): LeaseServer {
         );
         d.auth.checkWriteKeys(call, keys);
       }
-      // Like etcd, the header names the revision of the deletions, unless revisions
-      // have moved on since (headers never go backwards), or there were none.
+      // Like etcd, the header names the revision of the deletions (taken after the call
+      // began, so no lower than anything the client saw before), or the current one when
+      // there were none. Not the newest revision since: another proxy deleting the same
+      // keys at the same moment may have used one up, writing nothing.
       const deletedAt = await d.leases.revoke(req.ID);
-      const current = d.clock.latest()?.revision ?? (await d.clock.now()).revision;
-      return { header: d.header.make(Math.max(deletedAt ?? 0, current)) };
+      return { header: d.header.make(deletedAt ?? d.clock.latest()?.revision ?? (await d.clock.now()).revision) };
     }),
     leaseTimeToLive: unary('LeaseTimeToLive', d, async (req) => {
       const t = await d.leases.timeToLive(req.ID, req.keys);
