@@ -102,7 +102,7 @@ export async function runTxnBench(): Promise<void> {
   } finally {
     await direct.stop();
   }
-  const proxy = await startProxyCluster(join(root, 'proxy'), { memberCount: MEMBERS, nodeArgs: [] });
+  const proxy = await startProxyCluster(join(root, 'proxy'), { memberCount: MEMBERS, nodeArgs: (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(/\s+/).filter(Boolean) });
   try {
     await measure(proxy, 'metaetcd', 'same member', () => twoOf(byMember.get(random(members))!));
     await measure(proxy, 'metaetcd', 'cross-member', () => {
