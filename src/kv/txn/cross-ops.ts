@@ -80,6 +80,8 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
 
   const levels: ResponseOp[][] = [[]];
   const reads: DeferredRead[] = [];
+  /** latin1(member key) of every key an earlier delete of the branch removed. */
+  const removed = new Set<string>();
   let writesSeen = 0;
   let changed = false;
   const header = () => innerHeader(changed ? R : R - 1);
@@ -98,7 +100,9 @@ export function splitCross(router: Router, req: TxnRequest, path: boolean[], sta
           break;
         }
         case 'requestDeleteRange': {
-          const gone = deletedBy(state, r.value.key, r.value.rangeEnd);
+          // Deletes may overlap (etcd allows it; puts may not overlap them): a key goes once.
+          const gone = deletedBy(state, r.value.key, r.value.rangeEnd).filter((kv) => !removed.has(kv.key.toString('latin1')));
+          for (const kv of gone) removed.add(kv.key.toString('latin1'));
           for (const kv of gone) part(router.memberOf(kv.key.subarray(1))).ranks.push(writesSeen);
           writesSeen++;
           const mr = toMemberRange(r.value.key, r.value.rangeEnd);
