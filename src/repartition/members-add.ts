@@ -17,7 +17,7 @@ import type { CoordinatorRecord } from '../clock/coordinator-record.js';
 import type { Layout } from '../shard/layout.js';
 import { newestLayout, refreshStates, updateClock, type MetaCluster } from './connect.js';
 import { rewriteLayout } from './layout-steps.js';
-import { holdIfAsked } from './move.js';
+import { holdIfAsked } from '../util/test-hold.js';
 
 /** Env var of the test-only hook: wait forever after the named step (AddStep). */
 export const ADD_HOLD_ENV = 'METAETCD_TEST_ADD_HOLD';

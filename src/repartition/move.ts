@@ -16,8 +16,6 @@ import { copyPartitions, TargetVersions } from './copy.js';
 import { flip, freeze, liftFreeze, markDone } from './layout-steps.js';
 import { fenceAtNewRevision } from './revision-fence.js';
 import { holdIfAsked } from '../util/test-hold.js';
-
-export { holdIfAsked };
 import { deleteCarried, memberRevision, PartitionFilter } from './member-io.js';
 import { createMoveState, deleteMoveState, findMoveState, saveMoveState, type MovePhase, type MoveState } from './move-state.js';
 

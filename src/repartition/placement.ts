@@ -33,7 +33,7 @@ import { assertNoProxyServing, bumpLayoutGeneration, clockNow, newestLayout, ref
 import { putCopy, TargetVersions } from './copy.js';
 import { rewriteLayout } from './layout-steps.js';
 import { MarkedWriter, memberRevision } from './member-io.js';
-import { holdIfAsked } from './move.js';
+import { holdIfAsked } from '../util/test-hold.js';
 import { decodeMoveState, type MoveState } from './move-state.js';
 import { fenceAtNewRevision } from './revision-fence.js';
 

@@ -41,7 +41,7 @@ import { InternalKey, LEASE_RECORD_PREFIX, leaseOfRecordKey, leaseRecordKey } fr
 import { decodeU64BE, encodeU64BE, prefixEnd } from '../util/bytes.js';
 import { assertNoProxyServing, newestLayout, readClock, updateClock, type MetaCluster } from './connect.js';
 import { rewriteLayout } from './layout-steps.js';
-import { holdIfAsked } from './move.js';
+import { holdIfAsked } from '../util/test-hold.js';
 import { findMoveState } from './move-state.js';
 
 /** Env var of the test-only hook: wait forever after the named step (RemoveStep). */

@@ -33,15 +33,12 @@ import { abandonSecondary, closeRevision, peersOf, type MemberPeers } from '../.
 import { holdIfAsked } from '../../util/test-hold.js';
 import type { CrossTick } from '../../clock/clock.js';
 import type { KvContext } from '../context.js';
-import { rangeAt } from '../range.js';
-import { resolveReadPoint } from '../read-point.js';
 import { compareToPath } from '../txn-compare.js';
 import { rangeId, type ClientRange, type TxnPlan } from '../txn-plan.js';
 import { cachedMeta } from './member-ops.js';
 import { leaseIndexOps } from './member-txn.js';
 import { deleteTargets, splitCross, type CrossOps, type MemberPart } from './cross-ops.js';
-import { readDeferred } from './write-io.js';
-import type { DeferredRead } from './responses.js';
+import { readDeferred, serveSnapshotRead } from './write-io.js';
 import { checkTakenPuts, compareLookup, type WriteState } from './write-state.js';
 import type { TxnOutcome } from './outcome.js';
 
@@ -94,7 +91,7 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
     // R is this transaction's own revision, so R and above are in the future.
     for (const d of split.reads) {
       if (d.request.revision >= BigInt(R)) throw Errors.futureRev();
-      if (d.request.revision > 0n) await serveRead(ctx, d);
+      if (d.request.revision > 0n) await serveSnapshotRead(ctx, d);
     }
     primary = pickPrimary(split);
   } catch (err) {
@@ -271,13 +268,6 @@ async function readState(ctx: KvContext, plan: TxnPlan, req: TxnRequest, members
   );
   for (const kvs of out.ranges.values()) kvs.sort((a, b) => Buffer.compare(a.key, b.key));
   return out;
-}
-
-/** Serves one range of the branch as a snapshot read at its revision. */
-async function serveRead(ctx: KvContext, d: DeferredRead): Promise<void> {
-  const members = ctx.router.membersOf(d.request.key, d.request.rangeEnd);
-  const got = await rangeAt(ctx, d.request, members, await resolveReadPoint(ctx, members, d.revision, false));
-  Object.assign(d.response, { kvs: got.kvs, more: got.more, count: BigInt(got.count) });
 }
 
 function uniqueKeys(keys: Buffer[]): Buffer[] {

@@ -111,16 +111,17 @@ export async function resolvePastRanges(ctx: KvContext, req: TxnRequest, member:
  */
 export async function readDeferred(ctx: KvContext, reads: DeferredRead[], R: number): Promise<void> {
   try {
-    await Promise.all(
-      reads.map(async (d) => {
-        const members = ctx.router.membersOf(d.request.key, d.request.rangeEnd);
-        const got = await rangeAt(ctx, d.request, members, await resolveReadPoint(ctx, members, d.revision, false));
-        Object.assign(d.response, { kvs: got.kvs, more: got.more, count: BigInt(got.count) });
-      }),
-    );
+    await Promise.all(reads.map((d) => serveSnapshotRead(ctx, d)));
   } catch (err) {
     throw unavailable(`the transaction was applied at revision ${R}, but reading its ranges over other members failed: ${err instanceof Error ? err.message : String(err)}`);
   }
+}
+
+/** Fills one range of a transaction's branch with a snapshot read at its revision. */
+export async function serveSnapshotRead(ctx: KvContext, d: DeferredRead): Promise<void> {
+  const members = ctx.router.membersOf(d.request.key, d.request.rangeEnd);
+  const got = await rangeAt(ctx, d.request, members, await resolveReadPoint(ctx, members, d.revision, false));
+  Object.assign(d.response, { kvs: got.kvs, more: got.more, count: BigInt(got.count) });
 }
 
 /**
