@@ -85,7 +85,8 @@ export async function rangeAt(ctx: KvContext, req: RangeRequest, members: number
     const parts = await Promise.all(members.map((m) => read(m, { key, rangeEnd, limit: BigInt(limit), countOnly: req.countOnly })));
     return assemble(req, parts, limit, point.header);
   }
-  return assemble(req, await fetchFirst(members, key, rangeEnd, read, limit), limit, point.header);
+  const first = await fetchFirst(members, key, rangeEnd, read, limit);
+  return assemble(req, first.parts, limit, point.header, first.merged);
 }
 
 /** Reads `member` exactly at the read point's meta revision (correcting a batch it falls inside). */
@@ -101,7 +102,7 @@ export function readMemberAtPoint(ctx: KvContext, member: number, point: ReadPoi
  * is first asked for a little more than its share, and only a member whose last
  * key returned still falls before the cut-off is asked for more (from where it
  * stopped, at the same revision). The returned parts carry each member's total
- * `count` from its first answer.
+ * `count` from its first answer; `merged` is their keys in key order.
  */
 async function fetchFirst(
   members: number[],
@@ -109,14 +110,16 @@ async function fetchFirst(
   rangeEnd: Buffer,
   read: (m: number, r: Partial<RangeRequest> & { key: Buffer }) => Promise<RangeResponse>,
   want: number,
-): Promise<RangeResponse[]> {
+): Promise<{ parts: RangeResponse[]; merged: KeyValue[] }> {
   const share = Math.min(want, Math.ceil((want / members.length) * 1.25) + 8);
   const parts = await Promise.all(members.map((m) => read(m, { key, rangeEnd, limit: BigInt(share) })));
   const kvs = parts.map((p) => [...p.kvs]);
   const more = parts.map((p) => p.more);
+  let merged: KeyValue[] | undefined;
   for (;;) {
     const total = kvs.reduce((n, l) => n + l.length, 0);
-    const cutoff = total >= want ? mergeByKey(kvs)[want - 1]!.key : undefined;
+    merged = total >= want ? mergeByKey(kvs) : undefined;
+    const cutoff = merged?.[want - 1]!.key;
     const short = members.flatMap((m, i) => {
       const last = kvs[i]![kvs[i]!.length - 1];
       return more[i] && last && (cutoff === undefined || Buffer.compare(last.key, cutoff) < 0) ? [i] : [];
@@ -135,7 +138,7 @@ async function fetchFirst(
       }),
     );
   }
-  return parts.map((p, i) => ({ ...p, kvs: kvs[i]! }));
+  return { parts: parts.map((p, i) => ({ ...p, kvs: kvs[i]! })), merged: merged ?? mergeByKey(kvs) };
 }
 
 /**
@@ -157,11 +160,11 @@ export async function readMemberAt(ctx: KvContext, member: number, req: Partial<
 }
 
 /** Merges member responses (each in key order) into the client's response. */
-function assemble(req: RangeRequest, parts: RangeResponse[], limit: number, header: number): RangeResult {
+function assemble(req: RangeRequest, parts: RangeResponse[], limit: number, header: number, alreadyMerged?: KeyValue[]): RangeResult {
   let count = 0;
   for (const p of parts) count += Number(p.count);
   if (req.countOnly) return { kvs: [], more: false, count, header };
-  let merged = mergeByKey(parts.map((p) => p.kvs));
+  let merged = alreadyMerged ?? mergeByKey(parts.map((p) => p.kvs));
   if (limit > 0 && merged.length > limit) merged = merged.slice(0, limit);
   const shaped = shapeRange(req, merged.map(toClientKv));
   return { kvs: shaped.kvs, more: shaped.more, count, header };

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import type { KeyValue } from '../../src/proto/gen/kv.js';
 import { RangeResponse } from '../../src/proto/gen/rpc.js';
 import { encodeRangeResponse } from '../../src/proto/range-response-codec.js';
+import { framed } from '../../src/proto/grpc-frame.js';
 
 /** A small deterministic generator (xorshift). */
 function rng(seed: number) {
@@ -71,4 +72,23 @@ test('refuses values outside 64 bits, as the generated encoder does', () => {
   const kv: KeyValue = { key: Buffer.from('k'), createRevision: 2n ** 64n, modRevision: 1n, version: 1n, value: Buffer.alloc(0), lease: 0n };
   assert.throws(() => RangeResponse.encode({ header: undefined, kvs: [kv], more: false, count: 1n }));
   assert.throws(() => encodeRangeResponse({ header: undefined, kvs: [kv], more: false, count: 1n }), /out of range/);
+});
+
+test('a list page is encoded behind its gRPC prefix, which framing then sends as it is (no copy)', () => {
+  const r = rng(8);
+  const m: RangeResponse = { header: { clusterId: 1n, memberId: 2n, revision: 3n, raftTerm: 4n }, kvs: Array.from({ length: 50 }, () => randomKv(r)), more: true, count: 99n };
+  const msg = encodeRangeResponse(m);
+  const whole = framed(msg);
+  assert.equal(whole.length, msg.length + 5);
+  assert.equal(whole[0], 0, 'not compressed');
+  assert.equal(whole.readUInt32BE(1), msg.length);
+  assert.ok(whole.buffer === msg.buffer && whole.byteOffset + 5 === msg.byteOffset, 'the prefix sits in front of the message, in the same memory');
+  assert.ok(whole.subarray(5).equals(Buffer.from(RangeResponse.encode(m).finish())));
+  // Any other message is copied behind a new prefix; a slice of a framed one is not mistaken for it.
+  const plain = Buffer.from('hello');
+  const f = framed(plain);
+  assert.deepEqual([...f], [0, 0, 0, 0, 5, ...plain]);
+  plain[0] = 0x4a;
+  assert.equal(f[5], 0x68, 'a copy');
+  assert.equal(framed(msg.subarray(1)).readUInt32BE(1), msg.length - 1);
 });

@@ -63,13 +63,7 @@ export function encodeGrpcMessage(s: string): string {
   return out;
 }
 
-export function frame(payload: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(payload.length + 5);
-  out[0] = 0;
-  out.writeUInt32BE(payload.length, 1);
-  payload.copy(out, 5);
-  return out;
-}
+export { framed as frame } from '../../proto/grpc-frame.js';
 
 export const OK_TRAILERS: http2.OutgoingHttpHeaders = { 'grpc-status': '0', 'grpc-message': 'OK' };
 
