@@ -257,17 +257,15 @@ export class LeaseManager implements LeaseChecker {
     if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
-    // Every attached key on every member, in key order: up to REAP_CHUNK keys go in one
+    // Every attached key on every member: up to REAP_CHUNK keys of each member go in one
     // transaction (over several members, one cross-member transaction), at one revision.
     // A member that cannot be read keeps its keys until it is back (the reap is retried);
     // the others' go now.
     const found = await Promise.allSettled(this.members.map((client) => this.attachedKeys(client, id)));
-    const keys = found.flatMap((f) => (f.status === 'fulfilled' ? f.value : [])).sort(Buffer.compare);
-    for (let i = 0; i < keys.length; i += REAP_CHUNK) {
-      const chunk = keys.slice(i, i + REAP_CHUNK);
-      const out = await this.deleteAttached(id, chunk);
+    for (const step of reapSteps(found.map((f) => (f.status === 'fulfilled' ? f.value : [])))) {
+      const out = await this.deleteAttached(id, step);
       revision = Math.max(revision ?? 0, out.revision);
-      deleted += chunk.length;
+      deleted += step.length;
     }
     const unread = found.find((f): f is PromiseRejectedResult => f.status === 'rejected');
     if (unread) throw unread.reason;
@@ -361,6 +359,21 @@ async function* indexKeys(client: EtcdClient, prefix: Buffer): AsyncGenerator<Bu
   for await (const kvs of rangePages(client, { key: prefix, rangeEnd: prefixEnd(prefix), keysOnly: true }, INDEX_PAGE)) {
     for (const kv of kvs) yield kv.key;
   }
+}
+
+/**
+ * The deletion steps of a lease's keys, given each member's: step i takes the i-th
+ * REAP_CHUNK keys of every member (a member transaction stays within etcd's
+ * default limit of 128 operations), in key order. A lease with at most
+ * REAP_CHUNK keys on each member is deleted at one revision.
+ */
+export function reapSteps(perMember: Buffer[][]): Buffer[][] {
+  const steps: Buffer[][] = [];
+  const sorted = perMember.map((keys) => [...keys].sort(Buffer.compare));
+  for (let i = 0; sorted.some((keys) => keys.length > i); i += REAP_CHUNK) {
+    steps.push(sorted.flatMap((keys) => keys.slice(i, i + REAP_CHUNK)).sort(Buffer.compare));
+  }
+  return steps;
 }
 
 function randomLeaseId(): bigint {
