@@ -6,6 +6,7 @@ import { Clock } from '../clock/clock.js';
 import type { ProxyConfig } from '../config.js';
 import { CompactionState } from '../kv/context.js';
 import { KeyCache } from '../kv/key-cache.js';
+import { KeyTurns } from '../kv/txn/key-turns.js';
 import { LeaseManager } from '../lease/lease-manager.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -37,6 +38,7 @@ export function buildKvCore(config: ProxyConfig, { members, coordinator, boot }:
       router,
       members,
       keyCache: new KeyCache(keyCacheEntries),
+      writeTurns: new KeyTurns(config.requestTimeoutMs),
       clock,
       compaction,
       limits: { maxRequestBytes: config.maxRequestBytes, maxTxnOps: config.maxTxnOps, requestTimeoutMs: config.requestTimeoutMs, batchWrites: config.writeBatching === 'on' },

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { MemberSet } from '../members/member.js';
 import type { Router } from '../shard/layout.js';
 import type { KeyCache } from './key-cache.js';
+import type { KeyTurns } from './txn/key-turns.js';
 
 /**
  * The meta revision the meta cluster is compacted at, as far as this proxy knows;
@@ -61,6 +62,8 @@ export interface KvContext {
   members: MemberSet;
   /** Recently seen key metadata, to write without reading first. */
   keyCache: KeyCache;
+  /** This proxy's writes in flight per key, which guarded writes on those keys wait for. */
+  writeTurns: KeyTurns;
   clock: Clock;
   compaction: CompactionState;
   leases: LeaseChecker;

@@ -129,6 +129,34 @@ test('an update whose compare holds still takes exactly one revision', async () 
   await both('update with the right revision', 1n, (c) => c.txnPartial({ compare: modIs('/registry/pods/b', revs[c === oracle ? 0 : 1]!), success: [{ request: { $case: 'requestPut', value: { key: B('/registry/pods/b'), value: B('2') } } }], failure: [{ request: { $case: 'requestRange', value: { key: B('/registry/pods/b') } } }] }), txnShape);
 });
 
+test('concurrent conflicting updates of one key through one proxy: one revision per update that succeeds, as in etcd', async () => {
+  // kube-apiserver's optimistic updates: read, then "if mod == what I read then put else get",
+  // from many clients at once. The conflicts arise while the winning update is still in flight.
+  const key = '/registry/pods/contended';
+  for (const c of [oracle, client]) await c.put({ key: B(key), value: B('0') });
+  for (const [name, c] of [['oracle', oracle], ['proxy', client]] as const) {
+    const start = await current(c);
+    let succeeded = 0;
+    let failed = 0;
+    await Promise.all(
+      Array.from({ length: 12 }, async (_, w) => {
+        for (let i = 0; i < 15; i++) {
+          const seen = (await c.range({ key: B(key) })).kvs[0]!.modRevision;
+          const r = await c.txnPartial({ compare: modIs(key, seen), success: [put(key, `${w}-${i}`)], failure: [get(key)] });
+          if (r.succeeded) succeeded++;
+          else {
+            failed++;
+            const got = r.responses[0]!.response;
+            assert.ok(got?.$case === 'responseRange' && got.value.kvs.length === 1 && got.value.kvs[0]!.modRevision > seen, `${name}: a failed update reads the newer value`);
+          }
+        }
+      }),
+    );
+    assert.ok(succeeded > 0 && failed > 0, `${name}: the updates conflicted (${succeeded} succeeded, ${failed} failed)`);
+    assert.equal((await current(c)) - start, BigInt(succeeded), `${name}: the revision moved once per update that succeeded (${succeeded} of ${succeeded + failed})`);
+  }
+});
+
 // The same, where the proxy's key cache cannot tell what the transaction writes:
 // keys written before the proxy serving the request started (a second proxy
 // beside the first, whose cache never saw them), VALUE compares (the cache holds

@@ -8,6 +8,7 @@ import type { Tick } from '../../src/clock/clock.js';
 import { SlotGroup } from '../../src/clock/slot-group.js';
 import { CompactionState, type KvContext } from '../../src/kv/context.js';
 import { KeyCache } from '../../src/kv/key-cache.js';
+import { KeyTurns } from '../../src/kv/txn/key-turns.js';
 import { Member, MemberSet } from '../../src/members/member.js';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import type { MemberTimeline } from '../../src/revision/member-timeline.js';
@@ -99,6 +100,7 @@ function fake(groups: number[][], answers: TxnResponse[], first = 0): Fake {
       ),
     ]),
     keyCache: new KeyCache(100),
+    writeTurns: new KeyTurns(1000),
     clock: {
       tick: async (_m: number, priority: boolean) => {
         f.calls.push('tick');

@@ -14,6 +14,8 @@
 //   - otherwise by one member read of the state and of what the deletes find,
 //     which the write path then starts from (one round trip before the revision).
 // When the snapshot disagrees (the cache or the read was behind), it is a write.
+// A guarded write first waits for this proxy's writes in flight on its keys
+// (key-turns.ts), so that the cache already knows their outcome.
 
 import type { DeleteRangeRequest, TxnRequest } from '../../proto/gen/rpc.js';
 import { toMemberKey } from '../../store/keyspace.js';
@@ -33,9 +35,18 @@ export type { TxnOutcome };
 /** Runs `req`: read-only, on one member, or across several (cross-member.ts). */
 export async function executeTxn(ctx: KvContext, req: TxnRequest): Promise<TxnOutcome> {
   const plan = planTxn(ctx.router, req);
-  if (plan.crossMembers) return executeCrossTxn(ctx, req, plan);
-  const member = plan.writeMember;
-  if (member === undefined) return executeReadOnly(ctx, req, plan);
+  if (!plan.crossMembers && plan.writeMember === undefined) return executeReadOnly(ctx, req, plan);
+  // After this proxy's writes in flight on the keys it compares (key-turns.ts).
+  const turn = ctx.writeTurns.begin(req);
+  try {
+    await turn.wait();
+    return await (plan.crossMembers ? executeCrossTxn(ctx, req, plan) : executeOnOneMember(ctx, req, plan, plan.writeMember!));
+  } finally {
+    turn.end();
+  }
+}
+
+async function executeOnOneMember(ctx: KvContext, req: TxnRequest, plan: TxnPlan, member: number): Promise<TxnOutcome> {
   // A create's key the cache has not seen is taken as absent (the common case, a new
   // object): the member's guard checks it, and should it exist after all (written before
   // this proxy started), the create's revision is left empty — not a read before every create.
