@@ -45,6 +45,14 @@ export interface LeaseManagerOptions {
 
 /** Keys deleted per member transaction when a lease ends (keeps member transactions small). */
 const REAP_CHUNK = 100;
+/**
+ * Leases whose keys are deleted at once without a caller waiting (expiries). A
+ * lease's keys on several members go in a cross-member transaction, which holds
+ * back every later write on those members until it commits: many leases ending
+ * together, all reaped at once, would queue up that many such commits ahead of
+ * every other write. Reaped a few at a time, a write waits for at most a few.
+ */
+const BACKGROUND_REAPS = 2;
 /** Index keys read per member range request. */
 const INDEX_PAGE = 5000;
 
@@ -69,6 +77,9 @@ export class LeaseManager implements LeaseChecker {
   private readonly aliveUntil = new Map<bigint, number>();
   private readonly reaping = new Map<bigint, Promise<number | undefined>>();
   private readonly retry = new Map<bigint, NodeJS.Timeout>();
+  /** Ended leases waiting for a background reap, in the order they ended. */
+  private readonly backlog = new Set<bigint>();
+  private backgroundReaps = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -94,6 +105,7 @@ export class LeaseManager implements LeaseChecker {
 
   stop(): void {
     this.stopped = true;
+    this.backlog.clear();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const t of this.retry.values()) clearTimeout(t);
     this.retry.clear();
@@ -210,9 +222,28 @@ export class LeaseManager implements LeaseChecker {
     }, grace).unref();
   }
 
-  /** Reaps without a caller waiting: failures are logged and retried by reap() itself. */
+  /**
+   * Reaps without a caller waiting, BACKGROUND_REAPS at a time: failures are logged
+   * and retried by reap() itself.
+   */
   private reapInBackground(id: bigint): void {
-    this.reap(id).catch(() => undefined);
+    if (this.stopped) return;
+    this.backlog.add(id);
+    this.drainBacklog();
+  }
+
+  private drainBacklog(): void {
+    for (const next of this.backlog) {
+      if (this.backgroundReaps >= BACKGROUND_REAPS) return;
+      this.backlog.delete(next);
+      this.backgroundReaps++;
+      this.reap(next)
+        .catch(() => undefined)
+        .finally(() => {
+          this.backgroundReaps--;
+          if (!this.stopped) this.drainBacklog();
+        });
+    }
   }
 
   /**
