@@ -197,8 +197,12 @@ export class LeaseManager implements LeaseChecker {
   }
 
   attached(ids: Iterable<bigint>): void {
+    const now = Date.now();
     for (const id of ids) {
-      // The lease may have ended between the check and the write: if so, its new key must go too.
+      // The write has landed. A lease whose known life still runs past now existed then (a
+      // revoke meanwhile is caught by the reapers' second pass, see onLeaseGone); otherwise
+      // it may have ended between the check and the write, and then its new key must go too.
+      if ((this.aliveUntil.get(id) ?? 0) > now) continue;
       this.exists(id, true).then(
         (alive) => {
           if (!alive) this.reapInBackground(id);
