@@ -10,24 +10,18 @@
 //   no revision above the ceiling is handed out (or shown by now()) until the
 //   ceiling has been raised in at least one member.
 // - When the coordinator has no clock record (first start, or it was wiped), the
-//   clock is rebuilt from the members: the highest revision or ceiling any member
-//   holds (and the newest layout generation), after fencing every member at that
-//   revision so that no write still in flight from before can land below it.
-//   Concurrent rebuilds by several proxies agree (they compute the same value;
-//   one create wins, the rest read it).
+//   clock is rebuilt from the members (rebuild.ts).
 
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { asRange, cmp, op, txn } from '../proto/build.js';
-import { EtcdError, isKind, messageOf, Status, unavailable } from '../errors/etcd-error.js';
-import { decodeLayout } from '../shard/layout.js';
-import { decodeClockRecord } from '../store/clock-record.js';
+import { isKind, messageOf, unavailable } from '../errors/etcd-error.js';
 import { InternalKey } from '../store/keyspace.js';
-import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
+import { encodeU64BE } from '../util/bytes.js';
 import { CLOCK_KEY, decodeCoordinatorRecord, encodeCoordinatorRecord, type CoordinatorRecord } from './coordinator-record.js';
 import { SlotGroup, type Slot } from './slot-group.js';
-import { closeRevision, peersOf } from '../commit/close-revision.js';
+import { rebuildClock } from './rebuild.js';
 
 /**
  * A revision for a write on one member. `group` holds the revisions handed, in
@@ -383,61 +377,21 @@ export class Clock {
 
   private async doRebuild(staleModRevision: number | undefined): Promise<void> {
     if (staleModRevision === undefined) this.log.warn('the coordinator holds no clock; rebuilding it from the members');
-    // 1. The highest revision any member holds, the highest ceiling, and the
-    //    newest layout generation (m/layout).
-    const states = await Promise.all(
-      this.members.map(async (m, i) => {
-        const resp = await m.txn(txn([], [op.range(InternalKey.clock), op.range(InternalKey.ceiling), op.range(InternalKey.layout)]), {
-          readOnly: true,
-          context: 'needed to rebuild the clock',
-        });
-        const clockKv = asRange(resp.responses[0]).kvs[0];
-        const ceilingKv = asRange(resp.responses[1]).kvs[0];
-        const layoutKv = asRange(resp.responses[2]).kvs[0];
-        if (!clockKv) throw new EtcdError(Status.INTERNAL, `metaetcd: member ${i} has no clock record (not bootstrapped; needed to rebuild the clock)`, 'internal');
-        return {
-          revision: decodeClockRecord(clockKv.value).revision,
-          ceiling: ceilingKv ? decodeU64BE(ceilingKv.value) : 0,
-          generation: layoutKv ? decodeLayout(layoutKv.value).generation : 1,
-        };
-      }),
-    );
-    // A fresh etcd is at revision 1 (clients treat 0 as an error); so is a fresh meta cluster.
-    const revision = Math.max(1, this.highest, this.floor(), ...states.map((s) => Math.max(s.revision, s.ceiling)));
-    // 2. Fence every member at that revision: any write still in flight from
-    //    before the coordinator was lost carries a revision <= the old ceiling
-    //    <= `revision`, so it can no longer land.
-    //    A cross-member transaction still committing is resolved first (closeRevision).
-    const peers = peersOf(this.members, this.log, this.metrics);
-    await Promise.all(this.members.map((_, i) => closeRevision(peers, i, revision)));
-    // 3. Publish the clock unless another proxy already did. It carries the
-    //    highest layout generation any member holds (the mover raises the
-    //    record's generation only after writing that layout to every member, and
-    //    never lowers it; absent means 1, so without it a rebuild after a move or
-    //    `members add` would fall back to generation 1).
-    const generation = Math.max(1, ...states.map((s) => s.generation));
-    const record: CoordinatorRecord = {
-      format: 1,
-      revision,
-      ceiling: revision,
-      last: this.members.map(() => revision),
-      ...(generation > 1 ? { layoutGeneration: generation } : {}),
-    };
-    const resp = await this.coordinator.txn(
-      txn(
-        [staleModRevision === undefined ? cmp.createEqual(CLOCK_KEY, 0) : cmp.modEqual(CLOCK_KEY, staleModRevision)],
-        [op.put(CLOCK_KEY, encodeCoordinatorRecord(record))],
-        [op.range(CLOCK_KEY)],
-      ),
-    );
-    if (resp.succeeded) {
+    const out = await rebuildClock({
+      coordinator: this.coordinator,
+      members: this.members,
+      log: this.log,
+      metrics: this.metrics,
+      staleModRevision,
+      atLeast: Math.max(this.highest, this.floor()),
+    });
+    if ('published' in out) {
       this.metrics.clockReconstitution.inc();
-      this.cached = { ...record, modRevision: Number(resp.header!.revision) };
-      this.learn(record);
-      this.log.warn({ revision, layoutGeneration: generation }, 'clock rebuilt from the members');
+      this.cached = { ...out.published, modRevision: out.modRevision };
+      this.learn(out.published);
+      this.log.warn({ revision: out.published.revision, layoutGeneration: out.published.layoutGeneration ?? 1 }, 'clock rebuilt from the members');
     } else {
-      const kv = asRange(resp.responses[0]).kvs[0];
-      if (kv) this.adopt(kv.value, Number(kv.modRevision), 0);
+      if (out.adopted) this.adopt(out.adopted, out.modRevision, 0);
       this.log.info('another proxy rebuilt the clock first');
     }
   }
