@@ -169,11 +169,14 @@ const valueIs = (key: string, value: string): DeepPartial<TxnRequest>['compare']
   { key: B(key), target: Compare_CompareTarget.VALUE, result: Compare_CompareResult.EQUAL, targetUnion: { $case: 'value', value: B(value) } },
 ];
 
+/** Keys for transactions over two members (two of them are on different members). */
+const SPAN = Array.from({ length: 6 }, (_, i) => `/cold/span-${i}`);
+
 describe('a second proxy, started after the keys were written (its key cache never saw them)', () => {
   let cold: TestProxy;
   let fresh: EtcdClient;
   before(async () => {
-    for (const c of [oracle, client]) for (const k of ['/cold/pod', '/cold/exists', '/cold/value', '/cold/compact']) await c.put({ key: B(k), value: B('v1') });
+    for (const c of [oracle, client]) for (const k of ['/cold/pod', '/cold/exists', '/cold/value', '/cold/compact', ...SPAN]) await c.put({ key: B(k), value: B('v1') });
     cold = await startTestProxy(set);
     fresh = clientFor(cold.url, 'second proxy');
   });
@@ -211,6 +214,15 @@ describe('a second proxy, started after the keys were written (its key cache nev
     await on('transaction deleting a missing key and reading another', 0n, (c) => c.txnPartial({ success: [del('/cold/never'), get('/cold/pod')] }), txnShape);
     // One key (the writes of a transaction must be on one member): absent, so its compare fails and its delete finds nothing.
     await on('failed compare whose other branch deletes a missing key', 0n, (c) => c.txnPartial({ compare: modIs('/cold/absent', 5n), success: [put('/cold/absent', 'v')], failure: [del('/cold/absent'), get('/cold/pod')] }), txnShape);
+  });
+  test('a transaction over two members whose compare fails takes no revision; one whose compare holds takes one', async () => {
+    const a = SPAN[0]!;
+    const other = SPAN.find((k) => proxy.handle.router.memberOf(B(k)) !== proxy.handle.router.memberOf(B(a)))!;
+    assert.ok(other, 'two keys on different members');
+    const txnOver = (value: string) => (c: EtcdClient) =>
+      c.txnPartial({ compare: [...valueIs(a, value)!, ...valueIs(other, 'v1')!], success: [put(a, 'v2'), put(other, 'v2')], failure: [get(a), get(other)] });
+    await on('cross-member transaction whose VALUE compare fails', 0n, txnOver('other'), txnShape);
+    await on('cross-member transaction whose VALUE compares hold', 1n, txnOver('v1'), txnShape);
   });
   test('what does write still takes exactly one revision', async () => {
     await on('VALUE compare that holds', 1n, (c) => c.txnPartial({ compare: valueIs('/cold/value', 'v1'), success: [put('/cold/value', 'v2')], failure: [get('/cold/value')] }), txnShape);

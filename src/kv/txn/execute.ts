@@ -63,13 +63,16 @@ async function executeOnOneMember(ctx: KvContext, req: TxnRequest, plan: TxnPlan
 }
 
 /**
- * A transaction over several members: when the key cache already tells that its
- * branch taken writes nothing, it is answered from a snapshot (no revision);
- * otherwise the cross-member commit decides, on an exact state.
+ * A transaction over several members: unless the key cache tells that its branch
+ * taken writes, a snapshot read first tells whether it writes at all; one that
+ * writes nothing is answered from that snapshot (no revision). Otherwise the
+ * cross-member commit decides, on an exact state. (A revision it took would be
+ * used up even when the exact state then says nothing is written, and it costs
+ * several round trips more than the read.)
  */
 async function executeCrossTxn(ctx: KvContext, req: TxnRequest, plan: TxnPlan): Promise<TxnOutcome> {
   const cached = stateFromCache(ctx.keyCache, plan);
-  if (cached && takenWrites(req, cached, (d) => cacheFinds(ctx, d)) === 'nothing') {
+  if (!cached || takenWrites(req, cached, (d) => cacheFinds(ctx, d)) !== 'writes') {
     const quiet = await executeIfNothingWritten(ctx, req, plan);
     if (quiet) return quiet;
   }
