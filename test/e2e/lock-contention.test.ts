@@ -228,11 +228,12 @@ async function electRound(t: Target, name: string): Promise<{ heard: string[]; o
   const stops = CANDIDATES.map(() => new AbortController());
   const observerStop = new AbortController();
   const running: Promise<EtcdctlResult>[] = [];
+  const printed = CANDIDATES.map(() => '');
   try {
     const proposals = async () => (await c.range({ key: Buffer.from(`${name}/`), rangeEnd: prefixEnd(`${name}/`), sortOrder: RangeRequest_SortOrder.ASCEND, sortTarget: RangeRequest_SortTarget.CREATE })).kvs.map((kv) => kv.value.toString());
     // Candidates campaign one after another, alternating endpoints: their keys' create revisions give the order.
     for (const [i, who] of CANDIDATES.entries()) {
-      running.push(etcdctl(endpoints[t][i % 2]!, ['elect', name, who], { stop: stops[i]!.signal, timeoutMs: 60_000 }));
+      running.push(etcdctl(endpoints[t][i % 2]!, ['elect', name, who], { stop: stops[i]!.signal, timeoutMs: 60_000, onStdout: (out) => (printed[i] = out) }));
       await waitUntil(`${t}: ${who} campaigns`, async () => (await proposals()).join(',') === CANDIDATES.slice(0, i + 1).join(','), 20_000, 50);
     }
     let heardSoFar = '';
@@ -240,7 +241,9 @@ async function electRound(t: Target, name: string): Promise<{ heard: string[]; o
     const heardNames = () => heardSoFar.split('\n').filter((l) => CANDIDATES.includes(l));
     await waitUntil(`${t}: the observer hears alpha`, () => heardNames().length >= 1, 20_000, 20);
     for (const [i, who] of CANDIDATES.entries()) {
-      // Only the leader has printed its proposal.
+      // The leader learns it leads (and prints its proposal) once the keys before its own are gone; then it is stopped.
+      await waitUntil(`${t}: ${who} knows it leads`, () => printed[i]!.includes(`\n${who}\n`), 20_000, 20);
+      for (const [j, other] of CANDIDATES.entries()) if (j > i) assert.equal(printed[j], '', `${t}: ${other} printed before ${who} resigned`);
       stops[i]!.abort();
       const out = await running[i]!;
       assert.match(out.stdout, new RegExp(`^${name}/[0-9a-f]+\\n${who}\\n`), `${t}: ${who} was elected (printed its key and proposal): ${describe(out)}`);
