@@ -165,8 +165,8 @@ interface Placed {
 }
 
 /**
- * Checks a history from `initial` (the state at `initialRevision`, which every
- * operation's revision must be above). Returns a report; `ok` false names the
+ * Checks a history from `initial` (the state at `initialRevision`: every
+ * write's revision must be above it, every read's at or above). Returns a report; `ok` false names the
  * first violation.
  */
 export function checkMultiKey(history: MkOp[], initial: MkState = new Map(), initialRevision = 0n): MkReport {
@@ -243,7 +243,7 @@ export function checkMultiKey(history: MkOp[], initial: MkState = new Map(), ini
   // (i) A write's revision is its own.
   const writeAt = new Map<bigint, Placed>();
   for (const p of placed) {
-    if (p.rev <= initialRevision) violations.push(`${d(p.op)} has revision ${p.rev}, not above the initial state's ${initialRevision}`);
+    if (p.writes ? p.rev <= initialRevision : p.rev < initialRevision) violations.push(`${d(p.op)} has revision ${p.rev}, ${p.writes ? 'not above' : 'below'} the initial state's ${initialRevision}`);
     if (!p.writes) continue;
     const other = writeAt.get(p.rev);
     if (other) violations.push(`revision ${p.rev} is taken by two writes: ${d(other.op)}${other.errored ? ' (failed; placed by a read)' : ''} and ${d(p.op)}${p.errored ? ' (failed; placed by a read)' : ''}`);
