@@ -1,5 +1,5 @@
 // Linearizability of multi-key transactions (test/harness/multikey-linearizability.ts),
-// with a bank-style workload over 6 accounts on 3 members (2 each) and 3 note
+// with a bank-style workload over 9 accounts on 3 members (3 each) and 3 note
 // keys (one per member):
 //   - transfers: a read of two accounts (a transaction of two gets), then a
 //     transaction "if mod(a) and mod(b) are as read, put both new balances,
@@ -8,7 +8,7 @@
 //   - multi-key reads: one transaction of gets over every key;
 //   - single-key puts of a note.
 // Every value is unique (balance#writer.n), so a read tells which write it saw.
-// Six clients, three through each of two proxies; the proxy P1 (a child
+// Eight clients, four through each of two proxies; the proxy P1 (a child
 // process) is killed -9 mid-run and its clients go on through P2. The recorded
 // history (invocation/response times, compare outcomes, values read, header
 // revisions; errors as indeterminate) must be linearizable in revision order,
@@ -29,8 +29,8 @@ import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 
 const FENCE_AFTER_MS = 200;
 const BOUND = { timeout: 90_000 };
-const CLIENTS = 6;
-const ACCOUNTS_PER_MEMBER = 2;
+const CLIENTS = 8;
+const ACCOUNTS_PER_MEMBER = 3;
 const INITIAL_BALANCE = 100;
 
 let set: EtcdSet;
@@ -154,7 +154,7 @@ async function bankClient(rec: Recorder, keys: Keys, name: string, seed: number,
     const kind = rand(10);
     let failed = false;
     if (kind < 5) {
-      // A transfer: mostly between members (accounts 2k, 2k+1 share member k).
+      // A transfer: mostly between members (accounts 3k .. 3k+2 share member k).
       const a = rand(keys.accounts.length);
       let b = rand(keys.accounts.length);
       if (b === a) b = (a + ACCOUNTS_PER_MEMBER) % keys.accounts.length;
