@@ -12,6 +12,8 @@
 // process) is killed -9 mid-run and its clients go on through P2. The recorded
 // history (invocation/response times, compare outcomes, values read, header
 // revisions; errors as indeterminate) must be linearizable in revision order,
+// also when P1 holds its cross-member transactions after their commit or
+// after their prepare (METAETCD_TEST_CROSS_HOLD) until it is killed,
 // and every acknowledged read sees the balances sum to the initial total.
 // The same workload against one plain etcd must pass too (the checker's
 // sanity).
@@ -24,7 +26,7 @@ import type { DeepPartial, RequestOp, TxnRequest, TxnResponse } from '../../src/
 import { Compare_CompareResult, Compare_CompareTarget } from '../../src/proto/gen/rpc.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
 import { ChildProxy, describeErr, sleep, waitUntil } from '../harness/faults.js';
-import { checkMultiKey, describeMkOp, type MkBranch, type MkCompare, type MkOp, type MkRead, type MkState } from '../harness/multikey-linearizability.js';
+import { checkMultiKey, describeMkOp, type MkBranch, type MkCompare, type MkOp, type MkRead, type MkReport, type MkState } from '../harness/multikey-linearizability.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 
 const FENCE_AFTER_MS = 200;
@@ -213,7 +215,7 @@ async function initialState(c: EtcdClient, keys: Keys): Promise<{ state: MkState
   return { state, revision: r.header!.revision };
 }
 
-function judge(label: string, rec: Recorder, state: MkState, revision: bigint): void {
+function judge(label: string, rec: Recorder, state: MkState, revision: bigint): MkReport {
   const report = checkMultiKey(rec.history, state, revision);
   const errors = rec.history.filter((h) => !h.ok);
   const errorKinds = new Map<string, number>();
@@ -225,21 +227,28 @@ function judge(label: string, rec: Recorder, state: MkState, revision: bigint): 
       `${errors.length} errored (${report.erroredApplied} seen applied, ${report.erroredDropped} left out)` +
       `${errorKinds.size ? ': ' + [...errorKinds].map(([e, n]) => `${n}× ${e}`).join(' | ') : ''}`,
   );
-  assert.equal(report.ok, true, `${label}: not linearizable: ${report.violation}\n(${report.violations.length} violations; the first ones:\n${report.violations.slice(0, 5).join('\n')})`);
+  assert.equal(report.ok, true, `${label}: not linearizable: ${report.violation}\n(${report.violations.length} violations; the first ones:\n${report.violations.slice(0, 5).join('\n')})\naround the first one:\n${(report.context ?? []).join('\n')}`);
   assert.deepEqual(rec.badSums.slice(0, 5), [], `${label}: reads of every account whose balances do not add up`);
   assert.ok(transfers.filter((h) => h.succeeded).length > 20, `${label}: too few transfers succeeded to say anything`);
+  return report;
 }
 
-test('bank transfers over 3 members through 2 proxies, one killed -9 mid-run: the history of multi-key transactions is linearizable', BOUND, async () => {
+/**
+ * The workload through P1 (a child process) and P2; P1 killed -9 mid-run, its clients going on through P2.
+ * With `hold`, P1 holds every cross-member transaction at that step of its commit (METAETCD_TEST_CROSS_HOLD):
+ * its clients' transfers across members time out (indeterminate), and P2's readers settle them — rolled
+ * forward after the commit, discarded after the prepare — so the checker must place them from what was read.
+ */
+async function throughTwoProxies(label: string, pfx: string, hold?: 'after-commit' | 'after-prepare'): Promise<void> {
   const router = P2.handle.router;
-  const keys = keysFor(router, 'mkl/');
+  const keys = keysFor(router, pfx);
   const c2 = clientFor(P2.url, 'proxy P2', 10_000);
   closers.push(() => c2.close());
-  const P1 = await ChildProxy.start(set, { flags: ['--fence-after', `${FENCE_AFTER_MS}ms`] });
+  const P1 = await ChildProxy.start(set, { flags: ['--fence-after', `${FENCE_AFTER_MS}ms`], ...(hold ? { env: { METAETCD_TEST_CROSS_HOLD: hold } } : {}) });
   children.push(P1);
   const c1 = clientFor(P1.url, 'proxy P1 (child)', 10_000);
   closers.push(() => c1.close());
-  await waitUntil('P1 serves', async () => (await c1.range({ key: B('mkl/') }), true), 20_000, 100);
+  await waitUntil('P1 serves', async () => (await c1.range({ key: B(pfx) }), true), 20_000, 100);
   const { state, revision } = await initialState(c2, keys);
 
   const rec: Recorder = { history: [], nextId: 0, badSums: [] };
@@ -250,14 +259,16 @@ test('bank transfers over 3 members through 2 proxies, one killed -9 mid-run: th
   const clients = Array.from({ length: CLIENTS }, (_, i) =>
     bankClient(rec, keys, `c${i}`, 7 + i * 31, () => (i % 2 === 0 && !killed ? viaP1 : viaP2), () => done),
   );
+  const transfers = (from: number, via?: string) => rec.history.slice(from).filter((h) => h.ok && (via === undefined || h.via === via) && h.compares.length > 0 && h.succeeded).length;
+  const erroredTransfers = (via: string) => rec.history.filter((h) => !h.ok && h.via === via && h.compares.length > 0).length;
   try {
     // Load through both, then the kill, then load through P2 alone.
-    const acked = (via: string) => rec.history.filter((h) => h.ok && h.via === via && h.compares.length > 0 && h.succeeded).length;
-    await waitUntil('transfers through P1', () => acked('P1') >= 40, 30_000, 20);
+    if (hold) await waitUntil('transfers through P1 held and timed out', () => erroredTransfers('P1') >= 4 && transfers(0, 'P2') >= 40, 45_000, 20);
+    else await waitUntil('transfers through P1', () => transfers(0, 'P1') >= 40, 30_000, 20);
     await P1.kill9();
     killed = true;
     const atKill = rec.history.length;
-    await waitUntil('transfers through P2 after the kill', () => rec.history.slice(atKill).filter((h) => h.ok && h.compares.length > 0 && h.succeeded).length >= 40, 30_000, 20);
+    await waitUntil('transfers through P2 after the kill', () => transfers(atKill) >= 40, 30_000, 20);
   } finally {
     done = true;
     await Promise.all(clients);
@@ -266,8 +277,21 @@ test('bank transfers over 3 members through 2 proxies, one killed -9 mid-run: th
   await run(rec, 'final', 'P2', c2, [], { reads: [...keys.accounts, ...keys.notes] });
   assert.equal(rec.history.at(-1)!.ok, true, `the final read: ${rec.history.at(-1)!.error}`);
   const viaP1Errors = rec.history.filter((h) => h.via === 'P1' && !h.ok).length;
-  assert.ok(viaP1Errors > 0, 'no operation was in flight through P1 when it was killed');
-  judge('through 2 proxies, P1 killed', rec, state, revision);
+  assert.ok(viaP1Errors > 0, 'no operation through P1 failed: nothing indeterminate to check');
+  const report = judge(label, rec, state, revision);
+  if (hold === 'after-commit') assert.ok(report.erroredApplied > 0, 'transactions held after their commit were rolled forward, and read');
+}
+
+test('bank transfers over 3 members through 2 proxies, one killed -9 mid-run: the history of multi-key transactions is linearizable', BOUND, async () => {
+  await throughTwoProxies('through 2 proxies, P1 killed', 'mkl/');
+});
+
+test('the same with P1 holding every cross-member transaction after its commit (rolled forward by the other proxy\'s readers), then killed: linearizable', BOUND, async () => {
+  await throughTwoProxies('P1 holding after commit, then killed', 'mkl-commit/', 'after-commit');
+});
+
+test('the same with P1 holding every cross-member transaction after its prepare (discarded by the other proxy\'s readers), then killed: linearizable', BOUND, async () => {
+  await throughTwoProxies('P1 holding after prepare, then killed', 'mkl-prep/', 'after-prepare');
 });
 
 test('the same workload against one plain etcd: linearizable (sanity of the checker and the workload)', BOUND, async () => {

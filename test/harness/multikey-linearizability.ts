@@ -107,6 +107,8 @@ export interface MkReport {
   erroredApplied: number;
   /** Errored operations left out (nobody saw them). */
   erroredDropped: number;
+  /** For the first violation of the replay: the operations around it on its keys (revision window, and errored ones overlapping it in time). */
+  context?: string[];
 }
 
 export function describeMkOp(h: MkOp, t0 = 0): string {
@@ -270,6 +272,23 @@ export function checkMultiKey(history: MkOp[], initial: MkState = new Map(), ini
 
   // (iii) Replay in revision order: at each revision, the write (checked against the state before it, then applied), then the read-only operations at it.
   const state: MkState = new Map([...initial].map(([k, e]) => [k, { ...e }]));
+  let context: string[] | undefined;
+  const touches = (h: MkOp) =>
+    new Set([...h.compares.map((c) => c.key), ...[h.success, h.failure].flatMap((b) => [...(b.reads ?? []), ...(b.puts ?? []).map((x) => x.key), ...(b.deletes ?? [])])]);
+  const around = (p: Placed): string[] => {
+    const keys = touches(p.op);
+    const near = (h: MkOp) => [...touches(h)].some((k) => keys.has(k));
+    const placedNear = placed.filter((q) => q.rev >= p.rev - 12n && q.rev <= p.rev + 3n && near(q.op)).sort((a, b) => (a.rev < b.rev ? -1 : a.rev > b.rev ? 1 : 0));
+    const droppedNear = history.filter((h) => !h.ok && !placedErrored.has(h) && near(h) && h.start < p.op.end);
+    return [
+      ...placedNear.map((q) => `${q.rev}${q.writes ? ' write' : ' read'}${q.errored ? ' (failed; placed by a read)' : ''}: ${d(q.op)}`),
+      ...droppedNear.slice(-5).map((h) => `left out (failed, never seen): ${d(h)}`),
+    ];
+  };
+  const replayViolation = (p: Placed, text: string) => {
+    context ??= around(p);
+    violations.push(text);
+  };
   const order = [...placed].sort((a, b) => (a.rev < b.rev ? -1 : a.rev > b.rev ? 1 : Number(b.writes) - Number(a.writes)));
   for (const p of order) {
     const h = p.op;
@@ -277,24 +296,24 @@ export function checkMultiKey(history: MkOp[], initial: MkState = new Map(), ini
     const holds = h.compares.every((c) => compareHolds(c, state.get(c.key)));
     if (holds !== p.succeeded) {
       const seen = h.compares.map((c) => `${c.key}: ${showEntry(state.get(c.key))}`).join('; ');
-      violations.push(`${d(h)}${p.errored ? ' (failed; placed by a read)' : ''}: its compares ${holds ? 'hold' : 'do not hold'} in the state ${where} (${seen}), but it ${p.succeeded ? 'took the success branch' : 'failed'}`);
+      replayViolation(p, `${d(h)}${p.errored ? ' (failed; placed by a read)' : ''}: its compares ${holds ? 'hold' : 'do not hold'} in the state ${where} (${seen}), but it ${p.succeeded ? 'took the success branch' : 'failed'}`);
     }
     const branch = p.succeeded ? h.success : h.failure;
     if (!p.errored) {
       const want = branch.reads ?? [];
       const got = h.reads ?? [];
-      if (got.length !== want.length) violations.push(`${d(h)}: ${got.length} reads reported for ${want.length} reads in the branch taken`);
+      if (got.length !== want.length) replayViolation(p, `${d(h)}: ${got.length} reads reported for ${want.length} reads in the branch taken`);
       for (const r of got) {
         const e = state.get(r.key);
         const okValue = (e?.value ?? null) === r.value;
         const okMod = r.mod === undefined || r.value === null || (e !== undefined && e.mod === r.mod);
         if (!okValue || !okMod) {
-          violations.push(`${d(h)}: read ${r.key}=${r.value === null ? '<absent>' : r.value}${r.mod !== undefined ? `@${r.mod}` : ''}, but the state ${where} holds ${showEntry(e)}`);
+          replayViolation(p, `${d(h)}: read ${r.key}=${r.value === null ? '<absent>' : r.value}${r.mod !== undefined ? `@${r.mod}` : ''}, but the state ${where} holds ${showEntry(e)}`);
         }
       }
       if (h.deleted !== undefined) {
         const present = new Set((branch.deletes ?? []).filter((k) => state.has(k))).size;
-        if (present !== h.deleted) violations.push(`${d(h)}: deleted ${h.deleted} keys, but ${present} of its delete targets exist in the state ${where}`);
+        if (present !== h.deleted) replayViolation(p, `${d(h)}: deleted ${h.deleted} keys, but ${present} of its delete targets exist in the state ${where}`);
       }
     }
     if (!p.writes) continue;
@@ -304,5 +323,5 @@ export function checkMultiKey(history: MkOp[], initial: MkState = new Map(), ini
       state.set(put.key, { value: put.value, mod: p.rev, create: e ? e.create : p.rev, version: e ? e.version + 1n : 1n });
     }
   }
-  return report(counts);
+  return report({ ...counts, ...(context ? { context } : {}) });
 }
