@@ -29,6 +29,10 @@
 // answers (an error, or none or all of it); once the member is continued, the
 // transaction is all-or-nothing at every revision, readers do not hang, and a
 // later transaction on the same keys succeeds through either proxy.
+//
+// Last, with the same relay holding back a transaction's read of its state
+// while another transaction fences its revision: a product bug, kept as a todo
+// test (see the comment above it).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -486,7 +490,7 @@ test('a cross-member transaction whose revision is fenced while it reads: its co
     await firstSuccess('P1 serves', () => c1.range(P(pfx)), 20_000);
     const mod = (k: string) => initial.get(k)!.mod;
     const history: MkOp[] = [];
-    const record = async (id: number, client: string, c: EtcdClient, x: string, y: string, rec: MkOp) => {
+    const record = async (client: string, c: EtcdClient, x: string, y: string, rec: MkOp) => {
       try {
         const resp = await c.txnPartial({
           compare: [x, y].map((k) => ({ key: B(k), target: 2 /* MOD */, result: 0 /* EQUAL */, targetUnion: { $case: 'modRevision' as const, value: mod(k) } })),
@@ -504,7 +508,6 @@ test('a cross-member transaction whose revision is fenced while it reads: its co
       } catch (err) {
         rec.error = describeErr(err);
       }
-      void id;
     };
     const op = (id: number, client: string, x: string, y: string): MkOp => ({
       id,
@@ -518,10 +521,10 @@ test('a cross-member transaction whose revision is fenced while it reads: its co
     });
     armed = true;
     const t1 = op(1, 'T1@P1', keys.a, keys.b);
-    const t1Done = record(1, 'T1@P1', c1, keys.a, keys.b, t1);
+    const t1Done = record('T1@P1', c1, keys.a, keys.b, t1);
     await waitUntil('T1 reads its state', () => held, 20_000, 5);
     const t2 = op(2, 'T2@P2', keys.b, keys.c);
-    await within(20_000, 'T2 through P2', record(2, 'T2@P2', c2, keys.b, keys.c, t2));
+    await within(20_000, 'T2 through P2', record('T2@P2', c2, keys.b, keys.c, t2));
     releaseRead();
     await within(40_000, 'T1 through P1', t1Done);
     history.push(t1, t2);
