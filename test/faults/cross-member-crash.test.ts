@@ -19,7 +19,7 @@
 // The same with the coordinator lost (kill -9, wiped, an empty etcd on its
 // address) while P1 holds after-commit, and after-prepare.
 //
-// A member stopped mid-commit: a proxy P1 (child, --request-timeout 3s) reaches
+// A member stopped mid-commit: a proxy P1 (child, --request-timeout 2s) reaches
 // the primary member through a relay (test/harness/grpc-tap.ts) that sees the
 // commit (the primary's part with its m/xtxn record) before the member does.
 // There the test SIGSTOPs the secondary member (prepared, not yet applied) or
@@ -346,12 +346,12 @@ async function memberStoppedAtCommit(which: 'secondary' | 'primary', pfx: string
   });
   stops.push(() => tap.close());
   const P1 = await ChildProxy.start(set, {
-    flags: ['--fence-after', `${FENCE_AFTER_MS}ms`, '--request-timeout', '3s'],
+    flags: ['--fence-after', `${FENCE_AFTER_MS}ms`, '--request-timeout', '2s'],
     memberUrls: set.members.map((m, i) => (i === PRIMARY ? tap.url : m.clientUrl)),
   });
   children.push(P1);
   const c1 = clientFor(P1.url, 'proxy P1 (child, through the relay)', 30_000);
-  const short = clientFor(P2.url, 'proxy P2 (3 s deadline)', 3000);
+  const short = clientFor(P2.url, 'proxy P2 (2 s deadline)', 2000);
   closers.push(() => c1.close(), () => short.close());
 
   let r0 = 0n;

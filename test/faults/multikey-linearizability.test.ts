@@ -123,7 +123,7 @@ interface Recorder {
 async function run(rec: Recorder, client: string, via: string, c: EtcdClient, compares: MkCompare[], success: MkBranch, failure: MkBranch = {}): Promise<MkOp> {
   const h: MkOp = { id: rec.nextId++, client, via, compares, success, failure, start: performance.now(), end: Infinity, ok: false };
   try {
-    const resp = await c.txnPartial(toRequest(compares, success, failure), { timeoutMs: 5000 });
+    const resp = await c.txnPartial(toRequest(compares, success, failure)); // the client's deadline
     h.end = performance.now();
     h.ok = true;
     h.succeeded = resp.succeeded;
@@ -242,11 +242,12 @@ function judge(label: string, rec: Recorder, state: MkState, revision: bigint): 
 async function throughTwoProxies(label: string, pfx: string, hold?: 'after-commit' | 'after-prepare'): Promise<void> {
   const router = P2.handle.router;
   const keys = keysFor(router, pfx);
-  const c2 = clientFor(P2.url, 'proxy P2', 10_000);
+  const c2 = clientFor(P2.url, 'proxy P2', 5000);
   closers.push(() => c2.close());
   const P1 = await ChildProxy.start(set, { flags: ['--fence-after', `${FENCE_AFTER_MS}ms`], ...(hold ? { env: { METAETCD_TEST_CROSS_HOLD: hold } } : {}) });
   children.push(P1);
-  const c1 = clientFor(P1.url, 'proxy P1 (child)', 10_000);
+  // Held transactions never answer: their clients give up sooner.
+  const c1 = clientFor(P1.url, 'proxy P1 (child)', hold ? 2000 : 5000);
   closers.push(() => c1.close());
   await waitUntil('P1 serves', async () => (await c1.range({ key: B(pfx) }), true), 20_000, 100);
   const { state, revision } = await initialState(c2, keys);
@@ -263,12 +264,12 @@ async function throughTwoProxies(label: string, pfx: string, hold?: 'after-commi
   const erroredTransfers = (via: string) => rec.history.filter((h) => !h.ok && h.via === via && h.compares.length > 0).length;
   try {
     // Load through both, then the kill, then load through P2 alone.
-    if (hold) await waitUntil('transfers through P1 held and timed out', () => erroredTransfers('P1') >= 4 && transfers(0, 'P2') >= 40, 45_000, 20);
-    else await waitUntil('transfers through P1', () => transfers(0, 'P1') >= 40, 30_000, 20);
+    if (hold) await waitUntil('transfers through P1 held and timed out', () => erroredTransfers('P1') >= 4 && transfers(0, 'P2') >= 30, 45_000, 20);
+    else await waitUntil('transfers through P1', () => transfers(0, 'P1') >= 30, 30_000, 20);
     await P1.kill9();
     killed = true;
     const atKill = rec.history.length;
-    await waitUntil('transfers through P2 after the kill', () => transfers(atKill) >= 40, 30_000, 20);
+    await waitUntil('transfers through P2 after the kill', () => transfers(atKill) >= 30, 30_000, 20);
   } finally {
     done = true;
     await Promise.all(clients);
@@ -305,7 +306,7 @@ test('the same with P1 holding every cross-member transaction after its prepare 
 test('the same workload against one plain etcd: linearizable (sanity of the checker and the workload)', BOUND, async () => {
   const router = P2.handle.router;
   const keys = keysFor(router, 'mkl-etcd/');
-  const c = clientFor(set.oracle!.clientUrl, 'etcd', 10_000);
+  const c = clientFor(set.oracle!.clientUrl, 'etcd', 5000);
   closers.push(() => c.close());
   const { state, revision } = await initialState(c, keys);
   const rec: Recorder = { history: [], nextId: 0, badSums: [] };
