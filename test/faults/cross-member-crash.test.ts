@@ -18,14 +18,32 @@
 // a read through P2 must answer too, with none or all of it.
 // The same with the coordinator lost (kill -9, wiped, an empty etcd on its
 // address) while P1 holds after-commit, and after-prepare.
+//
+// A member stopped mid-commit: a proxy P1 (child, --request-timeout 2s) reaches
+// the primary member through a relay (test/harness/grpc-tap.ts) that sees the
+// commit (the primary's part with its m/xtxn record) before the member does.
+// There the test SIGSTOPs the secondary member (prepared, not yet applied) or
+// the primary itself (prepared, the commit not yet read by it), then lets the
+// commit go on. The client must get an answer (success, or Unavailable /
+// deadline) within a bound; a read through P2 while the member is stopped
+// answers (an error, or none or all of it); once the member is continued, the
+// transaction is all-or-nothing at every revision, readers do not hang, and a
+// later transaction on the same keys succeeds through either proxy.
+//
+// Last, with the same relay holding back a transaction's read of its state
+// while another transaction fences its revision: a product bug, kept as a todo
+// test (see the comment above it).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { EtcdClient } from '../../src/members/etcd-client.js';
 import { Event_EventType, type KeyValue } from '../../src/proto/gen/kv.js';
-import type { DeepPartial, TxnRequest } from '../../src/proto/gen/rpc.js';
+import { TxnRequest, type DeepPartial } from '../../src/proto/gen/rpc.js';
+import { CROSS_RECORD_PREFIX, InternalKey, toMemberKey } from '../../src/store/keyspace.js';
 import { startEtcdSet, type EtcdSet } from '../harness/etcd-set.js';
-import { ChildProxy, describeErr, loseAndReplace, sleep } from '../harness/faults.js';
+import { ChildProxy, codeOf, describeErr, hang, loseAndReplace, sleep, Status, waitUntil, within } from '../harness/faults.js';
+import { GrpcTap } from '../harness/grpc-tap.js';
+import { checkMultiKey, type MkOp, type MkState } from '../harness/multikey-linearizability.js';
 import { clientFor, startTestProxy, type TestProxy } from '../harness/proxy.js';
 import { describeResponse, prefixEnd, WatchRecorder } from '../harness/watch-checker.js';
 
@@ -52,6 +70,7 @@ after(async () => {
   for (const c of children) await c.stop();
   for (const s of stops) await s().catch(() => undefined);
   await P2?.stop();
+  for (const m of set?.members ?? []) if (m.running) m.signal('SIGCONT');
   await set?.stop();
 });
 
@@ -75,23 +94,27 @@ async function firstSuccess<T>(what: string, f: () => Promise<T>, timeoutMs: num
 
 type Step = 'after-prepare' | 'after-commit' | 'after-apply';
 
-interface Scenario {
-  keys: { k0: string; k1: string; k2: string; j1: string };
-  /** The transaction P1 is sent: compare on member 0, delete on member 0, puts on members 1 (two keys) and 2. */
-  txn: DeepPartial<TxnRequest>;
-  /** The state before it (key → value) and after it. */
+/** The state before a transaction (key → value) and after it. */
+interface States {
   old: Map<string, string>;
   new: Map<string, string>;
 }
 
+interface Scenario extends States {
+  keys: { k0: string; k1: string; k2: string; j1: string };
+  /** The transaction P1 is sent: compare on member 0, delete on member 0, puts on members 1 (two keys) and 2. */
+  txn: DeepPartial<TxnRequest>;
+}
+
+/** The `skip`-th key `${base}<i>` of member `m`. */
+function keyOn(m: number, base: string, skip = 0): string {
+  const found: string[] = [];
+  for (let i = 0; found.length <= skip; i++) if (P2.handle.router.memberOf(B(`${base}${i}`)) === m) found.push(`${base}${i}`);
+  return found[skip]!;
+}
+
 function scenario(pfx: string): Scenario {
-  const router = P2.handle.router;
-  const on = (m: number, base: string, skip = 0) => {
-    const found: string[] = [];
-    for (let i = 0; found.length <= skip; i++) if (router.memberOf(B(`${base}${i}`)) === m) found.push(`${base}${i}`);
-    return found[skip]!;
-  };
-  const keys = { k0: on(0, pfx), k1: on(1, pfx), k2: on(2, pfx), j1: on(1, pfx, 1) };
+  const keys = { k0: keyOn(0, pfx), k1: keyOn(1, pfx), k2: keyOn(2, pfx), j1: keyOn(1, pfx, 1) };
   const put = (k: string, v: string, prevKv = true) => ({ request: { $case: 'requestPut' as const, value: { key: B(k), value: B(v), prevKv } } });
   const txn: DeepPartial<TxnRequest> = {
     compare: [{ key: B(keys.k0), target: 3 /* VALUE */, result: 0 /* EQUAL */, targetUnion: { $case: 'value', value: B('old') } }],
@@ -107,7 +130,7 @@ const stateOf = (kvs: KeyValue[]) => new Map(kvs.map((kv) => [kv.key.toString(),
 const showState = (m: Map<string, string>) => [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ');
 
 /** Which of the two states `kvs` is: 'old', 'new', or a description of a partial one. */
-function classify(s: Scenario, kvs: KeyValue[]): 'old' | 'new' | string {
+function classify(s: States, kvs: KeyValue[]): 'old' | 'new' | string {
   const got = showState(stateOf(kvs));
   if (got === showState(s.old)) return 'old';
   if (got === showState(s.new)) return 'new';
@@ -119,7 +142,7 @@ function classify(s: Scenario, kvs: KeyValue[]): 'old' | 'new' | string {
  * (a sample when the span is huge, e.g. after a coordinator loss): 'old' up to
  * some revision, 'new' from then on (when `applied`), nothing else.
  */
-async function everyRevision(client: EtcdClient, s: Scenario, pfx: string, from: bigint, to: bigint, applied: bigint | undefined, label: string): Promise<number> {
+async function everyRevision(client: EtcdClient, s: States, pfx: string, from: bigint, to: bigint, applied: bigint | undefined, label: string): Promise<number> {
   const revs = new Set<bigint>();
   const add = (lo: bigint, hi: bigint) => {
     for (let r = lo < from ? from : lo; r <= hi && r <= to; r++) revs.add(r);
@@ -282,4 +305,235 @@ describe('the coordinator lost while a proxy holds a cross-member transaction, t
   test('coordinator lost after prepare: the transaction is applied nowhere', BOUND, async () => {
     await crashAt('after-prepare', 'xk-coord-prep/', { loseCoordinator: true });
   });
+});
+
+// ---------------------------------------------------------------------------
+// A member stopped mid-commit
+
+/** Is `message` (a gRPC request body) the commit of a cross-member transaction: a Txn putting both an m/xtxn record and m/clock? */
+function isCommit(message: Buffer): boolean {
+  let req: TxnRequest;
+  try {
+    req = TxnRequest.decode(message);
+  } catch {
+    return false;
+  }
+  const puts = req.success.flatMap((o) => (o.request?.$case === 'requestPut' ? [o.request.value.key] : []));
+  return puts.some((k) => k.subarray(0, CROSS_RECORD_PREFIX.length).equals(CROSS_RECORD_PREFIX)) && puts.some((k) => k.equals(InternalKey.clock));
+}
+
+const PRIMARY = 0;
+const SECONDARY = 1;
+
+async function memberStoppedAtCommit(which: 'secondary' | 'primary', pfx: string): Promise<void> {
+  // Two keys on the primary (it has the most ops, so it decides), one on the secondary.
+  const keys = { a1: keyOn(PRIMARY, pfx, 0), a2: keyOn(PRIMARY, pfx, 1), b1: keyOn(SECONDARY, pfx, 0) };
+  const all = [keys.a1, keys.a2, keys.b1];
+  const states: States = { old: new Map(all.map((k) => [k, 'old'])), new: new Map(all.map((k) => [k, 'new'])) };
+  const put = (k: string, v: string) => ({ request: { $case: 'requestPut' as const, value: { key: B(k), value: B(v) } } });
+  const txn: DeepPartial<TxnRequest> = {
+    compare: [{ key: B(keys.a1), target: 3 /* VALUE */, result: 0 /* EQUAL */, targetUnion: { $case: 'value', value: B('old') } }],
+    success: all.map((k) => put(k, 'new')),
+    failure: [{ request: { $case: 'requestRange', value: { key: B(keys.a1) } } }],
+  };
+  const victim = set.members[which === 'secondary' ? SECONDARY : PRIMARY]!;
+  let stopped = false;
+  let continued = false;
+  const tap = await GrpcTap.start(set.members[PRIMARY]!.clientUrl, async (message) => {
+    if (stopped || !isCommit(message)) return;
+    stopped = true;
+    await hang(victim);
+  });
+  stops.push(() => tap.close());
+  const P1 = await ChildProxy.start(set, {
+    flags: ['--fence-after', `${FENCE_AFTER_MS}ms`, '--request-timeout', '2s'],
+    memberUrls: set.members.map((m, i) => (i === PRIMARY ? tap.url : m.clientUrl)),
+  });
+  children.push(P1);
+  const c1 = clientFor(P1.url, 'proxy P1 (child, through the relay)', 30_000);
+  const short = clientFor(P2.url, 'proxy P2 (2 s deadline)', 2000);
+  closers.push(() => c1.close(), () => short.close());
+
+  let r0 = 0n;
+  for (const k of all) r0 = (await c2.put({ key: B(k), value: B('old') })).header!.revision;
+  await firstSuccess('P1 serves', async () => assert.equal(classify(states, (await c1.range(P(pfx))).kvs), 'old'), 20_000);
+
+  let answer: { ok: true; revision: bigint; succeeded: boolean } | { ok: false; err: unknown };
+  let during: string;
+  try {
+    // The client's own deadline (30 s) bounds the answer; `within` reports a hang beyond it plainly.
+    answer = await within(45_000, 'the answer to the transaction through P1', c1.txnPartial(txn).then(
+      (r) => ({ ok: true as const, revision: r.header!.revision, succeeded: r.succeeded }),
+      (err: unknown) => ({ ok: false as const, err }),
+    ));
+    assert.ok(stopped, `the relay never saw the commit (the transaction was ${answer.ok ? 'answered' : `refused: ${describeErr(answer.err)}`})`);
+    if (!answer.ok) {
+      assert.ok([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED].includes(codeOf(answer.err)!), `the client got Unavailable or a deadline, not ${describeErr(answer.err)}`);
+    }
+    // While the member is stopped, a read through P2 answers within its deadline: an error, or none or all of the transaction.
+    during = await short.range(P(pfx)).then(
+      (r) => classify(states, r.kvs),
+      (err) => `read failed: ${describeErr(err)}`,
+    );
+    assert.ok(during === 'old' || during === 'new' || during.startsWith('read failed: '), `a read through P2 while the ${which} is stopped: ${during}`);
+  } finally {
+    if (stopped && !continued) {
+      victim.signal('SIGCONT');
+      continued = true;
+    }
+  }
+
+  // The member is back: readers answer (bounded), and see all or nothing.
+  const read = await firstSuccess('linearizable read through P2 after the member is continued', () => c2.range(P(pfx)), 30_000);
+  const state = classify(states, read.value.kvs);
+  assert.ok(state === 'old' || state === 'new', `after the ${which} is back: ${state}`);
+  if (answer.ok) assert.equal(state, answer.succeeded ? 'new' : 'old', 'the transaction was acknowledged: its outcome is the one reported');
+  let applied: bigint | undefined;
+  if (state === 'new') {
+    const revs = new Set(read.value.kvs.map((kv) => kv.modRevision));
+    assert.equal(revs.size, 1, `every key of the transaction at one revision: ${read.value.kvs.map((kv) => `${kv.key}@${kv.modRevision}`).join(' ')}`);
+    applied = [...revs][0]!;
+    if (answer.ok) assert.equal(applied, answer.revision, 'at the revision the client was told');
+  }
+  // Through P1 too (it went through the stop itself).
+  const seen1 = await firstSuccess('linearizable read through P1', () => c1.range(P(pfx)), 30_000);
+  assert.equal(classify(states, seen1.value.kvs), state, 'P1 reads the same state');
+  const marker = await firstSuccess('marker put through P2', () => c2.put({ key: B(`${pfx}~marker`), value: B('m') }), 20_000);
+  const checked = await everyRevision(c2, states, pfx, r0, marker.value.header!.revision - 1n, applied, `through P2 after the ${which} was stopped mid-commit`);
+
+  // A later transaction on the same keys succeeds, through each proxy.
+  for (const [name, c] of [['P2', c2], ['P1', c1]] as const) {
+    const v = `after-${name}`;
+    const again = await firstSuccess(`a later cross-member transaction through ${name}`, () => c.txnPartial({ success: all.map((k) => put(k, v)) }), 30_000);
+    const now = await c2.range(P(pfx));
+    assert.deepEqual(
+      now.kvs.filter((kv) => all.includes(kv.key.toString())).map((kv) => `${kv.key}=${kv.value}@${kv.modRevision}`),
+      [...all].sort().map((k) => `${k}=${v}@${again.value.header!.revision}`),
+      `a later transaction through ${name} on the same keys is applied, at one revision`,
+    );
+  }
+  console.log(
+    `${which} stopped at the commit: the client ${answer.ok ? `got succeeded=${answer.succeeded} at ${answer.revision}` : `got ${describeErr(answer.err)}`}; ` +
+      `read while stopped: ${during}; after: ${state}${applied ? ` at ${applied}` : ''}; ${checked} revisions checked; ${read.errors.length} failed reads before the first success`,
+  );
+  await P1.stop();
+  await tap.close();
+}
+
+describe('a member stopped (SIGSTOP) in the middle of a cross-member transaction, then continued', () => {
+  test('the secondary, prepared, stopped before the commit: the client gets an answer; all or nothing once it is back; later transactions succeed', BOUND, async () => {
+    await memberStoppedAtCommit('secondary', 'xk-stop-sec/');
+  });
+
+  test('the primary stopped before it reads the commit: the client gets an answer; all or nothing once it is back; later transactions succeed', BOUND, async () => {
+    await memberStoppedAtCommit('primary', 'xk-stop-prim/');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// A cross-member transaction whose revision is fenced while it reads its state
+
+/** Is `message` a read-only Txn of ranges (a transaction's state read) that reads member key `key`? */
+function isStateRead(message: Buffer, key: Buffer): boolean {
+  let req: TxnRequest;
+  try {
+    req = TxnRequest.decode(message);
+  } catch {
+    return false;
+  }
+  if (req.compare.length > 0 || req.success.length === 0) return false;
+  return req.success.every((o) => o.request?.$case === 'requestRange') && req.success.some((o) => o.request?.$case === 'requestRange' && o.request.value.key.equals(key));
+}
+
+/*
+ * Found by test/faults/multikey-linearizability.test.ts (P1 holding after prepare; about one run in four).
+ * T1 (through P1) compares the mod revisions of a (member 0) and b (member 1), puts both on success, reads
+ * both on failure. It takes revision R1 and waits for its members; its read of b's member is held back by a
+ * relay. Meanwhile T2 (through P2) compares b and c (member 2) as they are and puts both: it takes R2 > R1,
+ * finds R1 stalled on member 1 and fences it after --fence-after, and commits at R2. Then T1's read of
+ * member 1 goes on and sees b as T2 left it: T1's compare fails, its branch taken writes nothing, and it is
+ * answered at R1 - 1 with reads at R1 - 1 — where b is still as compared. The answer "compare failed" with
+ * reads showing the compared mod revisions is no etcd answer (and not linearizable): T1 evaluated its
+ * compares on a state later than the snapshot it reports. A writing branch would have been caught by the
+ * commit's guard (m/clock < R1); the nothing-written path (nothingWritten in src/kv/txn/cross-member.ts)
+ * does not check that R1 was still open when it read.
+ */
+test('a cross-member transaction whose revision is fenced while it reads: its compare outcome and its reads are of one snapshot', {
+  ...BOUND,
+  todo: 'product bug: a cross-member txn whose revision R was fenced during its state read evaluates its compares on a state with a later write, but answers failed at R - 1 with reads at R - 1 (src/kv/txn/cross-member.ts nothingWritten)',
+}, async () => {
+  const pfx = 'xk-fenced-read/';
+  const keys = { a: keyOn(0, pfx), b: keyOn(1, pfx), c: keyOn(2, pfx) };
+  const memberB = toMemberKey(B(keys.b));
+  let armed = false;
+  let held = false;
+  let releaseRead: () => void = () => undefined;
+  const released = new Promise<void>((r) => (releaseRead = r));
+  const tap = await GrpcTap.start(set.members[1]!.clientUrl, async (message) => {
+    if (!armed || held || !isStateRead(message, memberB)) return;
+    held = true;
+    await within(20_000, 'the release of the held state read', released).catch(() => undefined);
+  });
+  stops.push(() => tap.close());
+  const P1 = await ChildProxy.start(set, { flags: ['--fence-after', `${FENCE_AFTER_MS}ms`], memberUrls: set.members.map((m, i) => (i === 1 ? tap.url : m.clientUrl)) });
+  children.push(P1);
+  const c1 = clientFor(P1.url, 'proxy P1 (child, through the relay)', 30_000);
+  closers.push(() => c1.close());
+  try {
+    const initial: MkState = new Map();
+    let r0 = 0n;
+    for (const k of Object.values(keys)) {
+      const r = await c2.put({ key: B(k), value: B(`${k}=init`) });
+      r0 = r.header!.revision;
+      initial.set(k, { value: `${k}=init`, create: r0, mod: r0, version: 1n });
+    }
+    await firstSuccess('P1 serves', () => c1.range(P(pfx)), 20_000);
+    const mod = (k: string) => initial.get(k)!.mod;
+    const history: MkOp[] = [];
+    const record = async (client: string, c: EtcdClient, x: string, y: string, rec: MkOp) => {
+      try {
+        const resp = await c.txnPartial({
+          compare: [x, y].map((k) => ({ key: B(k), target: 2 /* MOD */, result: 0 /* EQUAL */, targetUnion: { $case: 'modRevision' as const, value: mod(k) } })),
+          success: [x, y].map((k) => ({ request: { $case: 'requestPut' as const, value: { key: B(k), value: B(`${k}=${client}`) } } })),
+          failure: [x, y].map((k) => ({ request: { $case: 'requestRange' as const, value: { key: B(k) } } })),
+        });
+        Object.assign(rec, { end: performance.now(), ok: true, succeeded: resp.succeeded, revision: resp.header!.revision });
+        rec.reads = resp.succeeded
+          ? []
+          : [x, y].map((key, i) => {
+              const r = resp.responses[i]?.response;
+              const kv = r?.$case === 'responseRange' ? r.value.kvs[0] : undefined;
+              return kv ? { key, value: kv.value.toString(), mod: kv.modRevision } : { key, value: null };
+            });
+      } catch (err) {
+        rec.error = describeErr(err);
+      }
+    };
+    const op = (id: number, client: string, x: string, y: string): MkOp => ({
+      id,
+      client,
+      compares: [x, y].map((k) => ({ key: k, target: 'mod' as const, result: '=' as const, value: mod(k) })),
+      success: { puts: [x, y].map((k) => ({ key: k, value: `${k}=${client}` })) },
+      failure: { reads: [x, y] },
+      start: performance.now(),
+      end: Infinity,
+      ok: false,
+    });
+    armed = true;
+    const t1 = op(1, 'T1@P1', keys.a, keys.b);
+    const t1Done = record('T1@P1', c1, keys.a, keys.b, t1);
+    await waitUntil('T1 reads its state', () => held, 20_000, 5);
+    const t2 = op(2, 'T2@P2', keys.b, keys.c);
+    await within(20_000, 'T2 through P2', record('T2@P2', c2, keys.b, keys.c, t2));
+    releaseRead();
+    await within(40_000, 'T1 through P1', t1Done);
+    history.push(t1, t2);
+    const report = checkMultiKey(history, initial, r0);
+    console.log(`fenced read: T1 ${t1.ok ? `succeeded=${t1.succeeded} at ${t1.revision} reads ${JSON.stringify(t1.reads?.map((r) => `${r.key}@${r.mod}`))}` : t1.error}; T2 ${t2.ok ? `succeeded=${t2.succeeded} at ${t2.revision}` : t2.error}`);
+    assert.equal(report.ok, true, report.violation);
+  } finally {
+    releaseRead();
+    await P1.stop();
+    await tap.close();
+  }
 });

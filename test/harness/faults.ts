@@ -219,6 +219,8 @@ export interface ChildProxyOptions {
   nodeFlags?: string[];
   /** Extra environment variables of the child (e.g. a test hold hook such as METAETCD_TEST_CROSS_HOLD). */
   env?: Record<string, string>;
+  /** The members' URLs as --members gives them (default the set's; e.g. a relay in front of one, test/harness/grpc-tap.ts). */
+  memberUrls?: string[];
 }
 
 /** `node bin/metaetcd.js --coordinator … --members …` on a free loopback port. */
@@ -264,7 +266,7 @@ export class ChildProxy {
       '--coordinator',
       set.coordinator.clientUrl,
       '--members',
-      set.members.map((m) => m.clientUrl).join(','),
+      (o.memberUrls ?? set.members.map((m) => m.clientUrl)).join(','),
       '--listen-addr',
       `127.0.0.1:${port}`,
       '--metrics-port',
