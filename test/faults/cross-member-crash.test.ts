@@ -31,8 +31,8 @@
 // later transaction on the same keys succeeds through either proxy.
 //
 // Last, with the same relay holding back a transaction's read of its state
-// while another transaction fences its revision: a product bug, kept as a todo
-// test (see the comment above it).
+// while another transaction fences its revision: the answer must be of one
+// snapshot (a product bug this found, see the comment above the test).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -454,14 +454,11 @@ function isStateRead(message: Buffer, key: Buffer): boolean {
  * member 1 goes on and sees b as T2 left it: T1's compare fails, its branch taken writes nothing, and it is
  * answered at R1 - 1 with reads at R1 - 1 — where b is still as compared. The answer "compare failed" with
  * reads showing the compared mod revisions is no etcd answer (and not linearizable): T1 evaluated its
- * compares on a state later than the snapshot it reports. A writing branch would have been caught by the
- * commit's guard (m/clock < R1); the nothing-written path (nothingWritten in src/kv/txn/cross-member.ts)
- * does not check that R1 was still open when it read.
+ * compares on a state later than the snapshot it reports. A writing branch was caught by the commit's guard
+ * (m/clock < R1); the nothing-written path (nothingWritten in src/kv/txn/cross-member.ts) did not check
+ * that R1 was still open when it read. Now it closes R1 itself on every member or goes again.
  */
-test('a cross-member transaction whose revision is fenced while it reads: its compare outcome and its reads are of one snapshot', {
-  ...BOUND,
-  todo: 'product bug: a cross-member txn whose revision R was fenced during its state read evaluates its compares on a state with a later write, but answers failed at R - 1 with reads at R - 1 (src/kv/txn/cross-member.ts nothingWritten)',
-}, async () => {
+test('a cross-member transaction whose revision is fenced while it reads: its compare outcome and its reads are of one snapshot', BOUND, async () => {
   const pfx = 'xk-fenced-read/';
   const keys = { a: keyOn(0, pfx), b: keyOn(1, pfx), c: keyOn(2, pfx) };
   const memberB = toMemberKey(B(keys.b));

@@ -142,12 +142,17 @@ async function attemptCross(ctx: KvContext, req: TxnRequest, plan: TxnPlan, memb
 }
 
 /**
- * The branch taken writes nothing (the key cache could not tell beforehand): as in
- * etcd, the answer is the state before (R − 1, exact since the members are quiet).
- * R itself can only be closed: it stays an empty revision.
+ * The branch taken writes nothing: as in etcd, the answer is the state before
+ * (R − 1). R itself can only be closed: it stays an empty revision. The state is
+ * exact at R − 1 only if nothing landed at or above R on any member before it was
+ * read — which a reader that fenced R meanwhile (this attempt took longer than
+ * --fence-after) would have allowed. So R must be closed by this attempt on every
+ * member; if some member had already passed it, the attempt goes again at a new
+ * revision (a writing branch is caught the same way by its guards).
  */
-async function nothingWritten(ctx: KvContext, peers: MemberPeers, members: number[], split: CrossOps, path: boolean[], R: number): Promise<TxnOutcome> {
-  await closeAll(peers, members, R);
+async function nothingWritten(ctx: KvContext, peers: MemberPeers, members: number[], split: CrossOps, path: boolean[], R: number): Promise<TxnOutcome | undefined> {
+  const closed = await Promise.all(members.map((m) => closeRevision(peers, m, R)));
+  if (!closed.every(Boolean)) return undefined;
   const later = split.reads.filter((d) => d.request.revision === 0n);
   for (const d of later) d.revision = R - 1;
   if (later.length > 0) await readDeferred(ctx, later, R - 1);
