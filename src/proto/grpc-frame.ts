@@ -7,14 +7,14 @@ const FRAMED = Symbol('metaetcd.grpcFrame');
 
 type Framable = Buffer & { [FRAMED]?: Buffer };
 
-/** A buffer for a message of `size` bytes with the prefix already written; encode into `.message`. */
-export function allocFramed(size: number): { message: Buffer } {
+/** A buffer for a message of `size` bytes to encode into, with the prefix already written in front of it. */
+export function allocFramed(size: number): Buffer {
   const whole = Buffer.allocUnsafe(5 + size);
   whole[0] = 0;
   whole.writeUInt32BE(size, 1);
   const message = whole.subarray(5) as Framable;
   message[FRAMED] = whole;
-  return { message };
+  return message;
 }
 
 /** The framed message: the prefixed buffer `allocFramed` made, or a new one with a copy of `message`. */

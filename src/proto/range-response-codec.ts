@@ -123,7 +123,7 @@ export function encodeRangeResponse(m: RangeResponse): Buffer {
   for (const s of kvSizes) size += 1 + varintSize(s) + s;
   if (m.more) size += 2;
   if (m.count !== 0n) size += 1 + varint64Size(m.count);
-  const o = new Out(allocFramed(size).message);
+  const o = new Out(allocFramed(size));
   if (m.header !== undefined) {
     o.varint(10);
     o.varint(hSize);

@@ -76,11 +76,6 @@ export class KeyTurns {
     const bound = new Promise<void>((r) => (timer = setTimeout(r, this.maxWaitMs)));
     return Promise.race([Promise.all(waits).then(() => undefined), bound]).finally(() => clearTimeout(timer));
   }
-
-  /** Keys with writes in flight (for tests). */
-  get size(): number {
-    return this.inFlight.size;
-  }
 }
 
 /** latin1 member keys: single keys put or deleted on any branch, and single keys compared. */

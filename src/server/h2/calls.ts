@@ -5,7 +5,8 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { Metadata } from '@grpc/grpc-js';
-import { DEADLINE_EXCEEDED, INTERNAL, OK, OK_TRAILERS, RESPOND_OPTS, RESPONSE_HEADERS, UNKNOWN, frame, trailersOf, type Method, type Status } from './wire.js';
+import { DEADLINE_EXCEEDED, INTERNAL, OK, OK_TRAILERS, RESPOND_OPTS, RESPONSE_HEADERS, UNKNOWN, trailersOf, type Method, type Status } from './wire.js';
+import { framed } from '../../proto/grpc-frame.js';
 
 /** What a call tells the server that owns its connection. */
 export interface CallHost {
@@ -187,7 +188,7 @@ export class StreamCall extends CallBase {
     if (this.finished || this.cancelled) return false;
     let buf: Buffer;
     try {
-      buf = frame(this.method.responseSerialize(msg));
+      buf = framed(this.method.responseSerialize(msg));
     } catch {
       this.finish({ code: INTERNAL, details: 'Error serializing response' });
       return false;

@@ -14,7 +14,8 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { TlsMaterial, TlsSource } from '../../tls/reloading-files.js';
 import { CallBase, StreamCall, UnaryCall } from './calls.js';
 import { Sessions } from './sessions.js';
-import { DEADLINE_RE, Decoder, INTERNAL, OK, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNIT_MS, UNKNOWN, WINDOW, decompress, encodeGrpcMessage, frame, type Method, type Status } from './wire.js';
+import { framed } from '../../proto/grpc-frame.js';
+import { DEADLINE_RE, Decoder, INTERNAL, OK, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNIT_MS, UNKNOWN, WINDOW, decompress, encodeGrpcMessage, type Method, type Status } from './wire.js';
 
 const {
   HTTP2_HEADER_PATH,
@@ -248,7 +249,7 @@ export class H2Server {
     }
     let buf: Buffer;
     try {
-      buf = frame(method.responseSerialize(res));
+      buf = framed(method.responseSerialize(res));
     } catch {
       call.finish({ code: INTERNAL, details: 'Error serializing response' });
       return;

@@ -63,8 +63,6 @@ export function encodeGrpcMessage(s: string): string {
   return out;
 }
 
-export { framed as frame } from '../../proto/grpc-frame.js';
-
 export const OK_TRAILERS: http2.OutgoingHttpHeaders = { 'grpc-status': '0', 'grpc-message': 'OK' };
 
 export function trailersOf(st: Status): http2.OutgoingHttpHeaders {
