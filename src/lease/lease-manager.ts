@@ -21,14 +21,13 @@
 
 import { randomBytes } from 'node:crypto';
 import type { KvContext, LeaseChecker } from '../kv/context.js';
-import { executeTxn } from '../kv/txn/execute.js';
 import { toClientKv } from '../kv/translate.js';
 import type { Logger } from '../log.js';
 import type { EtcdClient } from '../members/etcd-client.js';
 import { rangePages } from '../members/range-pages.js';
 import { asRange, op, txn } from '../proto/build.js';
-import { Compare_CompareResult, Compare_CompareTarget, type RequestOp, type TxnRequest } from '../proto/gen/rpc.js';
 import { isKind, messageOf } from '../errors/etcd-error.js';
+import { deleteAttached, REAP_CHUNK, reapSteps } from './lease-deletion.js';
 import { partitionOf } from '../shard/hash.js';
 import type { Router } from '../shard/layout.js';
 import { LEASE_INDEX_PREFIX, leaseIndexPrefix, leaseRecordKey, parseLeaseIndexKey, toMemberKey } from '../store/keyspace.js';
@@ -43,8 +42,6 @@ export interface LeaseManagerOptions {
   sweepIntervalMs?: number;
 }
 
-/** Keys deleted per member transaction when a lease ends (keeps member transactions small). */
-const REAP_CHUNK = 100;
 /**
  * Leases whose keys are deleted at once without a caller waiting (expiries). A
  * lease's keys on several members go in a cross-member transaction, which holds
@@ -292,13 +289,13 @@ export class LeaseManager implements LeaseChecker {
     if (await this.exists(id, true)) return undefined;
     let deleted = 0;
     let revision: number | undefined;
-    // Every attached key on every member: up to REAP_CHUNK keys of each member go in one
-    // transaction (over several members, one cross-member transaction), at one revision.
+    // Every attached key on every member, in steps (reapSteps: one transaction and one
+    // revision each, over several members a cross-member one).
     // A member that cannot be read keeps its keys until it is back (the reap is retried);
     // the others' go now.
     const found = await Promise.allSettled(this.members.map((client) => this.attachedKeys(client, id)));
     for (const step of reapSteps(found.map((f) => (f.status === 'fulfilled' ? f.value : [])))) {
-      const out = await this.deleteAttached(id, step);
+      const out = await deleteAttached(this.kv, id, step);
       revision = Math.max(revision ?? 0, out.revision);
       deleted += step.length;
     }
@@ -312,27 +309,6 @@ export class LeaseManager implements LeaseChecker {
       this.log.info({ lease: id.toString(), keys: deleted }, 'deleted the keys of an ended lease');
     }
     return revision;
-  }
-
-  /**
-   * Deletes `keys` if they still carry lease `id`, in one transaction (one revision;
-   * a cross-member one when they span members). When a member they span cannot be
-   * reached, the keys of the others go at once, one transaction per member, and the
-   * unreachable member's keys when it is back (the reap is retried).
-   */
-  private async deleteAttached(id: bigint, keys: Buffer[]): Promise<{ revision: number }> {
-    try {
-      return await executeTxn(this.kv, leaseDeletion(id, keys));
-    } catch (err) {
-      if (!isKind(err, 'unavailable') && !isKind(err, 'timeout')) throw err;
-      const byMember = new Map<number, Buffer[]>();
-      for (const k of keys) byMember.set(this.kv.router.memberOf(k), [...(byMember.get(this.kv.router.memberOf(k)) ?? []), k]);
-      if (byMember.size === 1) throw err;
-      const parts = await Promise.allSettled([...byMember.values()].map((ks) => executeTxn(this.kv, leaseDeletion(id, ks))));
-      const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
-      if (failed) throw failed.reason;
-      return { revision: Math.max(...parts.map((p) => (p as PromiseFulfilledResult<{ revision: number }>).value.revision)) };
-    }
   }
 
   /** Client keys in `member` whose index says lease `id` and whose value still carries it. */
@@ -396,47 +372,9 @@ async function* indexKeys(client: EtcdClient, prefix: Buffer): AsyncGenerator<Bu
   }
 }
 
-/**
- * The deletion steps of a lease's keys, given each member's: step i takes the i-th
- * REAP_CHUNK keys of every member (a member transaction stays within etcd's
- * default limit of 128 operations), in key order. A lease with at most
- * REAP_CHUNK keys on each member is deleted at one revision.
- */
-export function reapSteps(perMember: Buffer[][]): Buffer[][] {
-  const steps: Buffer[][] = [];
-  const sorted = perMember.map((keys) => [...keys].sort(Buffer.compare));
-  for (let i = 0; sorted.some((keys) => keys.length > i); i += REAP_CHUNK) {
-    steps.push(sorted.flatMap((keys) => keys.slice(i, i + REAP_CHUNK)).sort(Buffer.compare));
-  }
-  return steps;
-}
-
 function randomLeaseId(): bigint {
   for (;;) {
     const id = randomBytes(8).readBigUInt64BE() & 0x7fffffffffffffffn;
     if (id !== 0n) return id;
   }
-}
-
-/** The transaction deleting each of `keys` that still carries lease `id` when it commits. */
-function leaseDeletion(id: bigint, keys: Buffer[]): TxnRequest {
-  const success: RequestOp[] = keys.map((key) => ({
-    request: {
-      $case: 'requestTxn',
-      value: {
-        compare: [
-          {
-            key,
-            rangeEnd: Buffer.alloc(0),
-            target: Compare_CompareTarget.LEASE,
-            result: Compare_CompareResult.EQUAL,
-            targetUnion: { $case: 'lease', value: id },
-          },
-        ],
-        success: [{ request: { $case: 'requestDeleteRange', value: { key, rangeEnd: Buffer.alloc(0), prevKv: false } } }],
-        failure: [],
-      },
-    },
-  }));
-  return { compare: [], success, failure: [] };
 }

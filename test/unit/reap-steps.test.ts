@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { reapSteps } from '../../src/lease/lease-manager.js';
+import { reapSteps } from '../../src/lease/lease-deletion.js';
 
 const keys = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => Buffer.from(`${prefix}${String(i).padStart(4, '0')}`));
 const str = (steps: Buffer[][]) => steps.map((s) => s.map(String));
