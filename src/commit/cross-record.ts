@@ -12,7 +12,7 @@
 //         | the apply transaction (protobuf TxnRequest; secondaries only).
 
 import { TxnRequest } from '../proto/gen/rpc.js';
-import { readVarint, varintLength, writeVarint } from '../util/varint.js';
+import { readVarint, varintLength, writeVarint, readVarintList } from '../util/varint.js';
 
 export enum CrossRole {
   Primary = 0,
@@ -48,15 +48,8 @@ export function encodeCrossRecord(r: CrossRecord): Buffer {
 export function decodeCrossRecord(raw: Buffer): CrossRecord {
   if (raw.length < 4 || raw[0] !== FORMAT) throw new Error('malformed metaetcd cross-member transaction record');
   const role = raw[1] as CrossRole;
-  let [primary, o] = readVarint(raw, 2);
-  let n: number;
-  [n, o] = readVarint(raw, o);
-  const members: number[] = [];
-  for (let i = 0; i < n; i++) {
-    let m: number;
-    [m, o] = readVarint(raw, o);
-    members.push(m);
-  }
+  const [primary, afterPrimary] = readVarint(raw, 2);
+  const [members, o] = readVarintList(raw, afterPrimary);
   const rec: CrossRecord = { role, primary, members };
   if (role === CrossRole.Secondary) rec.apply = TxnRequest.decode(raw.subarray(o));
   return rec;

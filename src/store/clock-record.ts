@@ -12,7 +12,7 @@
 // member i has shown revision allocation[i] (or later) in its own stream.
 
 import { decodeU64BE, encodeU64BE } from '../util/bytes.js';
-import { readVarint, varintLength, writeVarint } from '../util/varint.js';
+import { readVarint, varintLength, writeVarint, readVarintList } from '../util/varint.js';
 
 export enum ClockKind {
   /** A client write (or a transaction that only read) took this revision. */
@@ -79,26 +79,11 @@ export function decodeClockRecord(raw: Buffer): ClockRecord {
   if (raw.length < 9) throw new Error('malformed metaetcd clock record');
   const revision = decodeU64BE(raw, 0);
   const kind = raw[8] as ClockKind;
-  const allocation: number[] = [];
+  let allocation: number[] = [];
   let o = 9;
-  if (o < raw.length) {
-    let n: number;
-    [n, o] = readVarint(raw, o);
-    for (let i = 0; i < n; i++) {
-      let a: number;
-      [a, o] = readVarint(raw, o);
-      allocation.push(a);
-    }
-  }
+  if (o < raw.length) [allocation, o] = readVarintList(raw, o);
   if (kind === ClockKind.Write && o < raw.length) {
-    let n: number;
-    [n, o] = readVarint(raw, o);
-    const ranks: number[] = [];
-    for (let i = 0; i < n; i++) {
-      let x: number;
-      [x, o] = readVarint(raw, o);
-      ranks.push(x);
-    }
+    const [ranks] = readVarintList(raw, o);
     return { revision, kind, allocation, ranks };
   }
   if (kind !== ClockKind.Batch) return { revision, kind, allocation };

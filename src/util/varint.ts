@@ -34,6 +34,19 @@ export function readVarint(buf: Buffer, offset: number): [number, number] {
   }
 }
 
+/** Reads a count, then that many varints, at `offset`; returns [values, offset after them]. */
+export function readVarintList(buf: Buffer, offset: number): [number[], number] {
+  let n: number;
+  [n, offset] = readVarint(buf, offset);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let x: number;
+    [x, offset] = readVarint(buf, offset);
+    out.push(x);
+  }
+  return [out, offset];
+}
+
 export function varintLengthBig(n: bigint): number {
   let len = 1;
   while (n >= 0x80n) {

@@ -51,6 +51,9 @@ test('clock record round trip, and the guard values order like the revisions', (
     const rec = { revision: rev(), kind: [ClockKind.Write, ClockKind.Fence, ClockKind.Bootstrap][i % 3]!, allocation: Array.from({ length: Math.floor(r() * 5) }, rev) };
     assert.deepEqual(decodeClockRecord(encodeClockRecord(rec)), rec);
   }
+  // A cross-member part's record carries the op index of each of its events.
+  const withRanks = { revision: 42, kind: ClockKind.Write, allocation: [40, 42, 41], ranks: [2, 0, 130, 1] };
+  assert.deepEqual(decodeClockRecord(encodeClockRecord(withRanks)), withRanks);
   assert.deepEqual(decodeClockRecord(Buffer.concat([clockGuardValue(7), Buffer.from([ClockKind.Fence])])), { revision: 7, kind: ClockKind.Fence, allocation: [] });
   assert.throws(() => decodeClockRecord(Buffer.alloc(8)), /malformed/);
   // "stored < mine" and "stored >= rev" as byte compares on whole records.
